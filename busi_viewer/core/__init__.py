@@ -1,0 +1,1 @@
+"""Images, DICOM, masks, metrics and settings: numpy / OpenCV / Pillow / pydicom only (no Qt, no torch)."""

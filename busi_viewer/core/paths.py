@@ -1,0 +1,73 @@
+"""Every place on disk the app reads from or writes to, decided here and nowhere else.
+
+User data, settings and caches come from platformdirs; tests and portable installs redirect them with
+``BUSI_VIEWER_HOME`` (one folder holding ``data/``, ``config/`` and ``cache/``). The frozen app never
+writes inside its own folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "busi-viewer"
+APP_AUTHOR = "busi-viewer"
+
+DEFAULT_MODEL_NAME = "busi-us"
+
+
+def _home_override() -> Path | None:
+    value = os.environ.get("BUSI_VIEWER_HOME")
+    return Path(value).expanduser() if value else None
+
+
+def user_data_dir() -> Path:
+    """Reviews database and other user data (created on demand)."""
+    home = _home_override()
+    path = home / "data" if home else Path(platformdirs.user_data_dir(APP_NAME, APP_AUTHOR))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def user_config_dir() -> Path:
+    """Settings (created on demand)."""
+    home = _home_override()
+    path = home / "config" if home else Path(platformdirs.user_config_dir(APP_NAME, APP_AUTHOR))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def user_cache_dir() -> Path:
+    """Caches that may be deleted at any time (created on demand)."""
+    home = _home_override()
+    path = home / "cache" if home else Path(platformdirs.user_cache_dir(APP_NAME, APP_AUTHOR))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def resources_dir() -> Path:
+    """The read-only ``resources/`` folder: bundled model bundles and demo data.
+
+    ``BUSI_VIEWER_RESOURCES`` overrides it; a PyInstaller build finds it beside the frozen app; a source
+    checkout (editable install) finds it at the repository root.
+    """
+    override = os.environ.get("BUSI_VIEWER_RESOURCES")
+    if override:
+        return Path(override).expanduser()
+    frozen_root = getattr(sys, "_MEIPASS", None)
+    if frozen_root:
+        return Path(frozen_root) / "resources"
+    return Path(__file__).resolve().parents[2] / "resources"
+
+
+def models_dir() -> Path:
+    """Where installed model bundles live (one sub-folder per bundle)."""
+    return resources_dir() / "models"
+
+
+def default_model_dir() -> Path:
+    """The bundle the tools use when the user names none."""
+    return models_dir() / DEFAULT_MODEL_NAME

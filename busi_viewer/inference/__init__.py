@@ -1,0 +1,1 @@
+"""Models, preprocessing and explanations: torch / timm, no Qt."""

@@ -1,0 +1,111 @@
+"""The model card: everything needed to use a set of weights correctly, and to judge its numbers.
+
+It travels with the weights (``model_card.json`` beside ``weights.safetensors``) and drives preprocessing,
+so training and the app cannot disagree on class order, input size, resizing or normalisation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from busi_viewer.core.errors import BundleError
+
+CARD_SCHEMA_VERSION = 1
+RESIZE_POLICIES = ("stretch", "letterbox")
+INTERPOLATIONS = ("bicubic", "bilinear", "area", "nearest")
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How an RGB uint8 image becomes the network's input tensor.
+
+    ``resize_policy``: "stretch" resizes to input_size x input_size ignoring aspect ratio; "letterbox" keeps
+    the aspect ratio and pads with ``pad_value`` (0..255, before normalisation) to a square.
+    ``mean``/``std`` apply to pixel values scaled to [0, 1].
+    """
+
+    input_size: int = 224
+    resize_policy: str = "stretch"
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    pad_value: int = 0
+
+    def __post_init__(self) -> None:
+        if self.resize_policy not in RESIZE_POLICIES:
+            raise BundleError(f"unknown resize policy {self.resize_policy!r}; expected one of {RESIZE_POLICIES}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise BundleError(f"unknown interpolation {self.interpolation!r}; expected one of {INTERPOLATIONS}")
+        if self.input_size < 32:
+            raise BundleError(f"input size {self.input_size} is too small (at least 32 pixels)")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise BundleError("mean and std must have three entries each, std strictly positive")
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Metadata of a model bundle (see ``docs`` in README: Model bundles)."""
+
+    name: str
+    version: str
+    architecture: str
+    class_names: tuple[str, ...]
+    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
+    modality: str = "US"
+    weights_sha256: str = ""
+    data_manifest_sha256: str = ""
+    training_data: str = ""
+    protocol: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    calibration_temperature: float = 1.0
+    thresholds: dict[str, float] = field(default_factory=dict)
+    low_confidence_below: float = 0.0
+    intended_use: str = "Research on explainable classification of breast ultrasound. Not for diagnostic use."
+    out_of_scope_use: str = "Any clinical decision; images of other modalities, body parts or devices than trained on."
+    created: str = ""
+    schema_version: int = CARD_SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if len(self.class_names) < 2:
+            raise BundleError("a model card needs at least two class names")
+        if len(set(self.class_names)) != len(self.class_names):
+            raise BundleError(f"class names repeat: {self.class_names}")
+        if not self.calibration_temperature > 0:
+            raise BundleError(f"calibration temperature must be > 0, got {self.calibration_temperature}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["class_names"] = list(self.class_names)
+        return json.dumps(data, indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelCard":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BundleError(f"model_card.json is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise BundleError("model_card.json must hold a JSON object")
+        if data.get("schema_version", CARD_SCHEMA_VERSION) > CARD_SCHEMA_VERSION:
+            raise BundleError(
+                f"model card schema {data['schema_version']} is newer than this app understands "
+                f"({CARD_SCHEMA_VERSION}); update BUSI Viewer"
+            )
+        known = {f.name for f in fields(cls)}
+        missing = {"name", "version", "architecture", "class_names"} - data.keys()
+        if missing:
+            raise BundleError(f"model_card.json lacks required field(s): {', '.join(sorted(missing))}")
+        try:
+            preprocess = PreprocessSpec(**{k: tuple(v) if isinstance(v, list) else v
+                                           for k, v in data.get("preprocess", {}).items()})
+            kwargs = {k: v for k, v in data.items() if k in known and k != "preprocess"}
+            kwargs["class_names"] = tuple(kwargs["class_names"])
+            return cls(preprocess=preprocess, **kwargs)
+        except TypeError as exc:
+            raise BundleError(f"model_card.json has an unexpected field: {exc}") from exc
