@@ -1,0 +1,32 @@
+"""Atomic file writes: readers see the old file or the complete new one, never half of it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path | str, mode: str = "w", *, overwrite: bool = True, **open_kwargs) -> Iterator[IO]:
+    """Open a temporary sibling of ``path`` for writing; on success fsync and rename it over ``path``.
+
+    On any exception the temporary file is removed and ``path`` is untouched. With ``overwrite=False`` an
+    existing ``path`` raises FileExistsError before anything is written.
+    """
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise FileExistsError(f"{path} already exists")
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(fd, mode, **open_kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
