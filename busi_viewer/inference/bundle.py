@@ -1,0 +1,207 @@
+"""Model bundles: a folder holding ``weights.safetensors`` and the ``model_card.json`` that describes them.
+
+Bundles are written atomically (a temporary sibling folder renamed into place) and read defensively: the
+card's SHA-256 of the weights is checked before the weights are parsed, and the weights are only ever read
+as safetensors, never unpickled, so a tampered bundle cannot run code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import safetensors
+import safetensors.torch
+import torch
+
+from busi_viewer.core.errors import BundleError
+from busi_viewer.core.paths import default_model_dir
+from busi_viewer.inference.architectures import SUPPORTED_ARCHITECTURES, ImageClassifier
+from busi_viewer.inference.device import select_device
+from busi_viewer.inference.model_card import ModelCard
+
+WEIGHTS_FILENAME = "weights.safetensors"
+CARD_FILENAME = "model_card.json"
+_CHUNK_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class LoadedBundle:
+    """A verified bundle: its card, the model (eval mode, on the requested device) and where it came from."""
+
+    card: ModelCard
+    model: ImageClassifier
+    folder: Path
+
+
+def sha256_file(path: str | Path) -> str:
+    """Lower-case hex SHA-256 of a file, read in 1 MiB chunks (bundles can hold hundreds of MB)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        while chunk := stream.read(_CHUNK_SIZE):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_bundle(folder: str | Path, model: ImageClassifier, card: ModelCard, *, overwrite: bool = False) -> ModelCard:
+    """Write ``model``'s weights and ``card`` as a bundle at ``folder``; returns the card with ``weights_sha256``.
+
+    Atomic: everything is written into a temporary sibling folder that is renamed into place, so ``folder`` is
+    either absent, the previous bundle, or the complete new one. An existing bundle is replaced only with
+    ``overwrite=True``; a folder that holds anything but a bundle is never replaced.
+    """
+    folder = Path(folder)
+    if card.architecture != model.architecture:
+        raise BundleError(f"model card says {card.architecture!r} but the model is {model.architecture!r}")
+    if card.num_classes != model.num_classes:
+        raise BundleError(f"model card lists {card.num_classes} classes but the model has {model.num_classes} outputs")
+    if folder.exists() or folder.is_symlink():
+        if not overwrite:
+            raise BundleError(f"a model bundle already exists at {folder}; pass overwrite=True to replace it")
+        if not folder.is_dir() or not _looks_like_bundle(folder):
+            raise BundleError(f"{folder} exists and is not a model bundle; refusing to replace it")
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = _sibling(folder, "partial")
+    staging.mkdir()  # not mkdtemp: its 0700 mode would stick to the bundle and hide it from other users
+    try:
+        weights_path = staging / WEIGHTS_FILENAME
+        state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
+        safetensors.torch.save_file(state, weights_path, metadata={"architecture": model.architecture})
+        _fsync(weights_path)
+        saved_card = dataclasses.replace(card, weights_sha256=sha256_file(weights_path))
+        card_path = staging / CARD_FILENAME
+        card_path.write_text(saved_card.to_json(), encoding="utf-8")
+        _fsync(card_path)
+        _swap_into_place(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return saved_card
+
+
+def load_bundle(folder: str | Path | None = None, device: str | torch.device = "cpu") -> LoadedBundle:
+    """Read, verify and instantiate the bundle at ``folder`` (default: :func:`paths.default_model_dir`).
+
+    ``device``: a torch device, or a name for :func:`device.select_device` ("cpu", "cuda", "auto", ...).
+    The returned model is in eval mode on that device and expects (B, 3, S, S) float32 input preprocessed as
+    ``card.preprocess`` says; it outputs (B, card.num_classes) logits in ``card.class_names`` order.
+    Raises :class:`BundleError` with a message a user can act on for anything missing or inconsistent.
+    """
+    folder = Path(folder) if folder is not None else default_model_dir()
+    target = select_device(device) if isinstance(device, str) else torch.device(device)
+    if folder.exists() and not folder.is_dir():
+        raise BundleError(f"{folder} is a file, not a model bundle folder")
+    if not folder.is_dir():
+        if _is_default_location(folder):
+            raise BundleError(f"no trained model is installed at {folder}; train one with busi-train "
+                              f"or copy a model bundle (weights.safetensors + model_card.json) there")
+        raise BundleError(f"model bundle folder {folder} does not exist")
+    card = _read_card(folder / CARD_FILENAME)
+    if card.architecture not in SUPPORTED_ARCHITECTURES:
+        raise BundleError(f"{folder.name}: unknown architecture {card.architecture!r} in the model card; "
+                          f"this app supports {', '.join(SUPPORTED_ARCHITECTURES)}")
+    weights_path = folder / WEIGHTS_FILENAME
+    if not weights_path.is_file():
+        raise BundleError(f"{folder.name}: {WEIGHTS_FILENAME} is missing from the bundle at {folder}")
+    _verify_checksum(weights_path, card)
+    state = _read_weights(weights_path)
+    model = ImageClassifier(card.architecture, card.num_classes)
+    _check_state_fits(state, model, card, folder.name)
+    model.load_state_dict(state, strict=True)
+    return LoadedBundle(card=card, model=model.to(target).eval(), folder=folder)
+
+
+def _looks_like_bundle(folder: Path) -> bool:
+    # Only an empty folder or exactly a bundle's files: replacing anything else would destroy unrelated files.
+    return {entry.name for entry in folder.iterdir()} <= {WEIGHTS_FILENAME, CARD_FILENAME}
+
+
+def _sibling(folder: Path, tag: str) -> Path:
+    # Hidden and in the same directory, so renames stay on one file system and stay atomic.
+    return folder.parent / f".{folder.name}.{tag}-{uuid.uuid4().hex[:12]}"
+
+
+def _fsync(path: Path) -> None:
+    # Without it a crash shortly after the rename can leave a complete-looking folder of empty files.
+    with path.open("r+b") as stream:
+        os.fsync(stream.fileno())
+
+
+def _swap_into_place(staging: Path, folder: Path) -> None:
+    if not (folder.exists() or folder.is_symlink()):
+        staging.rename(folder)
+        return
+    # A directory cannot be renamed over a non-empty one: move the old bundle aside first, restore it on failure.
+    retired = _sibling(folder, "old")
+    folder.rename(retired)
+    try:
+        staging.rename(folder)
+    except BaseException:
+        retired.rename(folder)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _is_default_location(folder: Path) -> bool:
+    try:
+        return folder.resolve() == default_model_dir().resolve()
+    except OSError:
+        return False
+
+
+def _read_card(card_path: Path) -> ModelCard:
+    bundle = card_path.parent.name
+    if not card_path.is_file():
+        raise BundleError(f"{bundle}: {CARD_FILENAME} is missing from the bundle at {card_path.parent}")
+    try:
+        return ModelCard.from_json(card_path.read_text(encoding="utf-8"))
+    except BundleError as exc:
+        raise BundleError(f"{bundle}: {exc}") from exc
+    except (OSError, UnicodeDecodeError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise BundleError(f"{bundle}: {CARD_FILENAME} is not a valid model card: {exc}") from exc
+
+
+def _verify_checksum(weights_path: Path, card: ModelCard) -> None:
+    expected = card.weights_sha256.strip().lower()
+    if not expected:
+        raise BundleError(f"{weights_path.parent.name}: the model card has no weights_sha256, "
+                          f"so {WEIGHTS_FILENAME} cannot be verified; re-export the bundle")
+    actual = sha256_file(weights_path)
+    if actual != expected:
+        raise BundleError(
+            f"{weights_path.parent.name}: {WEIGHTS_FILENAME} does not match its model card "
+            f"(expected SHA-256 {expected[:12]}…, found {actual[:12]}…); "
+            f"the file was modified or corrupted after the bundle was written"
+        )
+
+
+def _read_weights(weights_path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return safetensors.torch.load_file(weights_path, device="cpu")
+    except (safetensors.SafetensorError, OSError, ValueError) as exc:
+        raise BundleError(f"{weights_path.parent.name}: {WEIGHTS_FILENAME} is not a valid safetensors file "
+                          f"({exc})") from exc
+
+
+def _check_state_fits(state: dict[str, torch.Tensor], model: ImageClassifier, card: ModelCard, bundle: str) -> None:
+    head = state.get("head.fc.weight")
+    if head is not None and head.ndim == 2 and head.shape[0] != card.num_classes:
+        raise BundleError(f"{bundle}: the model card lists {card.num_classes} classes "
+                          f"({', '.join(card.class_names)}) but the weights have {head.shape[0]} outputs")
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}"
+                        for k, v in state.items() if k in expected and v.shape != expected[k].shape)
+    problems = [f"{label}: {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''}"
+                for label, keys in (("missing tensors", missing), ("unexpected tensors", unexpected),
+                                    ("shape mismatches (file vs model)", mismatched)) if keys]
+    if problems:
+        raise BundleError(f"{bundle}: the weights do not fit a {card.architecture} classifier "
+                          f"with {card.num_classes} classes; " + "; ".join(problems))
