@@ -42,3 +42,24 @@ def busi_dir() -> Path:
 def mias_dir() -> Path:
     """../shared/data/mini-mias; skips when absent."""
     return _shared("mini-mias")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A real, loadable model bundle with random weights (tests only; never shipped)."""
+    import torch
+
+    from busi_viewer.core.labels import CLASS_NAMES
+    from busi_viewer.inference.architectures import build_classifier
+    from busi_viewer.inference.bundle import save_bundle
+    from busi_viewer.inference.model_card import ModelCard, PreprocessSpec
+
+    torch.manual_seed(0)
+    model = build_classifier("tf_efficientnet_lite0", len(CLASS_NAMES))
+    card = ModelCard(
+        name="test-random", version="0.0.1", architecture="tf_efficientnet_lite0", class_names=CLASS_NAMES,
+        preprocess=PreprocessSpec(input_size=128), protocol="random weights for tests", low_confidence_below=0.5,
+    )
+    folder = tmp_path_factory.mktemp("bundles") / "tiny"
+    save_bundle(folder, model, card)
+    return folder

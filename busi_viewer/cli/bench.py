@@ -1,0 +1,124 @@
+"""``busi-bench``: speed of inference, explanation and folder listing on this machine, printed as JSON.
+
+Uses the installed model bundle when there is one, else a randomly initialised network of the default
+architecture (speed does not depend on the weights' values; the JSON says which was used).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+
+def _timings(fn: Callable[[], object], repeats: int, warmup: int, sync: Callable[[], None]) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    sync()
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        runs.append(time.perf_counter() - start)
+    return runs
+
+
+def _summary_ms(runs: list[float]) -> dict[str, float]:
+    ms = np.asarray(runs) * 1000.0
+    return {"median_ms": round(float(np.median(ms)), 2), "p90_ms": round(float(np.percentile(ms, 90)), 2)}
+
+
+def run_benchmarks(device_name: str | None, repeats: int, listing_files: int, batch_size: int = 16) -> dict:
+    import torch
+
+    from busi_viewer.cli.bench_listing import time_listing
+    from busi_viewer.core.errors import BundleError
+    from busi_viewer.core.labels import CLASS_NAMES
+    from busi_viewer.inference.architectures import DEFAULT_ARCHITECTURE, build_classifier
+    from busi_viewer.inference.bundle import load_bundle
+    from busi_viewer.inference.device import configure_threads, describe_device, select_device
+    from busi_viewer.inference.gradcam import fast_gradcam, reference_gradcam
+    from busi_viewer.inference.model_card import ModelCard
+    from busi_viewer.inference.predictor import Predictor
+
+    device = select_device(device_name)
+    threads = configure_threads()
+    try:
+        bundle = load_bundle(device=device)
+        model, card, weights = bundle.model, bundle.card, f"bundle {bundle.card.name} {bundle.card.version}"
+    except BundleError:
+        torch.manual_seed(0)
+        model = build_classifier(DEFAULT_ARCHITECTURE, len(CLASS_NAMES)).to(device).eval()
+        card = ModelCard(name="random", version="0", architecture=DEFAULT_ARCHITECTURE, class_names=CLASS_NAMES)
+        weights = "random initialisation (no trained bundle installed)"
+    size = card.preprocess.input_size
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    x1 = torch.randn(1, 3, size, size, device=device)
+    x16 = torch.randn(batch_size, 3, size, size, device=device)
+
+    def forward() -> None:
+        with torch.inference_mode():
+            model(x1)
+
+    forward_runs = _timings(forward, repeats, 5, sync)
+    autograd_runs = _timings(lambda: reference_gradcam(model, x1), repeats, 3, sync)
+    fast_runs = _timings(lambda: fast_gradcam(model, x1), repeats, 5, sync)
+
+    def forward_batch() -> None:
+        with torch.inference_mode():
+            model(x16)
+
+    batch_runs = _timings(forward_batch, max(3, repeats // 5), 1, sync)
+    predictor = Predictor(model, card, device)
+    rng = np.random.default_rng(0)
+    ultrasound_sized = rng.integers(0, 256, size=(470, 560, 3), dtype=np.uint8)  # a typical BUSI frame
+    end_to_end_runs = _timings(lambda: predictor.predict(ultrasound_sized), repeats, 3, sync)
+    listing = time_listing(listing_files) if listing_files else None
+
+    forward_median = statistics.median(forward_runs)
+    return {
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "python": platform.python_version()},
+        "torch": torch.__version__,
+        "device": describe_device(device),
+        "threads": threads,
+        "architecture": card.architecture,
+        "weights": weights,
+        "input_size": size,
+        "repeats": repeats,
+        "forward_batch1": _summary_ms(forward_runs),
+        "forward_plus_autograd_gradcam_batch1": _summary_ms(autograd_runs),
+        "forward_plus_fast_cam_batch1": _summary_ms(fast_runs),
+        "fast_cam_over_forward": round(statistics.median(fast_runs) / forward_median, 3),
+        "autograd_gradcam_over_forward": round(statistics.median(autograd_runs) / forward_median, 3),
+        f"batch{batch_size}_throughput_images_per_s": round(batch_size / statistics.median(batch_runs), 1),
+        "predict_with_heatmap_on_560x470_image": _summary_ms(end_to_end_runs),
+        "list_files": None if listing is None else {
+            "n_images": listing["n_images"], "n_files": listing["n_files"], "median_s": round(listing["median_s"], 4)},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="busi-bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda", "mps"), default=None)
+    parser.add_argument("--repeats", type=int, default=30, help="timed runs per measurement (default 30)")
+    parser.add_argument("--listing-files", type=int, default=10_000, help="images in the listing benchmark (0: skip)")
+    args = parser.parse_args(argv)
+    try:
+        result = run_benchmarks(args.device, max(1, args.repeats), max(0, args.listing_files))
+    except RuntimeError as exc:
+        print(f"busi-bench: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,247 @@
+"""``busi-predict``: headless batch prediction with explanations over a folder of images.
+
+Writes ``predictions.csv`` (one row per readable image) and ``errors.csv`` (file, reason) into ``--out``;
+with ``--heatmaps`` also one PNG per image: the image, the Grad-CAM overlay and the mask outline side by side.
+One bad file never stops the run. Exit status: 0 when at least one image was processed, 1 when none was,
+2 for a usage, model or output-folder problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import cv2
+import numpy as np
+
+from busi_viewer import RESEARCH_USE_BANNER
+from busi_viewer.core.agreement import agreement
+from busi_viewer.core.atomic import atomic_write
+from busi_viewer.core.errors import BusiViewerError, ImageLoadError
+from busi_viewer.core.image_record import ImageRecord
+from busi_viewer.core.loader import load_image
+from busi_viewer.core.masks import mask_for_image
+from busi_viewer.core.overlay import blend_heatmap, draw_mask_outline
+from busi_viewer.core.paths import default_model_dir
+from busi_viewer.core.scan import scan_folder
+
+PREDICTIONS_CSV = "predictions.csv"
+ERRORS_CSV = "errors.csv"
+AGREEMENT_COLUMNS = ("iou", "pointing_hit", "energy_in_mask", "baseline_iou", "baseline_pointing_hit",
+                     "baseline_energy_in_mask")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="busi-predict",
+        description=f"Classify every image in a folder and explain each prediction with Grad-CAM. "
+                    f"{RESEARCH_USE_BANNER}.",
+    )
+    parser.add_argument("folder", type=Path, help="folder of images (PNG, JPEG, BMP, TIFF, PGM, DICOM), searched recursively")
+    parser.add_argument("--model", type=Path, default=None, help=f"model bundle folder (default: {default_model_dir()})")
+    parser.add_argument("--out", type=Path, default=Path("busi-predictions"), help="output folder (default: ./busi-predictions)")
+    parser.add_argument("--heatmaps", action="store_true", help="also write an explanation PNG per image")
+    parser.add_argument("--device", choices=("cpu", "cuda", "mps"), default=None, help="default: CUDA if available, else MPS, else CPU")
+    parser.add_argument("--mask-dir", type=Path, default=None, help="look for lesion masks in this folder too")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--opacity", type=float, default=0.45, help="heatmap opacity in the PNGs, 0..1")
+    parser.add_argument("--force", action="store_true", help="overwrite existing result files in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+@dataclass
+class _Loaded:
+    path: Path
+    record: ImageRecord | None
+    error: str | None
+
+
+def _load(path: Path) -> _Loaded:
+    try:
+        return _Loaded(path, load_image(path), None)
+    except ImageLoadError as exc:
+        return _Loaded(path, None, exc.reason)
+    except Exception as exc:  # noqa: BLE001 - one bad file must never stop the run; the reason is kept
+        return _Loaded(path, None, f"unexpected {type(exc).__name__}: {exc}")
+
+
+def _prefetched(paths: list[Path], depth: int) -> Iterator[_Loaded]:
+    """Decode images in a background thread, at most ``depth`` ahead, while the model works."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="busi-load") as pool:
+        pending: deque[Future[_Loaded]] = deque()
+        queue = iter(paths)
+        for path in queue:
+            pending.append(pool.submit(_load, path))
+            if len(pending) >= depth:
+                break
+        while pending:
+            yield pending.popleft().result()
+            next_path = next(queue, None)
+            if next_path is not None:
+                pending.append(pool.submit(_load, next_path))
+
+
+def _batches(items: Iterable[_Loaded], size: int) -> Iterator[list[_Loaded]]:
+    batch: list[_Loaded] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "1" if value else "0"
+    if isinstance(value, (float, np.floating)):
+        return "" if np.isnan(value) else f"{float(value):.6f}"
+    return str(value)
+
+
+def _heatmap_png(record: ImageRecord, heatmap: np.ndarray, mask: np.ndarray | None, opacity: float) -> np.ndarray:
+    overlay = blend_heatmap(record.rgb, heatmap, opacity)
+    if mask is not None and mask.any():
+        overlay = draw_mask_outline(overlay, mask)
+    separator = np.full((record.rgb.shape[0], 8, 3), 255, np.uint8)
+    return np.concatenate([record.rgb, separator, overlay], axis=1)
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"could not encode {path.name}")
+    with atomic_write(path, "wb") as handle:
+        handle.write(encoded.tobytes())
+
+
+def run(args: argparse.Namespace) -> int:
+    # Heavy imports after argument parsing so that --help and usage errors are instant.
+    from busi_viewer.inference.bundle import load_bundle
+    from busi_viewer.inference.device import configure_threads, describe_device, select_device
+    from busi_viewer.inference.predictor import Predictor
+
+    if args.batch_size < 1:
+        print("busi-predict: error: --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        scan = scan_folder(args.folder)
+        device = select_device(args.device)
+        configure_threads()
+        bundle = load_bundle(args.model, device=device)
+    except BusiViewerError as exc:
+        print(f"busi-predict: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # e.g. --device cuda on a machine without CUDA
+        print(f"busi-predict: error: {exc}", file=sys.stderr)
+        return 2
+
+    out = args.out
+    targets = [out / PREDICTIONS_CSV, out / ERRORS_CSV]
+    existing = [p for p in targets if p.exists()]
+    if existing and not args.force:
+        print(f"busi-predict: error: {existing[0]} already exists; use --force to overwrite or choose another --out",
+              file=sys.stderr)
+        return 2
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"busi-predict: error: cannot create output folder {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+
+    card = bundle.card
+    predictor = Predictor(bundle.model, card, device)
+    print(f"{RESEARCH_USE_BANNER}.\nModel {card.name} {card.version} ({card.architecture}) on {describe_device(device)}; "
+          f"{len(scan.images)} image(s) in {args.folder}, {len(scan.skipped)} other file(s) skipped.", file=sys.stderr)
+
+    header = ["file", "status", "predicted_class", *(f"p_{name}" for name in card.class_names),
+              "low_confidence", *AGREEMENT_COLUMNS]
+    processed = failed = 0
+    try:
+        with ExitStack() as stack:
+            predictions = csv.writer(stack.enter_context(atomic_write(targets[0], newline="", encoding="utf-8")))
+            errors = csv.writer(stack.enter_context(atomic_write(targets[1], newline="", encoding="utf-8")))
+            predictions.writerow(header)
+            errors.writerow(["file", "reason"])
+            progress = _progress(len(scan.images), disabled=args.no_progress)
+            for batch in _batches(_prefetched(scan.images, depth=2 * args.batch_size), args.batch_size):
+                readable = [item for item in batch if item.record is not None]
+                for item in batch:
+                    if item.record is None:
+                        failed += 1
+                        errors.writerow([_relative(item.path, args.folder), item.error])
+                try:
+                    results = predictor.predict_batch([item.record.rgb for item in readable]) if readable else []
+                except Exception as exc:  # noqa: BLE001 - a model failure is reported per file, the run goes on
+                    for item in readable:
+                        failed += 1
+                        errors.writerow([_relative(item.path, args.folder), f"prediction failed: {exc}"])
+                    readable, results = [], []
+                for item, prediction in zip(readable, results):
+                    relative = _relative(item.path, args.folder)
+                    mask = None
+                    try:
+                        mask = mask_for_image(item.path, item.record.shape, mask_dir=args.mask_dir)
+                    except ImageLoadError as exc:
+                        errors.writerow([relative, f"mask: {exc.reason}"])
+                    scores = _agreement_cells(prediction.heatmap_raw, mask)
+                    predictions.writerow([
+                        relative, "ok", prediction.predicted_class,
+                        *(_fmt(p) for p in prediction.probabilities), _fmt(prediction.low_confidence), *scores,
+                    ])
+                    if args.heatmaps:
+                        png = out / "heatmaps" / Path(relative).with_suffix(".png")
+                        _write_png(png, _heatmap_png(item.record, prediction.heatmap, mask, args.opacity))
+                    processed += 1
+                progress.update(len(batch))
+            progress.close()
+    except OSError as exc:
+        print(f"busi-predict: error: cannot write results to {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+
+    print(f"{processed} image(s) processed, {failed} unreadable; results in {targets[0]}, errors in {targets[1]}",
+          file=sys.stderr)
+    return 0 if processed else 1
+
+
+def _agreement_cells(heatmap_raw: np.ndarray | None, mask: np.ndarray | None) -> list[str]:
+    if heatmap_raw is None or mask is None or not mask.any():
+        return [""] * len(AGREEMENT_COLUMNS)
+    result = agreement(heatmap_raw, mask)
+    base = result.baseline
+    return [_fmt(v) for v in (result.iou_otsu, result.pointing_hit, result.energy_in_mask,
+                              base.iou_otsu, base.pointing_hit, base.energy_in_mask)]
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _progress(total: int, disabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", desc="busi-predict", disable=disabled or None, file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,337 @@
+"""DICOM through load_image: every real test file in ../shared/data/dicom, plus synthetic files for edge cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+from busi_viewer.core.dicom import IDENTIFYING_KEYWORDS, apply_window
+from busi_viewer.core.loader import load_image, looks_like_dicom
+
+REAL_FILES = [
+    "us/OBXXXX1A.dcm",
+    "us/OBXXXX1A_rle.dcm",
+    "us/gdcm-US-ALOKA-16.dcm",
+    "us/US1_UNCR.dcm",
+    "us/US_Explicit_Big_RGB.dcm",
+    "us/JPEGLosslessP14SV1_1s_1f_u_08_08.dcm",
+    "us/JPEGExtended_3s_1f_u_08_08.dcm",
+    "us/examples_ybr_color.dcm",
+    "us/examples_palette.dcm",
+    "mg/MG1_J2KI.dcm",
+    "mg/MG_Explicit_Little.dcm",
+]
+
+
+def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", **elements) -> Path:
+    """A minimal single-frame greyscale Secondary Capture file in the DICOM File Format."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "MG"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = pixels.dtype.itemsize * 8
+    ds.BitsStored = elements.pop("BitsStored", ds.BitsAllocated)
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 1 if pixels.dtype.kind == "i" else 0
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    ds.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _colourfulness(rgb: np.ndarray) -> float:
+    """Fraction of pixels whose channels differ by more than 30 levels."""
+    rgb = rgb.astype(int)
+    spread = rgb.max(axis=2) - rgb.min(axis=2)
+    return float((spread > 30).mean())
+
+
+# --- every real file -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", REAL_FILES)
+def test_every_real_file_loads(dicom_dir, name):
+    path = dicom_dir / name
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    record = load_image(path)
+    assert record.format == "DICOM"
+    assert record.modality == header.Modality
+    assert record.shape == (header.Rows, header.Columns)
+    assert record.rgb.dtype == np.uint8 and record.rgb.shape == (header.Rows, header.Columns, 3)
+    assert record.rgb.flags["C_CONTIGUOUS"]
+    assert record.rgb.std() > 5, "a rendered image should not be flat"
+    assert record.attributes["TransferSyntaxUID"] == header.file_meta.TransferSyntaxUID
+    assert record.photometric == header.PhotometricInterpretation
+    assert looks_like_dicom(path)
+    # identifying fields never leak into the display attributes
+    assert not set(record.attributes) & set(IDENTIFYING_KEYWORDS)
+    patient = str(header.get("PatientName", "") or "")
+    if patient:
+        assert record.identifiers["PatientName"] == patient
+        assert all(patient not in value for value in record.attributes.values())
+
+
+@pytest.mark.parametrize("name", ["us/OBXXXX1A.dcm", "us/examples_palette.dcm", "us/gdcm-US-ALOKA-16.dcm"])
+def test_palette_colour_is_expanded(dicom_dir, name):
+    record = load_image(dicom_dir / name)
+    assert record.photometric == "PALETTE COLOR"
+    assert record.pixels.ndim == 3 and record.pixels.dtype == np.uint16  # 16-bit palette entries kept
+    assert _colourfulness(record.rgb) > 0.001, "palette should give coloured overlays (header bar, markers)"
+    np.testing.assert_array_equal(record.rgb, (record.pixels >> 8).astype(np.uint8))
+
+
+def test_obxxxx1a_rle_twin_is_identical(dicom_dir):
+    plain = load_image(dicom_dir / "us/OBXXXX1A.dcm")
+    rle = load_image(dicom_dir / "us/OBXXXX1A_rle.dcm")
+    assert rle.attributes["TransferSyntax"] == "RLE Lossless"
+    np.testing.assert_array_equal(plain.pixels, rle.pixels)
+    np.testing.assert_array_equal(plain.rgb, rle.rgb)
+    # the Philips header bar is dark blue: blue clearly above red
+    bar = plain.rgb[5:50, 200:500].reshape(-1, 3).astype(int).mean(axis=0)
+    assert bar[2] > bar[0] + 20
+
+
+def test_examples_palette_is_a_crop_of_obxxxx1a(dicom_dir):
+    full = load_image(dicom_dir / "us/OBXXXX1A.dcm")
+    crop = load_image(dicom_dir / "us/examples_palette.dcm")
+    assert crop.shape == (350, 800)
+    np.testing.assert_array_equal(crop.rgb, full.rgb[:350])
+
+
+def test_aloka_16bit_segmented_palette(dicom_dir):
+    record = load_image(dicom_dir / "us/gdcm-US-ALOKA-16.dcm")
+    assert record.bits_stored == 16 and record.pixels.max() > 255
+    rgb = record.rgb.astype(int)
+    green = (rgb[..., 1] > 150) & (rgb[..., 0] < 80) & (rgb[..., 2] < 80)
+    assert green.sum() > 100, "the green depth markers must stay green"
+    image = rgb[100:400, 60:320]
+    assert np.abs(image[..., 0] - image[..., 1]).mean() < 2  # B-mode stays grey
+
+
+@pytest.mark.parametrize("name", ["us/US1_UNCR.dcm", "us/US_Explicit_Big_RGB.dcm"])
+def test_rgb_power_doppler_colours(dicom_dir, name):
+    record = load_image(dicom_dir / name)
+    assert record.pixels.dtype == np.uint8 and record.pixels.shape == (480, 640, 3)
+    np.testing.assert_array_equal(record.rgb, record.pixels)
+    rgb = record.rgb.astype(int)
+    orange = (rgb[..., 0] > 200) & (rgb[..., 2] < 80)
+    blue = (rgb[..., 2] > 200) & (rgb[..., 0] < 80)
+    grey = (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])
+    assert orange.mean() > 0.02, "power Doppler is red/orange/yellow"
+    assert blue.mean() < 0.001, "no blue: a swapped channel order would turn orange into blue"
+    assert grey.mean() > 0.8, "B-mode background has equal channels"
+
+
+def test_big_endian_matches_expectations(dicom_dir):
+    record = load_image(dicom_dir / "us/US_Explicit_Big_RGB.dcm")
+    assert record.attributes["TransferSyntax"] == "Explicit VR Big Endian"
+    # byte order must be resolved: white annotation text exists and the sector is mid-grey, not noise
+    assert (record.rgb == 255).all(axis=2).sum() > 500
+    sector = record.rgb[330:380, 280:360].astype(int)  # B-mode speckle below the Doppler box
+    assert 5 < sector.mean() < 200 and sector.std() > 2
+    assert np.abs(sector[..., 0] - sector[..., 2]).max() == 0
+
+
+def test_jpeg_lossless_decodes(dicom_dir):
+    record = load_image(dicom_dir / "us/JPEGLosslessP14SV1_1s_1f_u_08_08.dcm")
+    assert record.pixels.shape == (768, 1024) and record.pixels.dtype == np.uint8
+    assert record.window is not None and (record.window.center, record.window.width) == (127.0, 254.0)
+    assert record.burned_in_annotation == "NO"
+    assert record.ultrasound_regions[0].spacing_mm == pytest.approx((0.25477, 0.25477), abs=1e-5)
+
+
+def test_ybr_full_jpeg_becomes_sensible_rgb(dicom_dir):
+    record = load_image(dicom_dir / "us/JPEGExtended_3s_1f_u_08_08.dcm")
+    assert record.photometric == "YBR_FULL"
+    image = record.rgb[57:537, 100:580].astype(int)  # the calibrated B-mode region
+    # converted once: grey B-mode has near-equal channels (unconverted YCbCr would have G, B ~ 128 everywhere)
+    assert np.abs(image[..., 0] - image[..., 1]).mean() < 1.5
+    assert np.abs(image[..., 1] - image[..., 2]).mean() < 1.5
+    assert image.mean() < 100
+    assert record.ultrasound_regions[1].spacing_mm == pytest.approx((0.04175, 0.04175), abs=1e-5)
+    assert record.ultrasound_regions[0].spacing_mm is None  # units 0: not calibrated
+
+
+def test_multiframe_cine(dicom_dir):
+    record = load_image(dicom_dir / "us/examples_ybr_color.dcm")
+    assert record.n_frames == 30 and record.photometric == "YBR_FULL_422"
+    assert record._frame_loader is not None and record._frame_renderer is not None
+    first, last = record.frame(0), record.frame(29)
+    assert last.shape == first.shape == (240, 320, 3)
+    assert np.abs(last.astype(int) - first.astype(int)).mean() > 1
+    rgb_last = record.rgb_frame(29)
+    assert rgb_last.dtype == np.uint8 and rgb_last.shape == (240, 320, 3)
+    np.testing.assert_array_equal(record.rgb_frame(0), record.rgb)
+    middle = record.rgb_frame(15).astype(int)
+    assert np.abs(middle[..., 0] - middle[..., 1]).mean() < 2  # grey echo stays grey on later frames too
+    with pytest.raises(IndexError):
+        record.frame(30)
+    with pytest.raises(IndexError):
+        record.rgb_frame(-1)
+
+
+def test_regions_and_spacing_obxxxx1a(dicom_dir):
+    record = load_image(dicom_dir / "us/OBXXXX1A.dcm")
+    b_mode, doppler = record.ultrasound_regions
+    assert (b_mode.x0, b_mode.y0, b_mode.x1, b_mode.y1) == (120, 60, 800, 518)
+    assert b_mode.spacing_mm == pytest.approx((0.2623, 0.2623), abs=1e-4)
+    assert doppler.spacing_mm is None  # seconds x nothing: not a length calibration
+    assert record.spacing_at(400, 300) == pytest.approx((0.2623, 0.2623), abs=1e-4)
+    assert record.spacing_at(10, 10) is None  # header bar: outside every calibrated region
+    assert record.spacing_at(300, 550) is None  # inside the uncalibrated Doppler strip
+    assert record.pixel_spacing_mm is None
+
+
+def test_aloka_three_regions(dicom_dir):
+    record = load_image(dicom_dir / "us/gdcm-US-ALOKA-16.dcm")
+    assert len(record.ultrasound_regions) == 3
+    left, right, icon = record.ultrasound_regions
+    assert left.spacing_mm == right.spacing_mm == pytest.approx((0.38265, 0.38265), abs=1e-5)
+    assert icon.spacing_mm is None
+    assert record.spacing_at(100, 200) == pytest.approx((0.38265, 0.38265), abs=1e-5)
+    assert record.spacing_at(500, 200) == pytest.approx((0.38265, 0.38265), abs=1e-5)
+    assert record.spacing_at(10, 450) is None
+
+
+def test_mammogram_jpeg2000(dicom_dir):
+    record = load_image(dicom_dir / "mg/MG1_J2KI.dcm")
+    assert record.modality == "RG"  # what the file says, even though it is a mammogram
+    assert record.attributes["BodyPartExamined"] == "BREAST"
+    assert record.bits_stored == 12
+    assert record.shape == (4664, 3064)
+    assert record.pixels.dtype == np.uint16 and record.pixels.max() <= 4095
+    assert record.window is not None and (record.window.center, record.window.width) == (2047.0, 4095.0)
+    # not inverted, not black: the breast (left) is brighter than the background (right edge)
+    grey = record.rgb[..., 0].astype(float)
+    assert grey.mean() > 40
+    assert grey[2000:3000, 200:800].mean() > grey[2000:3000, 2600:3000].mean() + 50
+
+
+def test_mg_pixel_spacing(dicom_dir):
+    record = load_image(dicom_dir / "mg/MG_Explicit_Little.dcm")
+    assert record.modality == "MG"
+    assert record.pixel_spacing_mm == (0.25, 0.25) and record.spacing_source == "PixelSpacing"
+    assert record.spacing_at(1, 1) == (0.25, 0.25)
+    assert record.burned_in_annotation == "NO"
+
+
+# --- synthetic files -----------------------------------------------------------------------------------------
+
+
+def test_monochrome1_is_inverted(tmp_path):
+    ramp = np.tile(np.arange(0, 4096, 64, dtype=np.uint16), (4, 1))
+    mono1 = load_image(write_dicom(tmp_path / "m1.dcm", ramp, "MONOCHROME1", BitsStored=12))
+    mono2 = load_image(write_dicom(tmp_path / "m2.dcm", ramp, "MONOCHROME2", BitsStored=12))
+    np.testing.assert_array_equal(mono1.pixels, ramp)  # pixels stay as stored
+    np.testing.assert_array_equal(mono1.rgb, 255 - mono2.rgb)
+    assert mono1.rgb[0, 0, 0] == 255 and mono1.rgb[0, -1, 0] == 0  # lowest value is white
+    assert mono1.window is not None and "minimum..maximum" in mono1.window.explanation
+
+
+def test_rescale_and_window(tmp_path):
+    stored = np.array([[0, 1000], [2000, 3000]], dtype=np.uint16)
+    path = write_dicom(
+        tmp_path / "ct.dcm", stored, RescaleSlope=1, RescaleIntercept=-1024, WindowCenter=[500, 40],
+        WindowWidth=[1000, 400],
+    )
+    record = load_image(path)
+    assert record.pixels.dtype == np.int16
+    np.testing.assert_array_equal(record.pixels, stored.astype(int) - 1024)
+    assert (record.window.center, record.window.width) == (500.0, 1000.0)  # first of multi-valued window
+    # PS3.3 C.11.2.1.2: -1024 and -24 are below the window, 1976 above it, 976 just inside the top
+    assert record.rgb[0, 0, 0] == 0 and record.rgb[0, 1, 0] == 0 and record.rgb[1, 1, 0] == 255
+    assert record.rgb[1, 0, 0] == round(((976 - 499.5) / 999 + 0.5) * 255)
+
+
+def test_voi_lut_sequence_wins(tmp_path):
+    stored = np.array([[0, 64], [128, 255]], dtype=np.uint8)
+    item = Dataset()
+    item.LUTDescriptor = [256, 0, 12]
+    item.add_new(0x00283006, "US", [(255 - i) * 16 for i in range(256)])  # LUTData: an inverting 12-bit table
+    item.LUTExplanation = "INVERT"
+    path = write_dicom(tmp_path / "voi.dcm", stored, WindowCenter=128, WindowWidth=256)
+    ds = pydicom.dcmread(path)
+    ds.VOILUTSequence = [item]
+    ds.save_as(path, enforce_file_format=True)
+    record = load_image(path)
+    assert record.window is not None and record.window.lut_description == "INVERT"
+    assert record.rgb[0, 0, 0] == 255 and record.rgb[1, 1, 0] == 0
+
+
+def test_identifiers_kept_apart(tmp_path):
+    pixels = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    path = write_dicom(
+        tmp_path / "patient.dcm", pixels, PatientName="Doe^Jane", PatientID="MRN-12345",
+        PatientBirthDate="19700101", InstitutionName="General Hospital", Manufacturer="Acme",
+        BurnedInAnnotation="YES",
+    )
+    record = load_image(path)
+    assert record.identifiers["PatientName"] == "Doe^Jane"
+    assert record.identifiers["PatientID"] == "MRN-12345"
+    assert record.identifiers["PatientBirthDate"] == "19700101"
+    assert record.identifiers["InstitutionName"] == "General Hospital"
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName"):
+        assert keyword not in record.attributes
+    text = " ".join(record.attributes.values())
+    assert "Doe" not in text and "MRN-12345" not in text and "19700101" not in text
+    assert record.attributes["Manufacturer"] == "Acme"
+    assert record.burned_in_annotation == "YES"
+    assert record.window is None  # 8-bit without a window is shown as stored
+    np.testing.assert_array_equal(record.rgb[..., 2], pixels)
+
+
+def test_imager_pixel_spacing_fallback(tmp_path):
+    pixels = np.zeros((4, 4), np.uint8)
+    record = load_image(write_dicom(tmp_path / "imager.dcm", pixels, ImagerPixelSpacing=[0.1, 0.085]))
+    assert record.pixel_spacing_mm == (0.1, 0.085) and record.spacing_source == "ImagerPixelSpacing"
+
+
+def test_dicom_without_preamble_and_extension(tmp_path):
+    pixels = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    source = write_dicom(tmp_path / "source.dcm", pixels)
+    ds = pydicom.dcmread(source)
+    del ds.file_meta
+    ds.preamble = None
+    for name in ("raw.dcm", "IM0001"):
+        path = tmp_path / name
+        ds.save_as(path, implicit_vr=True, little_endian=True, enforce_file_format=False)
+        assert not looks_like_dicom(path)
+        record = load_image(path)
+        assert record.format == "DICOM"
+        np.testing.assert_array_equal(record.pixels, pixels)
+
+
+def test_apply_window_follows_the_standard():
+    values = np.array([0, 2046, 2047, 4093, 4094, 4095])
+    out = apply_window(values, 2047, 4095)
+    assert out[0] == 0 and out[-1] == 255 and out[-2] == 255
+    assert 126 <= out[1] <= 128
+    assert list(apply_window(np.array([99, 100, 101]), 100, 1)) == [0, 255, 255]  # width 1: a threshold
+    assert apply_window(np.array([0.0]), 0, 10, "SIGMOID")[0] == 128
+
+
+def test_regions_beyond_the_image_are_flagged(dicom_dir):
+    # examples_ybr_color is a 320x240 cine whose calibrated region reaches x=595, y=414: resized after calibration
+    cine = load_image(dicom_dir / "us/examples_ybr_color.dcm")
+    assert cine.ultrasound_regions[0].spacing_mm == pytest.approx((0.5105, 0.5105), abs=1e-4)  # kept as stored
+    assert "beyond the 320x240 image" in cine.attributes["CalibrationWarning"]
+    assert "CalibrationWarning" not in load_image(dicom_dir / "us/OBXXXX1A.dcm").attributes  # x1 == Columns
+
+
+def test_rgb_is_not_a_view_of_pixels(dicom_dir):
+    record = load_image(dicom_dir / "us/US1_UNCR.dcm")
+    assert not np.shares_memory(record.rgb, record.pixels)

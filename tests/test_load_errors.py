@@ -1,0 +1,323 @@
+"""Every way a file can fail to load ends in ImageLoadError with a reason a user can act on."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image, ImageFile
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import UID, ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+import busi_viewer.core.dicom as dicom_module
+import busi_viewer.core.loader as loader_module
+from busi_viewer.core.errors import ImageLoadError
+from busi_viewer.core.loader import SUPPORTED_SUFFIXES, load_image, looks_like_dicom
+
+GREY = np.random.default_rng(7).integers(0, 256, (120, 160), dtype=np.uint8)
+
+
+def _reason(path: Path) -> str:
+    with pytest.raises(ImageLoadError) as info:
+        load_image(path)
+    assert info.value.path == path
+    assert info.value.reason and str(info.value).startswith(path.name)
+    return info.value.reason
+
+
+def _png_bytes(array: np.ndarray = GREY) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG whose IHDR claims width x height 8-bit greyscale (correct CRCs, almost no data)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def _dicom(path: Path, rows: int = 64, cols: int = 64, pixels: bool = True, **elements) -> Path:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = elements.pop("TransferSyntaxUID", ExplicitVRLittleEndian)
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "US"
+    ds.PatientName = "Doe^Jane"
+    if rows:
+        ds.Rows, ds.Columns = rows, cols
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    if pixels and "PixelData" not in ds:
+        ds.PixelData = np.arange(rows * cols, dtype="<u2").tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+# --- the file system -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["empty.png", "empty.dcm", "EMPTY"])
+def test_zero_byte_file(tmp_path, name):
+    path = tmp_path / name
+    path.touch()
+    assert _reason(path) == "empty file (0 bytes)"
+
+
+def test_missing_file(tmp_path):
+    assert "not found" in _reason(tmp_path / "nowhere.png")
+
+
+def test_directory(tmp_path):
+    folder = tmp_path / "scan.dcm"
+    folder.mkdir()
+    assert "folder" in _reason(folder)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can read any file")
+def test_permission_denied(tmp_path):
+    path = tmp_path / "locked.png"
+    path.write_bytes(_png_bytes())
+    path.chmod(0)
+    try:
+        assert "permission denied" in _reason(path)
+    finally:
+        path.chmod(0o644)
+
+
+def test_looks_like_dicom_reads_only_the_marker(tmp_path, dicom_dir):
+    assert looks_like_dicom(dicom_dir / "us/OBXXXX1A.dcm")
+    png = tmp_path / "a.dcm"
+    png.write_bytes(_png_bytes())
+    assert not looks_like_dicom(png)
+    assert not looks_like_dicom(tmp_path / "missing.dcm")
+    assert ".dcm" in SUPPORTED_SUFFIXES and ".png" in SUPPORTED_SUFFIXES
+
+
+# --- content versus name -------------------------------------------------------------------------------------
+
+
+def test_jpeg_saved_as_png_still_loads(tmp_path):
+    path = tmp_path / "really_a_jpeg.png"
+    Image.fromarray(GREY).save(path, "JPEG", quality=95)
+    record = load_image(path)
+    assert record.format == "JPEG" and record.shape == GREY.shape
+
+
+def test_png_saved_as_dcm_loads_as_png(tmp_path):
+    path = tmp_path / "image.dcm"
+    path.write_bytes(_png_bytes())
+    record = load_image(path)
+    assert record.format == "PNG"
+    np.testing.assert_array_equal(record.pixels, GREY)
+
+
+def test_text_named_png(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("Patient seen on Monday, scan to follow.\n")
+    reason = _reason(path)
+    assert "promises PNG" in reason and "plain text" in reason and "Patient seen" in reason
+
+
+def test_garbage_named_dcm(tmp_path):
+    path = tmp_path / "scan.dcm"
+    path.write_bytes(bytes(range(256)) * 4)
+    reason = _reason(path)
+    assert "promises DICOM" in reason and "no 'DICM' marker" in reason and "binary data" in reason
+
+
+def test_gif_named_png(tmp_path):
+    path = tmp_path / "animated.png"
+    Image.fromarray(GREY).save(path, "GIF")
+    reason = _reason(path)
+    assert "promises PNG" in reason and "GIF" in reason
+
+
+def test_unsupported_extension(tmp_path):
+    path = tmp_path / "readme.txt"
+    path.write_text("hello")
+    assert "not a supported image" in _reason(path)
+
+
+def test_png_with_damaged_header(tmp_path):
+    path = tmp_path / "bad.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dJUNK" + b"\x00" * 40)
+    assert "PNG" in _reason(path)
+
+
+# --- truncated and corrupt data ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fmt", "ext"), [("PNG", "png"), ("JPEG", "jpg"), ("TIFF", "tif"), ("BMP", "bmp")])
+def test_truncated_raster(tmp_path, fmt, ext):
+    buffer = io.BytesIO()
+    Image.fromarray(GREY).save(buffer, fmt)
+    path = tmp_path / f"cut.{ext}"
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) * 2 // 3])
+    assert "truncated" in _reason(path)
+
+
+def test_truncated_png_refused_even_if_someone_enabled_truncated_loading(tmp_path, monkeypatch):
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    path = tmp_path / "cut.png"
+    path.write_bytes(_png_bytes()[:-300])
+    assert "truncated" in _reason(path)
+
+
+def test_corrupt_png_data(tmp_path):
+    data = bytearray(_png_bytes())
+    data[200:260] = bytes(60)  # wipe part of the compressed stream
+    path = tmp_path / "corrupt.png"
+    path.write_bytes(bytes(data))
+    assert "PNG" in _reason(path)
+
+
+def test_truncated_native_dicom(tmp_path):
+    path = _dicom(tmp_path / "cut.dcm")
+    path.write_bytes(path.read_bytes()[:-1000])
+    reason = _reason(path)
+    assert "truncated" in reason and "pixel data declares 8192 bytes" in reason
+
+
+def test_truncated_dicom_header(tmp_path, dicom_dir):
+    path = tmp_path / "header_cut.dcm"
+    path.write_bytes((dicom_dir / "us/OBXXXX1A.dcm").read_bytes()[:1500])
+    assert "truncated" in _reason(path)
+
+
+def test_truncated_compressed_cine(tmp_path, dicom_dir):
+    data = (dicom_dir / "us/examples_ybr_color.dcm").read_bytes()
+    path = tmp_path / "cine_cut.dcm"
+    path.write_bytes(data[: len(data) * 6 // 10])
+    reason = _reason(path)
+    assert "truncated" in reason and "fragment" in reason
+
+
+def test_cine_frame_unreadable_after_file_removed(tmp_path, dicom_dir):
+    path = tmp_path / "cine.dcm"
+    shutil.copy(dicom_dir / "us/examples_ybr_color.dcm", path)
+    record = load_image(path)
+    path.unlink()
+    with pytest.raises(ImageLoadError):
+        record.frame(5)
+    with pytest.raises(IndexError):
+        record.frame(99)
+
+
+# --- DICOM specifics -----------------------------------------------------------------------------------------
+
+
+def test_undecodable_transfer_syntax_names_it_and_the_missing_decoder(dicom_dir):
+    path = dicom_dir / "negative/MG1_JPLY.dcm"
+    reason = _reason(path)
+    assert "JPEG Extended (Process 2 and 4)" in reason
+    assert "1.2.840.10008.1.2.4.51" in reason
+    assert "12-bit" in reason
+    assert "pylibjpeg" in reason and "pillow" in reason  # what was tried
+    assert "gdcm" in reason and "pip install python-gdcm" in reason  # what is missing
+
+
+def test_transfer_syntax_pydicom_cannot_decode(tmp_path):
+    mpeg4 = UID("1.2.840.10008.1.2.4.102")
+    path = _dicom(tmp_path / "video.dcm", TransferSyntaxUID=mpeg4, PixelData=encapsulate([b"\x00" * 64]))
+    reason = _reason(path)
+    assert "no decoder" in reason and "1.2.840.10008.1.2.4.102" in reason and "MPEG-4" in reason
+
+
+def test_missing_decoder_plugin_is_named(tmp_path, monkeypatch):
+    class Unavailable:
+        is_available = False
+        missing_dependencies = ["pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1"]
+
+    monkeypatch.setattr(dicom_module, "get_decoder", lambda uid: Unavailable())
+    reason = _reason(_dicom(tmp_path / "x.dcm"))
+    assert "no decoder is installed" in reason and "Explicit VR Little Endian" in reason
+    assert "pylibjpeg-libjpeg" in reason and "pip install pylibjpeg" in reason
+
+
+def test_dicom_without_pixel_data(tmp_path):
+    reason = _reason(_dicom(tmp_path / "nopix.dcm", pixels=False))
+    assert reason.startswith("has no pixel data (")
+
+
+def test_dicom_that_is_not_an_image(tmp_path):
+    reason = _reason(_dicom(tmp_path / "report.dcm", rows=0, pixels=False))
+    assert reason.startswith("has no pixel data (") and "Secondary Capture" in reason
+
+
+def test_dicom_bomb_refused_before_decoding(tmp_path):
+    huge = _dicom(tmp_path / "huge.dcm", rows=40000, cols=40000, PixelData=b"\x00" * 16)
+    assert "too large" in _reason(huge)
+    cine = _dicom(tmp_path / "cine.dcm", rows=1024, cols=1024, NumberOfFrames=5000, PixelData=b"\x00" * 16)
+    reason = _reason(cine)
+    assert "too large" in reason and "5000 frame(s)" in reason
+
+
+def test_dicom_pixel_data_shorter_than_header(tmp_path):
+    path = _dicom(tmp_path / "short.dcm", PixelData=b"\x00" * 100)
+    assert "too short" in _reason(path)
+
+
+def test_raw_dataset_named_png_is_not_guessed(tmp_path):
+    path = _dicom(tmp_path / "a.dcm")
+    ds = pydicom.dcmread(path)
+    del ds.file_meta
+    ds.preamble = None
+    raw = tmp_path / "raw.png"
+    ds.save_as(raw, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    assert "promises PNG" in _reason(raw)
+
+
+# --- decompression bombs -------------------------------------------------------------------------------------
+
+
+def test_png_claiming_50000_squared_is_refused_fast(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_header_only(50000, 50000))
+    assert path.stat().st_size < 200
+    start = time.perf_counter()
+    reason = _reason(path)
+    assert time.perf_counter() - start < 1.0
+    assert "too large" in reason
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize(("width", "height"), [(12000, 12000), (31000, 10), (10, 31000)])
+def test_png_over_our_limits_refused(tmp_path, width, height):
+    path = tmp_path / "big.png"
+    path.write_bytes(_png_header_only(width, height))
+    reason = _reason(path)
+    assert "too large" in reason and f"{width}x{height}" in reason
+
+
+# --- nothing escapes -----------------------------------------------------------------------------------------
+
+
+def test_unexpected_library_error_is_wrapped(tmp_path, monkeypatch):
+    def broken(path, kind):
+        raise KeyError("internal")
+
+    monkeypatch.setattr(loader_module, "load_raster", broken)
+    path = tmp_path / "ok.png"
+    path.write_bytes(_png_bytes())
+    assert "unexpected error" in _reason(path)

@@ -1,0 +1,119 @@
+"""busi-predict end to end on a folder of generated images, a bad file, a DICOM and a lesion mask."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from busi_viewer.cli.predict import main
+from busi_viewer.core.labels import CLASS_NAMES
+
+
+def _phantom(height: int, width: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    speckle = rng.rayleigh(40, size=(height, width))
+    yy, xx = np.mgrid[0:height, 0:width]
+    lesion = ((yy - height / 2) / (height / 6)) ** 2 + ((xx - width / 2) / (width / 5)) ** 2 <= 1
+    speckle[lesion] *= 0.25
+    return np.clip(speckle, 0, 255).astype(np.uint8), lesion
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    folder = tmp_path / "cases"
+    (folder / "sub").mkdir(parents=True)
+    image, lesion = _phantom(180, 240, 1)
+    Image.fromarray(image).save(folder / "case (2).png")
+    Image.fromarray((lesion * 255).astype(np.uint8)).save(folder / "case (2)_mask.png")
+    Image.fromarray(_phantom(200, 150, 2)[0]).convert("RGB").save(folder / "case (10).jpg", quality=95)
+    Image.fromarray(_phantom(90, 120, 3)[0]).save(folder / "sub" / "deep.bmp")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def _rows(path: Path) -> list[dict]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_predicts_every_readable_image_and_reports_the_bad_one(image_folder, tiny_bundle, tmp_path):
+    out = tmp_path / "out"
+    code = main([str(image_folder), "--model", str(tiny_bundle), "--out", str(out), "--heatmaps", "--no-progress"])
+    assert code == 0
+    rows = _rows(out / "predictions.csv")
+    assert [r["file"] for r in rows] == ["case (2).png", "case (10).jpg", "sub/deep.bmp"]
+    for row in rows:
+        probabilities = [float(row[f"p_{name}"]) for name in CLASS_NAMES]
+        assert abs(sum(probabilities) - 1) < 1e-4
+        assert row["predicted_class"] == CLASS_NAMES[int(np.argmax(probabilities))]
+        assert row["status"] == "ok"
+    with_mask = rows[0]
+    assert 0.0 <= float(with_mask["energy_in_mask"]) <= 1.0
+    assert with_mask["pointing_hit"] in {"0", "1"} and with_mask["baseline_pointing_hit"] == "1"
+    assert rows[1]["iou"] == "" and rows[1]["energy_in_mask"] == ""
+    errors = _rows(out / "errors.csv")
+    assert [e["file"] for e in errors] == ["broken.png"]
+    assert errors[0]["reason"]
+    heatmap = np.asarray(Image.open(out / "heatmaps" / "case (2).png"))
+    assert heatmap.shape == (180, 240 * 2 + 8, 3)
+    # the right half is the overlay: it must differ from the plain image on the left
+    assert np.abs(heatmap[:, :240].astype(int) - heatmap[:, 248:].astype(int)).mean() > 1
+    assert (out / "heatmaps" / "sub" / "deep.png").is_file()
+
+
+def test_refuses_to_overwrite_without_force(image_folder, tiny_bundle, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = [str(image_folder), "--model", str(tiny_bundle), "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    before = (out / "predictions.csv").read_bytes()
+    assert main(args) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "predictions.csv").read_bytes() == before
+    assert main(args + ["--force"]) == 0
+
+
+def test_missing_model_is_a_clear_error(image_folder, tmp_path, capsys):
+    code = main([str(image_folder), "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_default_model_location_says_no_trained_model_is_installed(image_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BUSI_VIEWER_RESOURCES", str(tmp_path / "resources"))
+    assert main([str(image_folder), "--out", str(tmp_path / "o")]) == 2
+    assert "no trained model is installed" in capsys.readouterr().err
+
+
+def test_folder_with_only_bad_files_exits_1(tmp_path, tiny_bundle):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"")
+    code = main([str(folder), "--model", str(tiny_bundle), "--out", str(tmp_path / "o"), "--no-progress"])
+    assert code == 1
+    assert _rows(tmp_path / "o" / "errors.csv")[0]["file"] == "a.png"
+
+
+def test_dicom_ultrasound_is_predicted(dicom_dir, tiny_bundle, tmp_path):
+    out = tmp_path / "out"
+    code = main([str(dicom_dir / "us"), "--model", str(tiny_bundle), "--out", str(out), "--no-progress"])
+    assert code == 0
+    assert len(_rows(out / "predictions.csv")) == 9
+
+
+def test_console_script_runs_in_a_subprocess(image_folder, tiny_bundle, tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "busi_viewer.cli.predict", str(image_folder), "--model", str(tiny_bundle),
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "For research use only" in result.stderr
+    assert "3 image(s) processed, 1 unreadable" in result.stderr
