@@ -18,15 +18,24 @@ import numpy as np
 
 
 def _timings(fn: Callable[[], object], repeats: int, warmup: int, sync: Callable[[], None]) -> list[float]:
+    return _interleaved({"only": fn}, repeats, warmup, sync)["only"]
+
+
+def _interleaved(
+    candidates: dict[str, Callable[[], object]], repeats: int, warmup: int, sync: Callable[[], None]
+) -> dict[str, list[float]]:
+    """Seconds per call of each candidate, taking turns so that warm-up and clock drift hit all alike."""
     for _ in range(warmup):
-        fn()
+        for fn in candidates.values():
+            fn()
     sync()
-    runs = []
+    runs: dict[str, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        runs.append(time.perf_counter() - start)
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            sync()
+            runs[name].append(time.perf_counter() - start)
     return runs
 
 
@@ -67,9 +76,11 @@ def run_benchmarks(device_name: str | None, repeats: int, listing_files: int, ba
         with torch.inference_mode():
             model(x1)
 
-    forward_runs = _timings(forward, repeats, 5, sync)
-    autograd_runs = _timings(lambda: reference_gradcam(model, x1), repeats, 3, sync)
-    fast_runs = _timings(lambda: fast_gradcam(model, x1), repeats, 5, sync)
+    runs = _interleaved(
+        {"forward": forward, "autograd": lambda: reference_gradcam(model, x1), "fast": lambda: fast_gradcam(model, x1)},
+        repeats, 5, sync,
+    )
+    forward_runs, autograd_runs, fast_runs = runs["forward"], runs["autograd"], runs["fast"]
 
     def forward_batch() -> None:
         with torch.inference_mode():
