@@ -51,7 +51,7 @@ def test_rejects_non_rgb_input():
         preprocess(np.zeros((10, 10, 3), np.float32), PreprocessSpec())
 
 
-@pytest.mark.parametrize("policy", ["stretch", "letterbox"])
+@pytest.mark.parametrize("policy", ["stretch", "letterbox", "center_crop"])
 def test_map_of_the_input_returns_to_the_original_pixel_for_pixel(policy):
     """A map made by preprocessing the image itself must come back as (nearly) the image."""
     spec = PreprocessSpec(input_size=224, resize_policy=policy, interpolation="bilinear")
@@ -59,8 +59,12 @@ def test_map_of_the_input_returns_to_the_original_pixel_for_pixel(policy):
     resized, geometry = resize_for_model(original, spec)
     back = geometry.to_original(resized[..., 0].astype(np.float32))
     assert back.shape == (120, 300)
+    seen = slice(2, -2)
+    if policy == "center_crop":  # the 300-px-wide image keeps its central 120 columns
+        seen = slice(92, 208)
+        assert back[:, :88].max() == 0 and back[:, 212:].max() == 0
     # Bilinear there and back on a linear ramp: within a grey level or two away from the borders.
-    assert np.abs(back[2:-2, 2:-2] - original[2:-2, 2:-2, 0]).max() <= 2.0
+    assert np.abs(back[2:-2, seen] - original[2:-2, seen, 0]).max() <= 2.0
 
 
 def test_coarse_map_block_lands_on_the_matching_original_region():
@@ -78,14 +82,22 @@ def test_coarse_map_block_lands_on_the_matching_original_region():
 @given(
     height=st.integers(8, 400),
     width=st.integers(8, 400),
-    policy=st.sampled_from(["stretch", "letterbox"]),
+    policy=st.sampled_from(["stretch", "letterbox", "center_crop"]),
 )
 def test_geometry_maps_any_size_back_to_its_shape(height, width, policy):
     spec = PreprocessSpec(input_size=64, resize_policy=policy)
     tensor, geometry = preprocess(np.zeros((height, width, 3), np.uint8), spec)
     assert tensor.shape == (3, 64, 64)
     x0, y0, x1, y1 = geometry.content_box
-    assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
+    assert x0 < x1 and y0 < y1
+    if policy == "center_crop":
+        assert x0 <= 0 and y0 <= 0 and x1 >= 64 and y1 >= 64 and (x0 == 0 or y0 == 0)
+    else:
+        assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
     back = geometry.to_original(np.ones((7, 7), np.float32))
     assert back.shape == (height, width)
-    assert np.allclose(back, 1.0)
+    if policy == "center_crop":
+        assert back.max() == 1.0  # the centre was seen; cropped margins may be 0
+        assert back[height // 2, width // 2] == 1.0
+    else:
+        assert np.allclose(back, 1.0)

@@ -13,7 +13,7 @@ from typing import Any
 from busi_viewer.core.errors import BundleError
 
 CARD_SCHEMA_VERSION = 1
-RESIZE_POLICIES = ("stretch", "letterbox")
+RESIZE_POLICIES = ("stretch", "letterbox", "center_crop")
 INTERPOLATIONS = ("bicubic", "bilinear", "area", "nearest")
 
 
@@ -22,7 +22,8 @@ class PreprocessSpec:
     """How an RGB uint8 image becomes the network's input tensor.
 
     ``resize_policy``: "stretch" resizes to input_size x input_size ignoring aspect ratio; "letterbox" keeps
-    the aspect ratio and pads with ``pad_value`` (0..255, before normalisation) to a square.
+    the aspect ratio and pads with ``pad_value`` (0..255, before normalisation) to a square; "center_crop"
+    scales the shorter side to input_size and crops the centre square (the cut-off margins are not seen).
     ``mean``/``std`` apply to pixel values scaled to [0, 1].
     """
 

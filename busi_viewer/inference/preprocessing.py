@@ -25,8 +25,9 @@ _CV2_INTERPOLATION = {
 class Geometry:
     """Where the original (H, W) image sits inside the square network input of side ``input_size``.
 
-    ``content_box`` = (x0, y0, x1, y1) in input pixels (x1, y1 exclusive): the whole square for "stretch",
-    the centred, aspect-preserving rectangle for "letterbox".
+    ``content_box`` = (x0, y0, x1, y1) in input pixels (x1, y1 exclusive) of the whole resized image: the
+    square itself for "stretch", a centred rectangle inside it for "letterbox", and a rectangle reaching
+    beyond it (x0 or y0 < 0) for "center_crop".
     """
 
     original_shape: tuple[int, int]
@@ -38,7 +39,8 @@ class Geometry:
 
         ``map_on_input``: (h, w) float array spanning the whole input square at any resolution (e.g. the
         7x7 final feature map, or 224x224). Returns (H, W) float32, bilinear, in one exact affine step from
-        original pixel centres to map coordinates, so no resize-then-crop rounding piles up.
+        original pixel centres to map coordinates, so no resize-then-crop rounding piles up. Original pixels
+        the network never saw (cropped-off margins) get 0: no evidence, rather than an extrapolated guess.
         """
         height, width = self.original_shape
         map_h, map_w = map_on_input.shape
@@ -50,13 +52,28 @@ class Geometry:
         bx = (x0 * map_w / self.input_size) + 0.5 * sx - 0.5
         by = (y0 * map_h / self.input_size) + 0.5 * sy - 0.5
         matrix = np.array([[sx, 0.0, bx], [0.0, sy, by]], dtype=np.float64)
-        return cv2.warpAffine(
+        mapped = cv2.warpAffine(
             np.ascontiguousarray(map_on_input, dtype=np.float32),
             matrix,
             (width, height),
             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
             borderMode=cv2.BORDER_REPLICATE,
         )
+        if x0 < 0 or y0 < 0:
+            seen_x = self._seen_range(x0, x1, width)
+            seen_y = self._seen_range(y0, y1, height)
+            mapped[:, : seen_x[0]] = 0
+            mapped[:, seen_x[1]:] = 0
+            mapped[: seen_y[0]] = 0
+            mapped[seen_y[1]:] = 0
+        return mapped
+
+    def _seen_range(self, start: int, stop: int, length: int) -> tuple[int, int]:
+        """Original pixel indices [first, last) whose centres fall inside the input square along one axis."""
+        scale = (stop - start) / length
+        centres = start + (np.arange(length) + 0.5) * scale
+        inside = np.flatnonzero((centres >= 0) & (centres <= self.input_size))
+        return (int(inside[0]), int(inside[-1]) + 1) if inside.size else (0, 0)
 
 
 def resize_for_model(rgb: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, Geometry]:
@@ -73,6 +90,15 @@ def resize_for_model(rgb: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray,
     if spec.resize_policy == "stretch":
         resized = cv2.resize(rgb, (size, size), interpolation=interpolation)
         return resized, Geometry((height, width), size, (0, 0, size, size))
+    if spec.resize_policy == "center_crop":
+        scale = size / min(height, width)
+        new_w = max(size, round(width * scale))
+        new_h = max(size, round(height * scale))
+        x0 = (new_w - size) // 2
+        y0 = (new_h - size) // 2
+        full = cv2.resize(rgb, (new_w, new_h), interpolation=interpolation)
+        cropped = np.ascontiguousarray(full[y0:y0 + size, x0:x0 + size])
+        return cropped, Geometry((height, width), size, (-x0, -y0, new_w - x0, new_h - y0))
     scale = size / max(height, width)
     new_w = max(1, min(size, round(width * scale)))
     new_h = max(1, min(size, round(height * scale)))
