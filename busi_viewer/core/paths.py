@@ -24,28 +24,26 @@ def _home_override() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def user_data_dir() -> Path:
-    """Reviews database and other user data (created on demand)."""
+def _user_dir(sub: str, platform_dir) -> Path:
     home = _home_override()
-    path = home / "data" if home else Path(platformdirs.user_data_dir(APP_NAME, APP_AUTHOR))
+    path = home / sub if home else Path(platform_dir(APP_NAME, APP_AUTHOR))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def user_data_dir() -> Path:
+    """Reviews database and other user data (created on demand)."""
+    return _user_dir("data", platformdirs.user_data_dir)
 
 
 def user_config_dir() -> Path:
     """Settings (created on demand)."""
-    home = _home_override()
-    path = home / "config" if home else Path(platformdirs.user_config_dir(APP_NAME, APP_AUTHOR))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _user_dir("config", platformdirs.user_config_dir)
 
 
 def user_cache_dir() -> Path:
     """Caches that may be deleted at any time (created on demand)."""
-    home = _home_override()
-    path = home / "cache" if home else Path(platformdirs.user_cache_dir(APP_NAME, APP_AUTHOR))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return _user_dir("cache", platformdirs.user_cache_dir)
 
 
 def resources_dir() -> Path:
