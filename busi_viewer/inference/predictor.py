@@ -10,6 +10,7 @@ import torch
 
 from busi_viewer.core.labels import MALIGNANT
 from busi_viewer.inference.gradcam import (
+    fast_gradcam,
     fast_gradcam_all_classes,
     normalise_per_image,
     reference_gradcam,
@@ -96,6 +97,14 @@ class Predictor:
             self._prediction(logits[i], probabilities[i], maps, i, geometries[i], elapsed_each)
             for i in range(len(rgbs))
         ]
+
+    def explain_class(self, rgb: np.ndarray, class_index: int) -> np.ndarray:
+        """Raw Grad-CAM (H, W) float32 >= 0 of any class for one (H, W, 3) uint8 image, on its original grid."""
+        tensor, geometry = preprocess(rgb, self.card.preprocess)
+        batch = torch.from_numpy(tensor[None]).to(self.device)
+        explain = fast_gradcam if self.uses_fast_cam else reference_gradcam
+        cam = explain(self.model, batch, targets=class_index)
+        return np.maximum(geometry.to_original(cam.maps[0].cpu().numpy()), 0.0)
 
     def _run(self, batch: torch.Tensor, explain: bool) -> tuple[np.ndarray, list[torch.Tensor] | None]:
         """Logits (B, K) and, when explaining, one raw map (h, w) per image for the class :func:`decide` picks."""
