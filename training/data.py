@@ -1,0 +1,568 @@
+"""BUSI for training: the image index, a decode-once image cache, augmentation and the torch Dataset.
+
+* :func:`index_busi` lists ``benign/``, ``malignant/``, ``normal/`` in natural order with busi_viewer's scanner
+  and mask discovery.
+* :func:`load_or_build_cache` decodes every image once with busi_viewer's loader, resizes it with
+  ``resize_for_model`` (the app's own preprocessing) to the input size, resizes its merged lesion mask the same
+  way (nearest neighbour), and stores all of it as one ``.npz`` keyed by the dataset's content hash and the
+  resize settings. Later runs load that file instead of decoding.
+* :class:`BusiDataset` serves cached items as ``(float32 tensor (3, S, S), int label)``: optional mask overlay
+  (training items only), then augmentation on the uint8 image, then busi_viewer's ``normalise``.
+
+Augmentation is deterministic: item i of epoch e draws from ``np.random.default_rng([seed, e, i])``, whatever
+worker process serves it, so runs repeat exactly and ``num_workers`` does not change the data.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import os
+import time
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from busi_viewer.core.atomic import atomic_write
+from busi_viewer.core.errors import BusiViewerError
+from busi_viewer.core.labels import CLASS_NAMES
+from busi_viewer.core.loader import load_image
+from busi_viewer.core.masks import find_mask_files, mask_for_image
+from busi_viewer.core.paths import user_cache_dir
+from busi_viewer.core.scan import scan_folder
+from busi_viewer.inference.model_card import PreprocessSpec
+from busi_viewer.inference.preprocessing import normalise, resize_for_model
+
+if TYPE_CHECKING:
+    from training.config import AugmentConfig, TrainConfig
+
+DATA_ENV = "BUSI_DATA"
+CACHE_VERSION = 1
+_HASH_CHUNK = 1 << 20
+
+
+class DataError(BusiViewerError, ValueError):
+    """The data folder is missing or not laid out as BUSI, or a cache does not fit the requested settings."""
+
+
+# ------------------------------------------------------------------------------------------------ index
+
+@dataclass(frozen=True)
+class Sample:
+    """One image: absolute ``path``, class index into CLASS_NAMES and name, its mask files (merge order), and
+    ``relpath``, the POSIX path relative to the data root ("benign/benign (1).png") used in manifests."""
+
+    path: Path
+    label_index: int
+    class_name: str
+    mask_paths: tuple[Path, ...]
+    relpath: str
+
+
+def file_sha256(path: Path | str) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class BusiIndex:
+    """The samples of a BUSI-layout folder, classes in CLASS_NAMES order, images in natural order within each.
+
+    Behaves as a read-only sequence of :class:`Sample`. Content hashes are computed on first use and kept.
+    """
+
+    root: Path
+    samples: tuple[Sample, ...]
+    _hashes: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples)
+
+    def __getitem__(self, i: int) -> Sample:
+        return self.samples[i]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(N,) int64 class indices."""
+        return np.array([s.label_index for s in self.samples], dtype=np.int64)
+
+    @property
+    def relpaths(self) -> list[str]:
+        return [s.relpath for s in self.samples]
+
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.labels, minlength=len(CLASS_NAMES))
+        return {name: int(counts[i]) for i, name in enumerate(CLASS_NAMES)}
+
+    def sha256s(self, threads: int = 4) -> list[str]:
+        """SHA-256 of every image file, in sample order (read in parallel, computed once)."""
+        if "images" not in self._hashes:
+            self._hashes["images"] = _hash_files([s.path for s in self.samples], threads)
+        return list(self._hashes["images"])
+
+    def manifest_sha256(self, threads: int = 4) -> str:
+        """SHA-256 over (relative path, class, image hash, mask hashes) of every sample: changes whenever any
+        image, mask, label or file name changes. Recorded in model cards and used as the cache key."""
+        if "manifest" not in self._hashes:
+            images = self.sha256s(threads)
+            mask_files = [m for s in self.samples for m in s.mask_paths]
+            mask_hash = dict(zip(mask_files, _hash_files(mask_files, threads)))
+            digest = hashlib.sha256()
+            for sample, image_hash in zip(self.samples, images):
+                masks = ",".join(mask_hash[m] for m in sample.mask_paths)
+                digest.update(f"{sample.relpath}\t{sample.class_name}\t{image_hash}\t{masks}\n".encode("utf-8"))
+            self._hashes["manifest"] = digest.hexdigest()
+        return self._hashes["manifest"]
+
+
+def _hash_files(paths: Sequence[Path], threads: int) -> list[str]:
+    # hashlib releases the GIL on large buffers, so a few threads overlap reading and hashing.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        return list(pool.map(file_sha256, paths))
+
+
+def resolve_data_root(root: Path | str | None = None) -> Path:
+    """The BUSI folder: ``root`` when given, else the BUSI_DATA environment variable; DataError otherwise."""
+    if root is None or str(root) == "":
+        value = os.environ.get(DATA_ENV, "")
+        if not value:
+            raise DataError(f"no BUSI data folder given: pass the folder (the one holding "
+                            f"{', '.join(c + '/' for c in CLASS_NAMES)}) or set {DATA_ENV}=/path/to/busi")
+        root = value
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise DataError(f"BUSI data folder {path} does not exist or is not a folder")
+    return path
+
+
+def index_busi(root: Path | str | None = None) -> BusiIndex:
+    """Index a BUSI-layout folder: one sub-folder per class of CLASS_NAMES, images with ``*_mask*.png`` beside.
+
+    Images are found by busi_viewer's scanner (masks are not images), in natural order ("benign (2)" before
+    "benign (10)"); masks by busi_viewer's mask discovery. Raises DataError for a missing or empty class folder.
+    """
+    base = resolve_data_root(root)
+    missing = [name for name in CLASS_NAMES if not (base / name).is_dir()]
+    if missing:
+        found = sorted(p.name for p in base.iterdir() if p.is_dir())
+        raise DataError(f"{base} is not a BUSI folder: class folder(s) {', '.join(m + '/' for m in missing)} "
+                        f"missing (expected {', '.join(c + '/' for c in CLASS_NAMES)}; found "
+                        f"{', '.join(found) or 'no sub-folders'})")
+    samples = []
+    for label, name in enumerate(CLASS_NAMES):
+        images = scan_folder(base / name, recursive=False).images
+        if not images:
+            raise DataError(f"class folder {base / name} holds no images")
+        for image in images:
+            samples.append(Sample(path=image, label_index=label, class_name=name,
+                                  mask_paths=tuple(find_mask_files(image)),
+                                  relpath=image.relative_to(base).as_posix()))
+    return BusiIndex(root=base, samples=tuple(samples))
+
+
+# ------------------------------------------------------------------------------------------------ cache
+
+@dataclass(frozen=True)
+class ImageCache:
+    """Every image of an index resized for the model, in index order.
+
+    ``images`` (N, S, S, 3) uint8 RGB exactly as ``resize_for_model`` returns them; ``masks`` (N, S, S) bool,
+    the merged lesion mask resized the same way with nearest neighbour (all False without a mask);
+    ``labels`` (N,) int64. ``built`` says whether this call decoded the images, ``seconds`` how long it took.
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    labels: np.ndarray
+    relpaths: tuple[str, ...]
+    key: str
+    resize: Mapping[str, object]
+    path: Path
+    built: bool = False
+    seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return int(self.labels.size)
+
+    @property
+    def input_size(self) -> int:
+        return int(self.images.shape[1])
+
+    def check_spec(self, spec: PreprocessSpec) -> None:
+        """DataError unless this cache was resized exactly as ``spec`` resizes."""
+        wanted = _resize_settings(spec)
+        if dict(self.resize) != wanted:
+            raise DataError(f"the image cache {self.path.name} was made with {dict(self.resize)}, "
+                            f"but the model needs {wanted}")
+
+
+def _resize_settings(spec: PreprocessSpec) -> dict[str, object]:
+    # Normalisation (mean/std) is applied after the cache, so it is not part of the key.
+    return {"input_size": spec.input_size, "resize_policy": spec.resize_policy,
+            "interpolation": spec.interpolation, "pad_value": spec.pad_value}
+
+
+def default_cache_dir() -> Path:
+    """``user_cache_dir()/training`` (created on demand)."""
+    path = user_cache_dir() / "training"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cache_path(index: BusiIndex, spec: PreprocessSpec, cache_dir: Path | str | None = None) -> tuple[Path, str]:
+    """(file, key) of the cache for this dataset content and these resize settings."""
+    settings = _resize_settings(spec)
+    payload = json.dumps({"version": CACHE_VERSION, "manifest": index.manifest_sha256(), **settings},
+                         sort_keys=True)
+    key = hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    name = f"busi-{spec.input_size}px-{spec.resize_policy}-{spec.interpolation}-{key[:16]}.npz"
+    return folder / name, key
+
+
+def resize_mask_for_model(mask: np.ndarray | None, shape: tuple[int, int], spec: PreprocessSpec) -> np.ndarray:
+    """A (H, W) bool mask (or None = no lesion) placed on the network input square exactly like its image:
+    the same ``resize_for_model`` with nearest-neighbour interpolation and padding 0. Returns (S, S) bool."""
+    if mask is None or not mask.any():
+        return np.zeros((spec.input_size, spec.input_size), dtype=bool)
+    nearest = dataclasses.replace(spec, interpolation="nearest", pad_value=0)
+    as_image = np.repeat((mask.astype(np.uint8) * 255)[..., None], 3, axis=2)
+    resized, _ = resize_for_model(as_image, nearest)
+    return resized[..., 0] > 127
+
+
+def decode_sample(sample: Sample, spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
+    """One sample as the cache stores it: ((S, S, 3) uint8 image, (S, S) bool mask)."""
+    rgb = load_image(sample.path).rgb
+    image, _ = resize_for_model(rgb, spec)
+    mask = mask_for_image(sample.path, rgb.shape[:2], mask_path=list(sample.mask_paths)) if sample.mask_paths \
+        else None
+    return image, resize_mask_for_model(mask, rgb.shape[:2], spec)
+
+
+def load_or_build_cache(index: BusiIndex, spec: PreprocessSpec, cache_dir: Path | str | None = None, *,
+                        threads: int = 4, progress: bool = True) -> ImageCache:
+    """The cache for ``index`` at ``spec``'s resize settings: loaded when a valid file exists, else built.
+
+    Building decodes with a pool of ``threads`` threads (PNG decoding and OpenCV resizing release the GIL),
+    shows a tqdm bar when ``progress``, and writes the file atomically, so an interrupted build leaves nothing.
+    """
+    start = time.perf_counter()
+    path, key = cache_path(index, spec, cache_dir)
+    if path.is_file():
+        try:
+            cache = _read_cache(path, key, index)
+            return dataclasses.replace(cache, seconds=time.perf_counter() - start)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # a damaged or foreign file: rebuild it
+            import warnings
+
+            warnings.warn(f"rebuilding image cache {path.name}: {exc}", stacklevel=2)
+    images, masks = _decode_all(index, spec, threads, progress)
+    labels = index.labels
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = json.dumps({"key": key, "version": CACHE_VERSION, "resize": _resize_settings(spec),
+                       "root": str(index.root)})
+    with atomic_write(path, "wb") as handle:
+        np.savez(handle, images=images, masks=masks, labels=labels,
+                 relpaths=np.array(index.relpaths, dtype=np.str_), meta=np.array(meta))
+    return ImageCache(images=images, masks=masks, labels=labels, relpaths=tuple(index.relpaths), key=key,
+                      resize=_resize_settings(spec), path=path, built=True, seconds=time.perf_counter() - start)
+
+
+def _decode_all(index: BusiIndex, spec: PreprocessSpec, threads: int,
+                progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    from tqdm import tqdm
+
+    n, size = len(index), spec.input_size
+    images = np.empty((n, size, size, 3), dtype=np.uint8)
+    masks = np.empty((n, size, size), dtype=bool)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, threads)) as pool, \
+            tqdm(total=n, desc=f"caching {n} images at {size} px", unit="img", disable=not progress) as bar:
+        for i, (image, mask) in enumerate(pool.map(lambda s: decode_sample(s, spec), index.samples)):
+            images[i], masks[i] = image, mask
+            bar.update(1)
+    return images, masks
+
+
+def _read_cache(path: Path, key: str, index: BusiIndex) -> ImageCache:
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+        if meta.get("key") != key:
+            raise ValueError("its key does not match this dataset and these settings")
+        relpaths = tuple(str(p) for p in data["relpaths"])
+        if relpaths != tuple(index.relpaths):
+            raise ValueError("it lists other images than the dataset")
+        images, masks, labels = data["images"], data["masks"], data["labels"].astype(np.int64)
+    if images.shape[0] != len(index) or masks.shape[0] != len(index) or not np.array_equal(labels, index.labels):
+        raise ValueError("its arrays do not match the dataset")
+    return ImageCache(images=images, masks=masks, labels=labels, relpaths=relpaths, key=key,
+                      resize=meta["resize"], path=path, built=False)
+
+
+# ------------------------------------------------------------------------------------------ transforms
+
+def apply_mask_overlay(image: np.ndarray, mask: np.ndarray, strength: float) -> np.ndarray:
+    """Emphasise the lesion: out = I + s * M * (255 - I), i.e. the mask drawn in white at opacity s over I.
+
+    ``image`` (S, S, 3) uint8, ``mask`` (S, S) bool, ``strength`` s in [0, 1]; s = 0 (or an empty mask) returns
+    ``image`` itself, unchanged. The paper writes its overlay as I*M + I*(1 - M), which equals I (no overlay at
+    all); its figures show the lesion brightened, which this alpha blend reproduces. Chosen over I * (1 + s*M):
+    BUSI lesions are mostly hypoechoic (dark), which a multiplicative gain would barely change; and over
+    darkening outside the mask, which would darken every normal image (empty mask) as a whole.
+    Training images only: a mask exists only for lesion classes, so this is a label leak by construction.
+    """
+    if strength <= 0 or not mask.any():
+        return image
+    work = image.astype(np.float32)
+    alpha = np.float32(strength) * mask.astype(np.float32)[..., None]
+    return np.clip(np.rint(work + alpha * (255.0 - work)), 0, 255).astype(np.uint8)
+
+
+def is_greyscale(image: np.ndarray) -> bool:
+    """True when the three channels of an (S, S, 3) image are equal (764 of BUSI's 780 images)."""
+    return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 0], image[..., 2]))
+
+
+_GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as torchvision's rgb_to_grayscale
+
+
+def color_jitter(image: np.ndarray, factors: Mapping[str, float], order: Sequence[str]) -> np.ndarray:
+    """torchvision ColorJitter semantics on float32 RGB in [0, 255], clipped after each step.
+
+    ``factors``: brightness b (I * b), contrast c (blend with the mean grey level), saturation s (blend with the
+    image's greyscale), hue h (shift of h turns); ``order``: the order of application. Greyscale-aware:
+    saturation and hue are skipped for images whose channels are equal, on which they are mathematically no-ops
+    (they would only add rounding noise), so the paper's saturation/hue jitter does nothing on 764 BUSI images.
+    """
+    grey = is_greyscale(image)
+    out = image.astype(np.float32)
+    for name in order:
+        f = factors[name]
+        if name == "brightness" and f != 1.0:
+            out = np.clip(out * f, 0, 255)
+        elif name == "contrast" and f != 1.0:
+            mean = float((out @ _GREY_WEIGHTS).mean())
+            out = np.clip((out - mean) * f + mean, 0, 255)
+        elif name == "saturation" and f != 1.0 and not grey:
+            luminance = (out @ _GREY_WEIGHTS)[..., None]
+            out = np.clip(luminance + (out - luminance) * f, 0, 255)
+        elif name == "hue" and f != 0.0 and not grey:
+            hsv = cv2.cvtColor(out / 255.0, cv2.COLOR_RGB2HSV)  # float input: H in degrees [0, 360)
+            hsv[..., 0] = np.mod(hsv[..., 0] + f * 360.0, 360.0)
+            out = np.clip(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * 255.0, 0, 255)
+    return out
+
+
+_JITTER_NAMES = ("brightness", "contrast", "saturation", "hue")
+
+
+def augment_image(image: np.ndarray, params: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """One random augmentation of an (S, S, 3) uint8 image -> (S, S, 3) uint8.
+
+    In order: horizontal / vertical flip (probabilities ``hflip_p``/``vflip_p``), one affine warp (rotation
+    uniform in ±``rotation_deg``, scale uniform in 1 ± ``zoom``, about the centre, bilinear, black outside),
+    colour jitter (:func:`color_jitter`, factors as torchvision, in a random order as torchvision), then
+    multiplicative speckle noise I * (1 + ``speckle`` * N(0, 1)), equal on all channels. Every random number is
+    drawn whether or not its transform is enabled, so the stream depends on ``rng`` alone.
+    """
+    hflip = rng.random() < params.hflip_p
+    vflip = rng.random() < params.vflip_p
+    angle = rng.uniform(-params.rotation_deg, params.rotation_deg)
+    scale = rng.uniform(1.0 - params.zoom, 1.0 + params.zoom)
+    factors = {
+        "brightness": rng.uniform(max(0.0, 1.0 - params.brightness), 1.0 + params.brightness),
+        "contrast": rng.uniform(max(0.0, 1.0 - params.contrast), 1.0 + params.contrast),
+        "saturation": rng.uniform(max(0.0, 1.0 - params.saturation), 1.0 + params.saturation),
+        "hue": rng.uniform(-params.hue, params.hue),
+    }
+    order = [_JITTER_NAMES[i] for i in rng.permutation(len(_JITTER_NAMES))]
+    noise_seed = int(rng.integers(0, 2**63 - 1))
+
+    out = image
+    if hflip:
+        out = out[:, ::-1]
+    if vflip:
+        out = out[::-1]
+    out = np.ascontiguousarray(out)
+    if params.rotation_deg > 0 or params.zoom > 0:
+        size = out.shape[0]
+        centre = ((out.shape[1] - 1) / 2.0, (size - 1) / 2.0)
+        matrix = cv2.getRotationMatrix2D(centre, angle, scale)
+        out = cv2.warpAffine(out, matrix, (out.shape[1], size), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    work = color_jitter(out, factors, order)
+    if params.speckle > 0:
+        noise = np.random.default_rng(noise_seed).standard_normal(out.shape[:2], dtype=np.float32)
+        work = work * (1.0 + np.float32(params.speckle) * noise)[..., None]
+    return np.clip(np.rint(work), 0, 255).astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------- balancing
+
+def oversample_minority(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's targeted balancing: repeat samples of every smaller class until all classes have as many
+    items as the largest. Returns (item -> sample index (M,) int64, is_copy (M,) bool); originals come first,
+    each sample of a class gets the same number of copies give or take one (a seeded choice of which)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(labels) if labels.size else np.zeros(0, np.int64)
+    target = int(counts.max()) if counts.size else 0
+    copies = []
+    for cls, count in enumerate(counts):
+        if count == 0 or count == target:
+            continue
+        members = np.flatnonzero(labels == cls)
+        extra = target - int(count)
+        full, rest = divmod(extra, int(count))
+        copies.append(np.tile(members, full))
+        copies.append(np.sort(rng.permutation(members)[:rest]))
+    extra_items = np.concatenate(copies).astype(np.int64) if copies else np.empty(0, np.int64)
+    items = np.concatenate([np.arange(labels.size, dtype=np.int64), extra_items])
+    is_copy = np.r_[np.zeros(labels.size, bool), np.ones(extra_items.size, bool)]
+    return items, is_copy
+
+
+def minority_classes(labels: np.ndarray) -> np.ndarray:
+    """Class indices present with fewer samples than the largest class."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64))
+    return np.flatnonzero((counts > 0) & (counts < counts.max())) if counts.size else np.empty(0, np.int64)
+
+
+def class_weights(labels: np.ndarray, num_classes: int = len(CLASS_NAMES)) -> np.ndarray:
+    """"Balanced" loss weights (K,) float32: n / (K_present * n_c); 0 for a class without samples."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(num_classes, dtype=np.float64)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights.astype(np.float32)
+
+
+def balanced_sample_weights(labels: np.ndarray) -> np.ndarray:
+    """Per-item draw weights (N,) float64 = 1 / (its class's count): every class is drawn equally often
+    (for a weighted sampler, e.g. the engine's ``FitSettings.sample_weights``)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(labels)
+    return 1.0 / counts[labels].astype(np.float64)
+
+
+# --------------------------------------------------------------------------------------------- dataset
+
+class BusiDataset(Dataset):
+    """Cached items as ``(torch.float32 (3, S, S), int label)``, normalised by busi_viewer's ``normalise``.
+
+    ``positions``: cache indices, repeats allowed (balancing copies). ``augment``/``augment_flags``: which
+    items are augmented (None = no augmentation; flags None = every item). ``overlay_strength`` > 0 draws the
+    lesion mask into every item (use it for training items only). Call :meth:`set_epoch` before each epoch:
+    the epoch lives in shared memory, so persistent DataLoader workers see it too.
+    """
+
+    def __init__(self, cache: ImageCache, positions: Sequence[int] | np.ndarray, spec: PreprocessSpec, *,
+                 augment: AugmentConfig | None = None, augment_flags: Sequence[bool] | np.ndarray | None = None,
+                 overlay_strength: float = 0.0, seed: int = 0):
+        cache.check_spec(spec)
+        self.cache = cache
+        self.spec = spec
+        self.positions = np.asarray(positions, dtype=np.int64)
+        if self.positions.size and (self.positions.min() < 0 or self.positions.max() >= len(cache)):
+            raise IndexError(f"positions must index the {len(cache)} cached images")
+        self._labels = cache.labels[self.positions]
+        enabled = augment is not None and augment.enabled
+        if not enabled:
+            flags = np.zeros(self.positions.size, dtype=bool)
+        elif augment_flags is None:
+            flags = np.ones(self.positions.size, dtype=bool)
+        else:
+            flags = np.asarray(augment_flags, dtype=bool)
+            if flags.shape != self.positions.shape:
+                raise ValueError("augment_flags needs one flag per position")
+        self.augment = augment
+        self.augment_flags = flags
+        self.overlay_strength = float(overlay_strength)
+        self.seed = int(seed)
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    def __len__(self) -> int:
+        return int(self.positions.size)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(len,) int64 label of every item."""
+        return self._labels
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.item())
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(int(epoch))
+
+    def image(self, i: int) -> np.ndarray:
+        """Item ``i`` as (S, S, 3) uint8 after overlay and augmentation, before normalisation."""
+        position = int(self.positions[i])
+        image = self.cache.images[position]
+        if self.overlay_strength > 0:
+            image = apply_mask_overlay(image, self.cache.masks[position], self.overlay_strength)
+        if self.augment_flags[i]:
+            rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+            image = augment_image(image, self.augment, rng)  # type: ignore[arg-type]
+        return image
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(normalise(self.image(i), self.spec)), int(self._labels[i])
+
+
+def make_datasets(cache: ImageCache, splits: Mapping[str, Sequence[int] | np.ndarray], config: TrainConfig,
+                  seed: int) -> dict[str, BusiDataset]:
+    """One dataset per split name. Only "train" gets the mask overlay (when ``config.overlay.enabled``),
+    minority oversampling (``config.balance.oversample_minority``) and augmentation (per
+    ``config.augment.apply_to``); every other split is served as cached, only normalised."""
+    spec = config.preprocess_spec()
+    out: dict[str, BusiDataset] = {}
+    for name, indices in splits.items():
+        indices = np.asarray(indices, dtype=np.int64)
+        if name != "train":
+            out[name] = BusiDataset(cache, indices, spec, seed=seed)
+            continue
+        labels = cache.labels[indices]
+        if config.balance.oversample_minority:
+            items, is_copy = oversample_minority(labels, seed)
+        else:
+            items, is_copy = np.arange(indices.size, dtype=np.int64), np.zeros(indices.size, bool)
+        positions = indices[items]
+        apply_to = config.augment.apply_to
+        if apply_to == "all":
+            flags = np.ones(positions.size, dtype=bool)
+        elif apply_to == "minority":
+            flags = np.isin(cache.labels[positions], minority_classes(labels))
+        else:  # "copies"
+            flags = is_copy
+        strength = config.overlay.strength if config.overlay.enabled else 0.0
+        out[name] = BusiDataset(cache, positions, spec, augment=config.augment, augment_flags=flags,
+                                overlay_strength=strength, seed=seed)
+    return out
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seed NumPy's global generator from torch's per-worker seed.
+
+    This module's augmentation does not need it (it seeds per item); it protects other code that draws from
+    ``np.random``. Do not call ``cv2.setNumThreads`` here: in a forked worker, after the parent has used
+    OpenCV's thread pool, it deadlocks (seen with OpenCV 4/5 on Linux).
+    """
+    np.random.seed(torch.initial_seed() % 2**32)
