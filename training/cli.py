@@ -1,13 +1,117 @@
-"""``busi-train``: audit, fit, evaluate and export (issue #3; not built yet)."""
+"""``busi-train`` (also ``python -m training``): audit, fit, evaluate and export.
+
+Examples::
+
+    busi-train audit --data /path/to/busi
+    busi-train fit --config busi_paper --data /path/to/busi
+    busi-train fit --config busi_honest --set train.max_epochs=12 --seed 1 --fold 0
+    torchrun --nproc_per_node=2 -m training fit --config busi_honest      # DDP, one process per GPU
+    busi-train evaluate runs/busi-honest-seed0
+    busi-train export runs/busi-honest-seed0 --to resources/models/busi-us
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
+from pathlib import Path
+
+from busi_viewer import RESEARCH_USE_BANNER
+from busi_viewer.core.errors import BusiViewerError
+
+
+def _config_path(name: str) -> Path:
+    from training.config import CONFIGS_DIR
+
+    path = Path(name)
+    if path.suffix == ".toml" or path.exists():
+        return path
+    return CONFIGS_DIR / f"{name}.toml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="busi-train", description=f"{__doc__.splitlines()[0]} {RESEARCH_USE_BANNER}.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    audit = commands.add_parser("audit", help="manifest, duplicates, near-duplicate groups, burned-in annotations")
+    audit.add_argument("--data", type=Path, default=None, help="BUSI root (default: $BUSI_DATA)")
+    audit.add_argument("--out", type=Path, default=None, help="output folder (default: runs/audit or $BUSI_AUDIT)")
+
+    fit = commands.add_parser("fit", help="train one model into a run folder (resumes if it exists)")
+    fit.add_argument("--config", default="busi_honest", help="config name in training/configs or a .toml path")
+    fit.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    fit.add_argument("--data", type=Path, default=None, help="BUSI root (default: data.root, else $BUSI_DATA)")
+    fit.add_argument("--seed", type=int, default=None, help="default: the config's first seed")
+    fit.add_argument("--fold", type=int, default=None, help="cross-validation fold (grouped k-fold configs)")
+    fit.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<name>-seed<S>[-fold<F>])")
+    fit.add_argument("--evaluate", action="store_true", help="evaluate right after fitting")
+    fit.add_argument("--no-progress", action="store_true")
+
+    evaluate = commands.add_parser("evaluate", help="metrics, calibration, explanations, figures, report.md")
+    evaluate.add_argument("run", type=Path)
+
+    export = commands.add_parser("export", help="turn an evaluated run into a model bundle")
+    export.add_argument("run", type=Path)
+    export.add_argument("--to", type=Path, default=None, help="bundle folder (default: the app's default model)")
+    export.add_argument("--name", default="busi-us")
+    export.add_argument("--version", default="1.0.0")
+    export.add_argument("--force", action="store_true", help="replace an existing bundle")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("busi-train: the training pipeline is not built yet (tracked as issue #3).", file=sys.stderr)
-    return 2
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (BusiViewerError, FileNotFoundError) as exc:
+        print(f"busi-train: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "audit":
+        from training.audit import run_audit
+        from training.data import resolve_data_root
+        from training.pipeline import default_audit_dir
+
+        result = run_audit(resolve_data_root(args.data), args.out or default_audit_dir())
+        print(result.summary_text if hasattr(result, "summary_text") else result)
+        return 0
+    if args.command == "fit":
+        import dataclasses
+
+        from training.config import load_config
+        from training.evaluate import run_evaluate
+        from training.pipeline import RUNS_DIR, run_fit
+
+        config = load_config(_config_path(args.config), args.overrides)
+        if args.data is not None:
+            config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=str(args.data)))
+        seed = config.train.seeds[0] if args.seed is None else args.seed
+        name = f"{config.name}-seed{seed}" + (f"-fold{args.fold}" if args.fold is not None else "")
+        out = args.out or RUNS_DIR / name
+        summary = run_fit(config, out, seed=seed, fold=args.fold, progress=not args.no_progress)
+        if summary:
+            print(json.dumps(summary, indent=2))
+            if args.evaluate:
+                run_evaluate(out)
+                print(f"metrics and report written to {out}")
+        return 0
+    if args.command == "evaluate":
+        from training.evaluate import run_evaluate
+
+        results = run_evaluate(args.run)
+        print(json.dumps({k: results["test"][k] for k in ("n", "accuracy", "macro_f1", "auc_macro", "ece")}, indent=2))
+        return 0
+    if args.command == "export":
+        from busi_viewer.core.paths import default_model_dir
+        from training.export import run_export
+
+        card = run_export(args.run, args.to or default_model_dir(), args.name, args.version, overwrite=args.force)
+        print(f"bundle {card.name} {card.version} written (weights sha256 {card.weights_sha256[:12]}…)")
+        return 0
+    raise AssertionError(args.command)
 
 
 if __name__ == "__main__":

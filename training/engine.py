@@ -110,6 +110,7 @@ class FitSettings:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     progress: bool = True
     grad_clip_norm: float | None = None
+    channels_last: bool = True  # NHWC: ~1.5x faster convolutions on CPU (oneDNN) and on CUDA tensor cores
 
 
 @dataclass
@@ -132,7 +133,8 @@ def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().to("cpu", copy=True) for name, tensor in _bare(model).state_dict().items()}
 
 
-def _run_epoch(model, loader, loss_fn, device, optimizer=None, grad_clip_norm=None, progress=None) -> tuple[float, float]:
+def _run_epoch(model, loader, loss_fn, device, optimizer=None, grad_clip_norm=None, progress=None,
+               memory_format=torch.contiguous_format) -> tuple[float, float]:
     """One pass; trains when an optimiser is given. Returns (mean loss, accuracy) over all ranks."""
     training = optimizer is not None
     model.train(training)
@@ -140,6 +142,8 @@ def _run_epoch(model, loader, loss_fn, device, optimizer=None, grad_clip_norm=No
     with torch.set_grad_enabled(training):
         for inputs, targets in loader:
             inputs = inputs.to(device, non_blocking=True)
+            if inputs.ndim == 4:
+                inputs = inputs.contiguous(memory_format=memory_format)
             targets = targets.to(device, non_blocking=True)
             logits = model(inputs)
             loss = loss_fn(logits, targets)
@@ -189,7 +193,8 @@ def fit(
     if distributed.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     device = settings.device
-    model.to(device)
+    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=memory_format)
     state = _resume(out_dir, model, optimizer, scheduler, device)
     wrapped = model
     if distributed.enabled:
@@ -214,10 +219,10 @@ def fit(
         lr = optimizer.param_groups[0]["lr"]
         progress = _progress(epoch, settings, train_sampler, distributed)
         train_loss, train_acc = _run_epoch(wrapped, train_loader, loss_fn, device, optimizer,
-                                           settings.grad_clip_norm, progress)
+                                           settings.grad_clip_norm, progress, memory_format)
         if progress is not None:
             progress.close()
-        val_loss, val_acc = _run_epoch(wrapped, val_loader, loss_fn, device)
+        val_loss, val_acc = _run_epoch(wrapped, val_loader, loss_fn, device, memory_format=memory_format)
         if scheduler is not None:
             scheduler.step()
         epoch += 1

@@ -1,0 +1,177 @@
+"""``busi-train evaluate``: every number and figure of one run, from its run folder alone.
+
+Calibration (temperature) and the malignant operating threshold are fitted on VALIDATION predictions and
+applied to test; the test set is only read here, never used to choose anything. Writes ``metrics.json``,
+the figures and ``report.md`` into the run folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from busi_viewer.core.atomic import atomic_write
+from busi_viewer.core.labels import CLASS_NAMES, MALIGNANT
+from busi_viewer.core.loader import load_image
+from busi_viewer.core.masks import mask_for_image
+from busi_viewer.inference.architectures import build_classifier
+from busi_viewer.inference.model_card import ModelCard
+from busi_viewer.inference.predictor import Predictor
+from training import plots
+from training.config import TrainConfig, load_config
+from training.engine import BEST_WEIGHTS
+from training.explain_eval import randomisation_check, score_maps, summarise_scores, tune_threshold
+from training.metrics import fit_temperature, roc_curve, softmax, summarise, threshold_for_sensitivity
+from training.pipeline import Predictions, default_audit_dir
+from training.report import write_report
+from training.splits import read_audit_groups, read_split_manifest
+
+RANDOMISATION_IMAGES = 24
+GRID_IMAGES = 16
+
+
+def operating_point(config: TrainConfig, val: Predictions) -> tuple[float, float | None, dict]:
+    """(temperature, malignant threshold or None, what was chosen and how), all from validation only."""
+    temperature = fit_temperature(val.logits, val.labels) if config.eval.calibrate else 1.0
+    choice: dict = {"temperature": temperature, "calibrated_on": "validation" if config.eval.calibrate else None}
+    threshold = None
+    if config.eval.threshold == "target_sensitivity":
+        positive = CLASS_NAMES.index(config.eval.threshold_class)
+        probs = softmax(val.logits, temperature)
+        picked = threshold_for_sensitivity(probs[:, positive], val.labels == positive, config.eval.target_sensitivity)
+        threshold = picked.threshold
+        choice.update(threshold=threshold, threshold_class=config.eval.threshold_class,
+                      target_sensitivity=config.eval.target_sensitivity,
+                      validation_sensitivity=picked.sensitivity, validation_specificity=picked.specificity)
+    return temperature, threshold, choice
+
+
+def duplicate_free_mask(run_dir: Path, test: Predictions) -> tuple[np.ndarray | None, str]:
+    """(N,) bool: test images with no audit-group member in train or val; None without an audit."""
+    groups_csv = default_audit_dir() / "groups.csv"
+    if not groups_csv.is_file():
+        return None, f"no audit groups at {groups_csv}"
+    manifest = read_split_manifest(run_dir / "split_manifest.csv")
+    files = [row.file for row in manifest]
+    groups, _ = read_audit_groups(groups_csv, files)
+    split_of = {row.file: row.split for row in manifest}
+    seen_in_training = {g for f, g in zip(files, groups) if split_of[f] in ("train", "val")}
+    group_of = dict(zip(files, groups))
+    return np.array([group_of[str(f)] not in seen_in_training for f in test.files]), str(groups_csv)
+
+
+def _load_model(run_dir: Path, config: TrainConfig, device: torch.device):
+    model = build_classifier(config.model.arch, len(CLASS_NAMES), config.model.drop_rate)
+    model.load_state_dict(torch.load(run_dir / BEST_WEIGHTS, map_location="cpu", weights_only=True))
+    return model.to(device).eval()
+
+
+def _images_with_masks(data_root: Path, predictions: Predictions):
+    for file, label in zip(predictions.files, predictions.labels):
+        path = data_root / str(file)
+        record = load_image(path)
+        mask = mask_for_image(path, record.shape)
+        yield record.rgb, (mask if mask is not None else np.zeros(record.shape, bool)), int(label)
+
+
+def run_evaluate(run_dir: Path, progress: bool = True) -> dict:
+    """Compute and write ``metrics.json``, figures and ``report.md`` for the run at ``run_dir``."""
+    run_dir = Path(run_dir)
+    config = load_config(run_dir / "config.toml")
+    fit_info = json.loads((run_dir / "fit.json").read_text(encoding="utf-8"))
+    val = Predictions.load(run_dir / "predictions_val.npz")
+    test = Predictions.load(run_dir / "predictions_test.npz")
+    temperature, threshold, choice = operating_point(config, val)
+    options = dict(n_boot=config.eval.bootstrap, confidence=config.eval.confidence, seed=0,
+                   ece_bins=config.eval.ece_bins)
+
+    def metrics_of(p: Predictions, t: float, keep: np.ndarray | None = None) -> dict:
+        keep = np.ones(len(p.labels), bool) if keep is None else keep
+        groups = p.groups[keep] if config.eval.bootstrap_by_group and np.all(p.groups != "") else None
+        return summarise(p.labels[keep], softmax(p.logits[keep], t), threshold=threshold, groups=groups, **options)
+
+    results = {
+        "run": fit_info, "operating_point": choice,
+        "test": metrics_of(test, temperature),
+        "test_uncalibrated": metrics_of(test, 1.0),
+        "validation": metrics_of(val, temperature),
+    }
+    overlaid_path = run_dir / "predictions_test_overlaid.npz"
+    if overlaid_path.is_file():
+        results["test_overlaid"] = metrics_of(Predictions.load(overlaid_path), temperature)
+    free, audit_source = duplicate_free_mask(run_dir, test)
+    results["duplicates"] = {"audit": audit_source}
+    if free is not None:
+        results["duplicates"].update(n_test=int(free.size), n_test_with_near_duplicate_in_train=int((~free).sum()))
+        if free.any():
+            results["test_duplicate_free"] = metrics_of(test, temperature, free)
+
+    device = torch.device("cpu")
+    model = _load_model(run_dir, config, device)
+    card = ModelCard(name=config.name, version="eval", architecture=config.model.arch, class_names=CLASS_NAMES,
+                     preprocess=config.preprocess_spec(), calibration_temperature=temperature,
+                     thresholds={MALIGNANT: threshold} if threshold is not None else {})
+    predictor = Predictor(model, card, device)
+    data_root = Path(fit_info["data_root"])
+    level = tune_threshold(score_maps(predictor, _images_with_masks(data_root, val)))
+    test_scores = score_maps(predictor, _images_with_masks(data_root, test))
+    results["explanations"] = summarise_scores(test_scores, CLASS_NAMES, level)
+    lesion_files = [f for f, label in zip(test.files, test.labels) if CLASS_NAMES[int(label)] != "normal"]
+    sample = [load_image(data_root / str(f)).rgb for f in lesion_files[:RANDOMISATION_IMAGES]]
+    results["explanations"]["randomisation_check"] = randomisation_check(predictor, sample)
+
+    _figures(run_dir, results, test, temperature, predictor, data_root)
+    with atomic_write(run_dir / "metrics.json", encoding="utf-8") as handle:
+        json.dump(results, handle, indent=2)
+    write_report(run_dir, results, f"{config.name}: {config.description}")
+    return results
+
+
+def _figures(run_dir: Path, results: dict, test: Predictions, temperature: float, predictor: Predictor,
+             data_root: Path) -> None:
+    with (run_dir / "epochs.csv").open(newline="", encoding="utf-8") as handle:
+        history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    title = results["run"]["config"]
+    plots.learning_curves(history, run_dir / "learning_curves.png", title)
+    plots.confusion_matrix_plot(np.array(results["test"]["confusion_matrix"]), CLASS_NAMES,
+                                run_dir / "confusion_matrix.png", f"{title}: test")
+    probs = softmax(test.logits, temperature)
+    curves = {}
+    for c, name in enumerate(CLASS_NAMES):
+        fpr, tpr, _ = roc_curve(probs[:, c], test.labels == c)
+        curves[name] = (fpr, tpr, results["test"]["per_class"][name]["auc"] or float("nan"))
+    plots.roc_plot(curves, run_dir / "roc.png", f"{title}: test, one-vs-rest")
+    panels = {}
+    for label, key in (("before scaling", "test_uncalibrated"), ("after scaling", "test")):
+        rel = results[key]["reliability"]
+        panels[label] = (np.array([v if v is not None else np.nan for v in rel["confidence"]]),
+                         np.array([v if v is not None else np.nan for v in rel["accuracy"]]),
+                         np.array(rel["count"]), results[key]["ece"])
+    plots.reliability_plot(panels, run_dir / "reliability.png")
+    plots.gradcam_grid(_grid_items(test, predictor, data_root), run_dir / "gradcam_test.png")
+
+
+def _grid_items(test: Predictions, predictor: Predictor, data_root: Path) -> list[dict]:
+    """Up to GRID_IMAGES test images: failures first (they teach most), then correct ones, classes mixed."""
+    items, wrong, right = [], [], []
+    for i, (file, label) in enumerate(zip(test.files, test.labels)):
+        predicted = int(np.argmax(test.logits[i]))
+        (wrong if predicted != label else right).append(i)
+    rng = np.random.default_rng(0)
+    chosen = wrong[: GRID_IMAGES // 2] + list(rng.permutation(right)[: GRID_IMAGES - min(len(wrong), GRID_IMAGES // 2)])
+    for i in chosen:
+        path = data_root / str(test.files[i])
+        record = load_image(path)
+        prediction = predictor.predict(record.rgb)
+        true_name = CLASS_NAMES[int(test.labels[i])]
+        items.append({
+            "rgb": record.rgb, "heatmap": prediction.heatmap, "mask": mask_for_image(path, record.shape),
+            "caption": f"{Path(str(test.files[i])).name}\ntrue {true_name} / pred {prediction.predicted_class} "
+                       f"({prediction.probabilities.max():.2f})",
+            "failure": prediction.predicted_class != true_name,
+        })
+    return items

@@ -1,0 +1,67 @@
+"""``busi-train export``: a run folder becomes a model bundle the app loads (weights, card, split, report)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from busi_viewer import __version__
+from busi_viewer.core.labels import CLASS_NAMES, MALIGNANT
+from busi_viewer.inference.architectures import build_classifier
+from busi_viewer.inference.bundle import save_bundle
+from busi_viewer.inference.model_card import ModelCard
+from training.config import load_config
+from training.engine import BEST_WEIGHTS
+
+BUNDLE_EXTRAS = ("split_manifest.csv", "report.md", "metrics.json", "config.toml", "epochs.csv",
+                 "learning_curves.png", "confusion_matrix.png", "roc.png", "reliability.png", "gradcam_test.png")
+
+
+def card_for_run(run_dir: Path, name: str, version: str) -> ModelCard:
+    """The model card of an evaluated run: preprocessing from its config, numbers from its metrics.json."""
+    config = load_config(run_dir / "config.toml")
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    fit_info, point = metrics["run"], metrics["operating_point"]
+    test = metrics["test"]
+    headline = {key: test.get(key) for key in ("accuracy", "macro_f1", "auc_macro", "ece", f"sensitivity_{MALIGNANT}",
+                                               f"specificity_{MALIGNANT}")}
+    headline["confidence_intervals"] = test["bootstrap"]["intervals"]
+    headline["n_test"] = test["n"]
+    if "explanations" in metrics:
+        headline["explanations"] = {k: metrics["explanations"]["per_class"][k] for k in ("benign", "malignant")}
+    protocol = (f"{config.name}: {config.description}. Split {config.split.strategy} "
+                f"{'/'.join(str(f) for f in config.split.fractions)} (seed {config.split.seed}); "
+                f"seed {fit_info['seed']}; best epoch {fit_info['best_epoch']} of {fit_info['epochs_run']}; "
+                f"temperature and malignant threshold fitted on validation; numbers on the held-out test split "
+                f"({test['n']} images) with percentile bootstrap 95% CIs.")
+    return ModelCard(
+        name=name, version=version, architecture=config.model.arch, class_names=CLASS_NAMES,
+        preprocess=config.preprocess_spec(), modality="US",
+        data_manifest_sha256=fit_info["data_manifest_sha256"],
+        training_data=(f"BUSI (Al-Dhabyani et al., Data in Brief 28, 2020): {fit_info['n_images']} images, "
+                       f"split sizes {fit_info['split_sizes']}"),
+        protocol=protocol, metrics={"test": headline},
+        calibration_temperature=float(point["temperature"]),
+        thresholds={MALIGNANT: float(point["threshold"])} if point.get("threshold") is not None else {},
+        low_confidence_below=0.6,
+        created=f"{dt.date.today().isoformat()} with busi-viewer {__version__}",
+    )
+
+
+def run_export(run_dir: Path, bundle_dir: Path, name: str = "busi-us", version: str = "1.0.0",
+               overwrite: bool = False) -> ModelCard:
+    """Write the bundle (atomically, via :func:`save_bundle`) plus the run's manifest, report and figures."""
+    run_dir, bundle_dir = Path(run_dir), Path(bundle_dir)
+    card = card_for_run(run_dir, name, version)
+    model = build_classifier(card.architecture, card.num_classes)
+    model.load_state_dict(torch.load(run_dir / BEST_WEIGHTS, map_location="cpu", weights_only=True))
+    saved = save_bundle(bundle_dir, model, card, overwrite=overwrite)
+    for extra in BUNDLE_EXTRAS:
+        if (run_dir / extra).is_file():
+            shutil.copy2(run_dir / extra, bundle_dir / extra)
+    return dataclasses.replace(saved)

@@ -1,0 +1,175 @@
+"""``busi-train fit``: from a config to a run folder holding the best weights and every prediction needed later.
+
+A run folder holds: ``config.toml`` (the resolved recipe), ``split_manifest.csv`` (file, sha256, group, split),
+``epochs.csv`` / ``last.pt`` / ``best.pt`` (the fit loop's), ``predictions_<split>.npz`` (files, labels, logits
+of the best weights on validation and test, and for the paper protocol also on mask-overlaid test images)
+and ``fit.json`` (timings, best epoch, data and cache facts). ``evaluate`` and ``export`` read only this folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from busi_viewer.core.atomic import atomic_write
+from busi_viewer.core.labels import CLASS_NAMES
+from busi_viewer.inference.device import configure_threads, describe_device, select_device
+from training.config import TrainConfig, config_hash, to_toml
+from training.data import BusiDataset, BusiIndex, index_busi, load_or_build_cache, make_datasets
+from training.data import balanced_sample_weights
+from training.engine import FitSettings, fit, init_distributed, seed_everything
+from training.recipe import build_loss, build_model, build_optimizer, build_scheduler
+from training.splits import (
+    SPLIT_NAMES,
+    assignment_from_indices,
+    grouped_stratified_kfold,
+    grouped_stratified_split,
+    read_audit_groups,
+    stratified_random_split,
+    write_split_manifest,
+)
+
+AUDIT_DIR_ENV = "BUSI_AUDIT"
+RUNS_DIR = Path(__file__).resolve().parents[1] / "runs"
+
+
+@dataclass
+class Predictions:
+    """Logits of one model on one set of images. ``files`` relative to the data root; ``logits`` (N, K)."""
+
+    files: np.ndarray
+    labels: np.ndarray
+    logits: np.ndarray
+    groups: np.ndarray
+
+    def save(self, path: Path) -> None:
+        with atomic_write(path, "wb") as handle:
+            np.savez(handle, files=self.files.astype(np.str_), labels=self.labels, logits=self.logits,
+                     groups=self.groups.astype(np.str_))
+
+    @classmethod
+    def load(cls, path: Path) -> "Predictions":
+        with np.load(path, allow_pickle=False) as data:
+            return cls(data["files"], data["labels"], data["logits"], data["groups"])
+
+
+def default_audit_dir() -> Path:
+    """Where ``busi-train audit`` writes and the grouped splits read: ``$BUSI_AUDIT``, else ``runs/audit``."""
+    override = os.environ.get(AUDIT_DIR_ENV)
+    return Path(override) if override else RUNS_DIR / "audit"
+
+
+def make_splits(config: TrainConfig, index: BusiIndex, fold: int | None) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Index arrays per split name, and the group id of every sample ("" when the protocol has no groups)."""
+    labels = index.labels
+    split = config.split
+    if split.strategy == "stratified_random":
+        parts = stratified_random_split(labels, split.fractions, split.seed)
+        return dict(zip(SPLIT_NAMES, parts)), [""] * len(index)
+    groups_csv = Path(split.groups_csv) if split.groups_csv else default_audit_dir() / "groups.csv"
+    groups, conflicting = read_audit_groups(groups_csv, index.relpaths)
+    if fold is None or split.folds == 0:
+        parts = grouped_stratified_split(labels, groups, conflicting, split.fractions, split.seed)
+        return dict(zip(SPLIT_NAMES, parts)), groups
+    val_share = split.fractions[1] / (split.fractions[0] + split.fractions[1])
+    folds = grouped_stratified_kfold(labels, groups, split.folds, split.seed, exclude_from_test=conflicting,
+                                     val_fraction=val_share)
+    chosen = folds[fold]
+    return {"train": chosen.train, "val": chosen.val, "test": chosen.test}, groups
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, dataset: BusiDataset, device: torch.device, batch_size: int = 32,
+                   tta_hflip: bool = False) -> np.ndarray:
+    """(N, K) float32 logits of ``dataset``'s items in order; with ``tta_hflip`` the mean with the mirror image."""
+    model.eval()
+    out = []
+    for start in range(0, len(dataset), batch_size):
+        batch = torch.stack([dataset[i][0] for i in range(start, min(start + batch_size, len(dataset)))]).to(device)
+        logits = model(batch)
+        if tta_hflip:
+            logits = (logits + model(torch.flip(batch, dims=[3]))) / 2
+        out.append(logits.float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(CLASS_NAMES)), np.float32)
+
+
+def run_fit(config: TrainConfig, out_dir: Path, *, seed: int | None = None, fold: int | None = None,
+            progress: bool = True) -> dict:
+    """Train one model as ``config`` says and write its run folder (see module docstring). Returns fit.json."""
+    started = time.perf_counter()
+    seed = config.train.seeds[0] if seed is None else seed
+    device = select_device(None if config.train.device == "auto" else config.train.device)
+    threads = configure_threads(config.train.num_threads or None)
+    distributed = init_distributed(device.type)
+    if distributed.enabled and device.type == "cuda":
+        device = torch.device("cuda", distributed.local_rank)
+        torch.cuda.set_device(device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    index = index_busi(config.data.root or None)
+    spec = config.preprocess_spec()
+    cache = load_or_build_cache(index, spec, config.data.cache_dir or None, threads=config.data.decode_threads,
+                                progress=progress and distributed.is_main)
+    splits, groups = make_splits(config, index, fold)
+    datasets = make_datasets(cache, splits, config, seed)
+    shas = index.sha256s()
+    if distributed.is_main:
+        (out_dir / "config.toml").write_text(to_toml(config), encoding="utf-8")
+        write_split_manifest(out_dir / "split_manifest.csv", index.relpaths, shas, groups,
+                             assignment_from_indices(len(index), splits))
+
+    seed_everything(seed)
+    model, load_report = build_model(config.model, len(CLASS_NAMES))
+    optimizer = build_optimizer(config, model)
+    scheduler = build_scheduler(config, optimizer)
+    train_labels = datasets["train"].labels
+    loss_fn = build_loss(config, train_labels, len(CLASS_NAMES), device)
+    settings = FitSettings(
+        max_epochs=config.train.max_epochs, batch_size=config.train.batch_size, out_dir=out_dir,
+        patience=config.train.patience if config.train.early_stopping else None, min_delta=config.train.min_delta,
+        seed=seed, num_workers=config.train.num_workers, device=device, progress=progress,
+        sample_weights=balanced_sample_weights(train_labels) if config.balance.sampler == "balanced" else None,
+        grad_clip_norm=config.optim.grad_clip_norm or None,
+    )
+    fit_started = time.perf_counter()
+    result = fit(model, datasets["train"], datasets["val"], optimizer, loss_fn, settings, scheduler=scheduler,
+                 distributed=distributed, on_epoch_start=datasets["train"].set_epoch)
+    fit_seconds = time.perf_counter() - fit_started
+    model.load_state_dict(result.best_state)
+    model.to(device)
+
+    summary = {}
+    if distributed.is_main:
+        tta = config.eval.tta_hflip
+        sets = {name: datasets[name] for name in ("val", "test") if splits[name].size}
+        if config.overlay.enabled and splits["test"].size:  # what the paper's pipeline effectively tested on
+            sets["test_overlaid"] = BusiDataset(cache, splits["test"], spec, overlay_strength=config.overlay.strength)
+        for name, dataset in sets.items():
+            positions = splits["test" if name == "test_overlaid" else name]
+            Predictions(
+                files=np.array([index.relpaths[i] for i in positions]), labels=index.labels[positions],
+                logits=predict_logits(model, dataset, device, tta_hflip=tta),
+                groups=np.array([groups[i] for i in positions]),
+            ).save(out_dir / f"predictions_{name}.npz")
+        summary = {
+            "config": config.name, "config_hash": config_hash(config), "seed": seed, "fold": fold,
+            "device": describe_device(device), "threads": threads, "world_size": distributed.world_size,
+            "torch": torch.__version__, "data_root": str(index.root), "data_manifest_sha256": index.manifest_sha256(),
+            "n_images": len(index), "split_sizes": {k: int(v.size) for k, v in splits.items()},
+            "train_items_per_epoch": len(datasets["train"]),
+            "pretrained": None if load_report is None else load_report.source,
+            "cache": {"path": str(cache.path), "built": cache.built, "seconds": round(cache.seconds, 2)},
+            "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run,
+            "stopped_early": result.stopped_early, "fit_seconds": round(fit_seconds, 1),
+            "total_seconds": round(time.perf_counter() - started, 1),
+        }
+        with atomic_write(out_dir / "fit.json", encoding="utf-8") as handle:
+            json.dump(summary, handle, indent=2)
+    return summary

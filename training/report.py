@@ -1,0 +1,109 @@
+"""``report.md`` of one evaluated run: what was trained on what, every number with its protocol, the figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from busi_viewer import RESEARCH_USE_BANNER
+from busi_viewer.core.atomic import atomic_write
+from busi_viewer.core.labels import CLASS_NAMES, MALIGNANT
+
+
+def _num(value, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _with_ci(block: dict, key: str) -> str:
+    interval = block.get("bootstrap", {}).get("intervals", {}).get(key)
+    point = _num(block.get(key))
+    if not interval or interval.get("low") is None:
+        return point
+    return f"{point} [{_num(interval['low'])}, {_num(interval['high'])}]"
+
+
+def _metrics_table(sets: dict[str, dict]) -> list[str]:
+    keys = ("accuracy", "macro_f1", "auc_macro", f"auc_{MALIGNANT}", f"sensitivity_{MALIGNANT}",
+            f"specificity_{MALIGNANT}")
+    lines = ["| evaluation set | n | " + " | ".join(keys) + " | ECE | MSE | RMSE | MAE |",
+             "|---|---|" + "---|" * (len(keys) + 4)]
+    for label, block in sets.items():
+        if block.get(f"auc_{MALIGNANT}") is None and block.get("per_class"):
+            block = {**block, f"auc_{MALIGNANT}": block["per_class"][MALIGNANT]["auc"]}
+        lines.append(f"| {label} | {block['n']} | " + " | ".join(_with_ci(block, k) for k in keys)
+                     + f" | {_num(block.get('ece'))} | {_num(block.get('mse'))} | {_num(block.get('rmse'))}"
+                       f" | {_num(block.get('mae'))} |")
+    return lines
+
+
+def write_report(run_dir: Path, results: dict, title: str) -> Path:
+    """Write ``run_dir/report.md`` from the dict :func:`training.evaluate.run_evaluate` returns."""
+    run, point = results["run"], results["operating_point"]
+    lines = [f"# {title}", "", f"**{RESEARCH_USE_BANNER}.**", "",
+             "## Data and protocol", "",
+             f"- Data: BUSI (Al-Dhabyani et al., 2020), {run['n_images']} images at `{run['data_root']}` "
+             f"(manifest SHA-256 `{run['data_manifest_sha256'][:16]}…`); split sizes {run['split_sizes']}; "
+             f"{run['train_items_per_epoch']} training items per epoch.",
+             f"- Recipe `{run['config']}` (hash `{run['config_hash']}`, resolved in `config.toml`), seed {run['seed']}"
+             + (f", fold {run['fold']}" if run.get("fold") is not None else "") + ".",
+             f"- Backbone weights: {run['pretrained']}. Trained on {run['device']}, torch {run['torch']}: "
+             f"{run['epochs_run']} epochs in {run['fit_seconds']:.0f} s (best epoch {run['best_epoch']}"
+             + (", stopped early" if run["stopped_early"] else "") + ").",
+             f"- Calibration: temperature {point['temperature']:.3f}"
+             + (" fitted on validation." if point.get("calibrated_on") else " (not calibrated).")
+             + (f" Malignant threshold {point['threshold']:.3f}, chosen on validation for sensitivity ≥ "
+                f"{point['target_sensitivity']} (validation: sensitivity {point['validation_sensitivity']:.3f}, "
+                f"specificity {point['validation_specificity']:.3f})." if point.get("threshold") is not None
+                else " Decisions: arg-max."),
+             "- The test split is read once, by this evaluation; nothing was chosen on it. Intervals are percentile "
+             f"bootstrap {int(100 * results['test']['bootstrap']['confidence'])} % CIs over test images "
+             f"({results['test']['bootstrap']['n_boot']} resamples"
+             + (", by near-duplicate group" if results["test"]["bootstrap"]["by_group"] else "") + ").",
+             "- MSE / RMSE / MAE are computed on the predicted probability vectors against one-hot labels "
+             "(mean over images and classes).", "",
+             "## Classification", ""]
+    sets = {"test (calibrated)": results["test"], "test (uncalibrated)": results["test_uncalibrated"],
+            "validation": results["validation"]}
+    if "test_overlaid" in results:
+        sets["test, images overlaid with their masks (what the paper's pipeline tests)"] = results["test_overlaid"]
+    if "test_duplicate_free" in results:
+        sets["test without near-duplicates in train/val"] = results["test_duplicate_free"]
+    lines += _metrics_table(sets)
+    duplicates = results.get("duplicates", {})
+    if "n_test" in duplicates:
+        lines += ["", f"{duplicates['n_test_with_near_duplicate_in_train']} of {duplicates['n_test']} test images "
+                      f"have an exact or near-duplicate (audit group) in train or validation."]
+    lines += ["", "Per class (test, calibrated):", "", "| class | precision | recall | F1 | AUC | support |",
+              "|---|---|---|---|---|---|"]
+    for name in CLASS_NAMES:
+        c = results["test"]["per_class"][name]
+        lines.append(f"| {name} | {_num(c['precision'])} | {_num(c['recall'])} | {_num(c['f1'])} | {_num(c['auc'])} "
+                     f"| {c['support']} |")
+    lines += ["", f"Confusion matrix (rows true, columns predicted; {', '.join(CLASS_NAMES)}): "
+                  f"`{results['test']['confusion_matrix']}`", ""]
+    if "explanations" in results:
+        ex = results["explanations"]
+        lines += ["## Explanations (Grad-CAM of the predicted class vs the lesion mask, test)", "",
+                  "A heatmap shows the classifier's evidence; it is not a lesion detection.", "",
+                  f"IoU at the fixed level {ex['tuned_level']} of each map's maximum (tuned on validation) and with "
+                  "Otsu's threshold; the centre-prior baseline is a Gaussian at the image centre.", "",
+                  "| class | n | pointing game | energy in mask | IoU (Otsu) | IoU (tuned) | baseline pointing | "
+                  "baseline energy | baseline IoU (Otsu) |", "|---|---|---|---|---|---|---|---|---|"]
+        for name, block in {**ex["per_class"], "all lesions": ex["all"]}.items():
+            if block.get("n"):
+                lines.append(f"| {name} | {block['n']} | {_num(block['pointing_game'])} | {_num(block['energy_in_mask'])} "
+                             f"| {_num(block['iou_otsu'])} | {_num(block['iou_tuned'])} | "
+                             f"{_num(block['baseline_pointing_game'])} | {_num(block['baseline_energy_in_mask'])} | "
+                             f"{_num(block['baseline_iou_otsu'])} |")
+        check = ex["randomisation_check"]
+        lines += ["", f"Model-randomisation check (classifier and top 3 conv layers re-initialised, {check['n']} test "
+                      f"lesion images): mean Spearman correlation between maps {_num(check['mean_spearman'])} "
+                      f"(median {_num(check['median_spearman'])}); values near 1 would mean the maps ignore the "
+                      "learned weights.", ""]
+    lines += ["## Figures", "", "![learning curves](learning_curves.png)", "", "![confusion matrix](confusion_matrix.png)",
+              "![ROC](roc.png)", "", "![reliability](reliability.png)", "",
+              "Test-set Grad-CAMs with lesion outlines (failures first, titles in red):", "",
+              "![Grad-CAM grid](gradcam_test.png)", ""]
+    path = Path(run_dir) / "report.md"
+    with atomic_write(path, encoding="utf-8") as handle:
+        handle.write("\n".join(lines))
+    return path
