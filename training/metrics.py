@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from busi_viewer.core.decision import apply_operating_point
 from busi_viewer.core.labels import CLASS_NAMES, MALIGNANT
 
 ECE_BINS = 15
@@ -251,11 +252,9 @@ def threshold_for_sensitivity(scores: np.ndarray, positive: np.ndarray, target: 
 
 
 def predict_with_threshold(probs: np.ndarray, class_index: int, threshold: float) -> np.ndarray:
-    """(N,) int64 decisions: ``class_index`` when its probability >= threshold, else the argmax of the others."""
-    probs = np.asarray(probs, dtype=np.float64)
-    others = probs.copy()
-    others[:, class_index] = -np.inf
-    return np.where(probs[:, class_index] >= threshold, class_index, others.argmax(axis=1)).astype(np.int64)
+    """(N,) int64 decisions: ``class_index`` when its probability >= threshold, else the argmax of the others
+    (the app's rule, :func:`busi_viewer.core.decision.apply_operating_point`)."""
+    return apply_operating_point(probs, class_index, threshold)
 
 
 # ------------------------------------------------------------------------------------------ bootstrap

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from busi_viewer.core.decision import apply_operating_point
 from busi_viewer.core.labels import MALIGNANT
 from busi_viewer.inference.gradcam import (
     fast_gradcam,
@@ -56,20 +57,16 @@ def calibrated_probabilities(logits: np.ndarray, temperature: float) -> np.ndarr
 
 
 def decide(probabilities: np.ndarray, card: ModelCard) -> int:
-    """The predicted class index under the card's operating point.
+    """The predicted class index of (K,) probabilities under the card's operating point.
 
     With a "malignant" threshold t in the card: malignant whenever p(malignant) >= t, otherwise the most
     probable of the other classes. Without one: the arg-max.
     """
     threshold = card.thresholds.get(MALIGNANT)
-    if threshold is None or MALIGNANT not in card.class_names:
-        return int(np.argmax(probabilities))
-    malignant = card.class_names.index(MALIGNANT)
-    if probabilities[malignant] >= threshold:
-        return malignant
-    others = np.array(probabilities, dtype=np.float64)
-    others[malignant] = -np.inf
-    return int(np.argmax(others))
+    if MALIGNANT not in card.class_names:
+        threshold = None
+    positive = card.class_names.index(MALIGNANT) if threshold is not None else 0
+    return int(apply_operating_point(probabilities, positive, threshold))
 
 
 class Predictor:

@@ -1,0 +1,25 @@
+"""The operating-point rule, shared by the app and training."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from busi_viewer.core.decision import apply_operating_point
+from busi_viewer.core.labels import CLASS_NAMES
+from busi_viewer.inference.model_card import ModelCard
+from busi_viewer.inference.predictor import decide
+
+
+def test_threshold_overrides_argmax_both_ways():
+    probs = np.array([[0.5, 0.3, 0.2], [0.2, 0.45, 0.35], [0.1, 0.2, 0.7]])
+    assert apply_operating_point(probs, 1, None).tolist() == [0, 1, 2]
+    assert apply_operating_point(probs, 1, 0.25).tolist() == [1, 1, 2]  # low threshold: malignant more often
+    assert apply_operating_point(probs, 1, 0.5).tolist() == [0, 2, 2]  # high threshold: next best class
+
+
+def test_app_decision_matches_the_batch_rule():
+    card = ModelCard(name="t", version="0", architecture="tf_efficientnet_lite0", class_names=CLASS_NAMES,
+                     thresholds={"malignant": 0.3})
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), size=50)
+    assert [decide(p, card) for p in probs] == apply_operating_point(probs, 1, 0.3).tolist()
