@@ -33,3 +33,14 @@ def test_unwritable_folder_raises_oserror(tmp_path):
     with pytest.raises(OSError):
         with atomic_write(tmp_path / "missing-folder" / "a.txt") as handle:
             handle.write("x")
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    target = tmp_path / "report.csv"
+    with atomic_write(target) as handle:
+        handle.write("x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -22,6 +22,7 @@ def atomic_write(path: Path | str, mode: str = "w", *, overwrite: bool = True, *
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     temp = Path(temp_name)
     try:
+        os.chmod(temp, 0o666 & ~_current_umask())  # mkstemp's 0600 would hide results from colleagues
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
             handle.flush()
@@ -30,3 +31,9 @@ def atomic_write(path: Path | str, mode: str = "w", *, overwrite: bool = True, *
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
