@@ -9,6 +9,15 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once at import: os.umask is process-wide, so never toggle it while threads write
+
+
 @contextlib.contextmanager
 def atomic_write(path: Path | str, mode: str = "w", *, overwrite: bool = True, **open_kwargs) -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; on success fsync and rename it over ``path``.
@@ -22,7 +31,7 @@ def atomic_write(path: Path | str, mode: str = "w", *, overwrite: bool = True, *
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     temp = Path(temp_name)
     try:
-        os.chmod(temp, 0o666 & ~_current_umask())  # mkstemp's 0600 would hide results from colleagues
+        os.chmod(temp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide results from colleagues
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
             handle.flush()
@@ -32,8 +41,3 @@ def atomic_write(path: Path | str, mode: str = "w", *, overwrite: bool = True, *
         temp.unlink(missing_ok=True)
         raise
 
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
