@@ -76,7 +76,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from training.pipeline import default_audit_dir
 
         result = run_audit(resolve_data_root(args.data), args.out or default_audit_dir())
-        print(result.summary_text if hasattr(result, "summary_text") else result)
+        print(result.files["summary.md"].read_text(encoding="utf-8") if "summary.md" in result.files
+              else f"audit written to {result.out_dir}")
         return 0
     if args.command == "fit":
         import dataclasses

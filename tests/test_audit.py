@@ -1,0 +1,324 @@
+"""busi-train audit: duplicates, near-duplicates, groups, burned-in annotations, outputs (synthetic and real)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from busi_viewer.core.phantoms import draw_caliper, make_phantom, plant_duplicates, write_phantom_dataset
+from training import near_duplicates as nd
+from training.annotations import colour_info, detect_calipers, detect_text
+from training.audit import run_audit
+
+COUNTS = {"benign": 10, "malignant": 10, "normal": 10}
+OUTPUTS = ("manifest.csv", "duplicate_pairs.csv", "review_pairs.csv", "groups.csv", "annotations.csv", "summary.md",
+           "duplicate_examples.png", "caliper_examples.png")
+
+
+def _hard_lookalike(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Phantom A and an image C with A's low frequencies but another phantom's structure: hashes close, not a copy."""
+    a, _ = make_phantom(seed, "benign")
+    b, _ = make_phantom(seed + 50, "benign")
+    low = lambda x: cv2.GaussianBlur(x.astype(np.float32), (0, 0), 6)  # noqa: E731
+    c = np.clip(low(a) + b.astype(np.float32) - low(b), 0, 255).astype(np.uint8)
+    return a, c
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """A planted phantom dataset (30 + 5 images, 128x160), one look-alike pair, and its audit."""
+    root = tmp_path_factory.mktemp("phantoms")
+    info = write_phantom_dataset(root, COUNTS, seed=0)
+    truth = plant_duplicates(root, seed=0)
+    a, c = _hard_lookalike(1003)  # anatomy seeds of the dataset are 1..13: this one is new
+    for name, image in (("normal (11).png", a), ("normal (12).png", c)):
+        cv2.imwrite(str(root / "normal" / name), image)
+        cv2.imwrite(str(root / "normal" / name.replace(".png", "_mask.png")), np.zeros_like(image))
+    truth["lookalike"] = ("normal/normal (11).png", "normal/normal (12).png")
+    out = tmp_path_factory.mktemp("audit")
+    result = run_audit(root, out, progress=False)
+    return root, info, truth, result
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# ------------------------------------------------------------------------------------------- synthetic audit
+def test_every_planted_copy_is_grouped_with_its_source(synthetic):
+    _, _, truth, result = synthetic
+    kinds = {}
+    for p in result.pairs:
+        kinds[frozenset((result.entries[p.a].relative, result.entries[p.b].relative))] = p.kind
+    for kind, expected in (("exact", "exact"), ("conflict", "exact"), ("resized", "near"), ("recropped", "near"),
+                           ("frame", "near")):
+        (source, copy), = truth[kind]
+        assert result.group_of(source) == result.group_of(copy), kind
+        assert kinds.get(frozenset((source, copy))) == expected, kind
+
+
+def test_no_false_groups_between_different_phantoms(synthetic):
+    _, _, truth, result = synthetic
+    planted = {frozenset(pair) for kind in ("exact", "resized", "recropped", "frame", "conflict")
+               for pair in truth[kind]}
+    multi = [m for m in result.groups.values() if len(m) > 1]
+    assert {frozenset(result.entries[i].relative for i in m) for m in multi} == planted
+    assert len(result.groups) == len(result.entries) - len(planted)
+
+
+def test_verification_is_what_rejects_lookalikes(synthetic):
+    """The look-alike pair is a hash candidate (so hashing alone would group it); only verification stops it."""
+    _, _, truth, result = synthetic
+    a, c = (result.index_of(x) for x in truth["lookalike"])
+    entries = result.entries
+    assert (entries[a].phash ^ entries[c].phash).bit_count() <= nd.CANDIDATE_MAX_PHASH
+    assert result.group_ids[a] != result.group_ids[c]
+    # And every candidate pair of two different phantoms exists and is rejected, not just never compared.
+    phashes = np.array([e.phash for e in entries], np.uint64)
+    candidates = nd.candidate_pairs(phashes, np.array([e.dhash for e in entries], np.uint64))
+    assert len(candidates) > len(result.pairs) + 20
+
+
+def test_cross_class_copy_is_a_conflicting_group(synthetic):
+    _, _, truth, result = synthetic
+    (source, copy), = truth["conflict"]
+    group = result.group_of(source)
+    assert result.conflicting_groups == [group]
+    rows = {r["file"]: r for r in _read(result.out_dir / "groups.csv")}
+    assert rows[source]["conflicting"] == rows[copy]["conflicting"] == "true"
+    assert rows[source]["group_classes"] == "benign+malignant"
+    assert sum(r["conflicting"] == "true" for r in rows.values()) == 2
+
+
+def test_calipers_and_colour_are_flagged_only_where_planted(synthetic):
+    _, _, truth, result = synthetic
+    rows = {r["file"]: r for r in _read(result.out_dir / "annotations.csv")}
+    for relative, count in truth["calipers"].items():
+        assert rows[relative]["calipers"] == "true"
+        assert 3 <= int(rows[relative]["caliper_count"]) <= count, relative
+    clean = [r for f, r in rows.items() if f not in truth["calipers"]]
+    assert clean and all(r["calipers"] == "false" for r in clean)
+    assert [f for f, r in rows.items() if r["colour"] == "true"] == truth["colour"]
+    assert rows[truth["colour"][0]]["colour_box"] == "true"
+    assert not any(r["text"] == "true" for r in rows.values())
+
+
+def test_outputs_exist_and_are_well_formed(synthetic):
+    root, _, _, result = synthetic
+    n = len(result.entries)
+    assert n == sum(COUNTS.values()) + 5 + 2
+    for name in OUTPUTS:
+        assert (result.out_dir / name).is_file() and result.files[name] == result.out_dir / name
+    manifest = _read(result.out_dir / "manifest.csv")
+    assert len(manifest) == n
+    assert {r["mode"] for r in manifest} == {"L", "RGB"}
+    for row in manifest:
+        assert row["sha256"] == hashlib.sha256((root / row["file"]).read_bytes()).hexdigest()
+        assert row["mask_files"] == row["file"].replace(".png", "_mask.png")
+        assert row["mask_empty"] == ("true" if row["class"] == "normal" else "false")
+        assert int(row["width"]) > 0 and int(row["height"]) > 0 and not row["error"]
+    groups = _read(result.out_dir / "groups.csv")
+    assert [r["file"] for r in groups] == [r["file"] for r in manifest]
+    sizes = {}
+    for r in groups:
+        sizes.setdefault(r["group_id"], []).append(r["file"])
+    assert all(int(r["group_size"]) == len(sizes[r["group_id"]]) for r in groups)
+    pairs = _read(result.out_dir / "duplicate_pairs.csv")
+    assert {r["kind"] for r in pairs} == {"exact", "near"} and len(pairs) == 5
+    assert all(float(r["score"]) >= nd.NEAR_MIN_SCORE for r in pairs)
+    for name in ("duplicate_examples.png", "caliper_examples.png"):
+        image = cv2.imread(str(result.out_dir / name))
+        assert image is not None and image.shape[0] > 100 and image.shape[1] > 300
+    summary = (result.out_dir / "summary.md").read_text(encoding="utf-8")
+    assert "Conflicting groups (one scan in several class folders): 1" in summary
+    assert "benign/benign (3).png" in summary and "Exact duplicate groups" in summary
+
+
+def test_reencoded_png_counts_as_exact(tmp_path):
+    image, mask = make_phantom(1, "benign", (64, 80))
+    (tmp_path / "benign").mkdir()
+    cv2.imwrite(str(tmp_path / "benign" / "benign (1).png"), image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    cv2.imwrite(str(tmp_path / "benign" / "benign (2).png"), image, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    other, _ = make_phantom(2, "benign", (64, 80))
+    cv2.imwrite(str(tmp_path / "benign" / "benign (3).png"), other)
+    for n in (1, 2, 3):
+        cv2.imwrite(str(tmp_path / "benign" / f"benign ({n})_mask.png"), mask.astype(np.uint8) * 255)
+    result = run_audit(tmp_path, tmp_path / "out", progress=False)
+    a, b = result.entries[0], result.entries[1]
+    assert a.sha256 != b.sha256 and a.pixel_sha256 == b.pixel_sha256
+    assert [(p.a, p.b, p.kind) for p in result.pairs] == [(0, 1, "exact")]
+
+
+def test_unreadable_image_is_reported_not_fatal(tmp_path):
+    write_phantom_dataset(tmp_path, {"benign": 2, "normal": 1}, seed=3, size=(64, 80))
+    (tmp_path / "benign" / "benign (3).png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # truncated
+    result = run_audit(tmp_path, tmp_path / "out", progress=False)
+    rows = {r["file"]: r for r in _read(tmp_path / "out" / "manifest.csv")}
+    assert len(rows) == 4 and rows["benign/benign (3).png"]["error"]
+    assert not rows["benign/benign (1).png"]["error"]
+    assert len(result.groups) == 4 and result.pairs == []
+
+
+def test_empty_folder_gives_empty_tables(tmp_path):
+    result = run_audit(tmp_path, tmp_path / "out", progress=False)
+    assert result.entries == [] and _read(tmp_path / "out" / "groups.csv") == []
+    assert (tmp_path / "out" / "duplicate_examples.png").is_file()
+
+
+def test_missing_folder_raises(tmp_path):
+    with pytest.raises(ValueError):
+        run_audit(tmp_path / "nope", tmp_path / "out", progress=False)
+
+
+# ------------------------------------------------------------------------------------------- building blocks
+def test_hashes_and_hamming():
+    image, _ = make_phantom(4, "malignant")
+    smaller = cv2.resize(image, (128, 102), interpolation=cv2.INTER_AREA)
+    other, _ = make_phantom(5, "normal")
+    hashes = np.array([nd.phash(image), nd.phash(smaller), nd.phash(other)], np.uint64)
+    distances = nd.hamming_matrix(hashes)
+    assert distances[0, 0] == 0 and distances[0, 1] <= 4 and distances[0, 2] > 12
+    assert distances[0, 2] == (int(hashes[0]) ^ int(hashes[2])).bit_count()
+    assert nd.dhash(image) == nd.dhash(image.copy())
+
+
+def test_candidates_include_nearest_neighbours():
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(0, 2**63, size=20, dtype=np.uint64)
+    pairs = nd.candidate_pairs(hashes, hashes, neighbours=2, max_phash=0)
+    assert all(i < j for i, j, _, _ in pairs)
+    found = {(i, j) for i, j, _, _ in pairs}
+    d = nd.hamming_matrix(hashes).astype(float)
+    np.fill_diagonal(d, np.inf)
+    for i in range(20):
+        j = int(np.argmin(d[i]))
+        assert (min(i, j), max(i, j)) in found
+    assert nd.candidate_pairs(hashes[:1], hashes[:1]) == []
+
+
+def test_decision_rule():
+    v = lambda score, overlap=0.9: nd.Verification(score, score, 1.0, overlap)  # noqa: E731
+    assert nd.decide(v(0.9), 30) == "near"
+    assert nd.decide(v(0.9, overlap=0.3), 0) is None  # a narrow crop matched inside a wide image
+    assert nd.decide(v(0.42), nd.LAYOUT_MAX_PHASH) == "near"
+    assert nd.decide(v(0.42), nd.LAYOUT_MAX_PHASH + 2) == "review"
+    assert nd.decide(v(0.30), 0) is None
+
+
+def test_connected_groups():
+    assert nd.connected_groups(6, [(4, 5), (1, 3), (3, 4)]) == [0, 1, 2, 1, 1, 1]
+    assert nd.connected_groups(3, []) == [0, 1, 2]
+
+
+def test_verification_accepts_copies_and_frames_and_rejects_strangers():
+    image, _ = make_phantom(9, "benign")
+    f = nd.match_features(image)
+    h, w = image.shape
+    resized = cv2.resize(image, (round(w * 0.8), round(h * 0.8)), interpolation=cv2.INTER_AREA)
+    cropped = image[4:h - 3, 6:w - 5]
+    frame, _ = make_phantom(9, "benign", frame=2, shift=(3, 2))
+    distance = lambda x: (nd.phash(image) ^ nd.phash(x)).bit_count()  # noqa: E731
+    for copy, scale in ((resized, 0.8), (cropped, 1.0), (frame, 1.0)):
+        result = nd.verify_pair(f, nd.match_features(copy))
+        assert nd.decide(result, distance(copy)) == "near" and result.score > 0.7, result
+        assert result.scale == pytest.approx(scale, abs=0.04)
+    for seed in range(20, 24):
+        stranger, _ = make_phantom(seed, "benign")
+        result = nd.verify_pair(f, nd.match_features(stranger))
+        assert nd.decide(result, 0) is None and result.score < 0.35, (seed, result)  # even with equal hashes
+    a, c = _hard_lookalike(1005)
+    assert nd.verify_pair(nd.match_features(a), nd.match_features(c)).score < 0.35
+    flat = np.full((100, 100), 7, np.uint8)
+    assert nd.verify_pair(f, nd.match_features(flat)).score <= 0  # nothing agrees with a blank image
+
+
+def test_caliper_detector_finds_crosses_but_not_letters():
+    image, _ = make_phantom(11, "normal", (200, 260))
+    assert detect_calipers(image) == []
+    marked = image.copy()
+    for x, y in ((60, 80), (180, 120)):
+        draw_caliper(marked, x, y, arm=7, thickness=2)
+    found = detect_calipers(marked)
+    assert len(found) == 2 and all(abs(fx - x) <= 1 and abs(fy - y) <= 1
+                                   for (fx, fy), (x, y) in zip(found, ((60, 80), (180, 120))))
+    cut = image.copy()
+    draw_caliper(cut, 2, 100, arm=7)  # half outside the crop: not enough visible arms
+    assert detect_calipers(cut) == []
+    lettered = image.copy()
+    cv2.putText(lettered, "ltc RT AXILLA 3-4 +", (20, 180), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 255, 2)
+    lines = detect_text(lettered)
+    assert len(lines) >= 1 and detect_calipers(lettered, lines) == []
+
+
+def test_colour_flags():
+    grey, _ = make_phantom(2, "normal")
+    rgb = cv2.cvtColor(grey, cv2.COLOR_GRAY2RGB)
+    assert colour_info(rgb) == colour_info(grey) and not colour_info(rgb).colour
+    boxed = rgb.copy()
+    cv2.rectangle(boxed, (40, 30), (120, 90), (200, 190, 60), 1)
+    info = colour_info(boxed)
+    assert info.colour and info.colour_box and not info.colour_flow
+    cv2.circle(boxed, (70, 60), 8, (220, 30, 20), -1)
+    assert colour_info(boxed).colour_flow
+
+
+# ------------------------------------------------------------------------------------------- real BUSI
+REAL_SUBSET = {
+    # byte-identical cross-class pair (found by SHA-256 over the whole dataset)
+    "benign/benign (433).png": "exact", "malignant/malignant (145).png": "exact",
+    # the same scan saved twice, once ~83 % smaller
+    "benign/benign (238).png": "resized", "benign/benign (300).png": "resized",
+    # a benign image also filed as normal
+    "benign/benign (437).png": "normal-copy", "normal/normal (34).png": "normal-copy",
+    # neighbouring frames of one malignant lesion, one of them also filed as benign
+    "malignant/malignant (77).png": "frames", "malignant/malignant (78).png": "frames",
+    "benign/benign (333).png": "frames",
+    # unrelated images
+    "benign/benign (9).png": "", "benign/benign (17).png": "", "malignant/malignant (3).png": "",
+    "normal/normal (2).png": "", "normal/normal (5).png": "", "benign/benign (323).png": "",
+}
+
+
+def _link_subset(busi: Path, target: Path) -> None:
+    for relative in REAL_SUBSET:
+        for source in [busi / relative, *sorted((busi / relative).parent.glob(Path(relative).stem + "_mask*.png"))]:
+            destination = target / source.relative_to(busi)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.symlink(source, destination)
+            except OSError:  # no symlinks here: a temporary copy (outside the repository) does as well
+                shutil.copyfile(source, destination)
+
+
+def test_real_busi_known_duplicates_and_conflicts(busi_dir, tmp_path):
+    a, b = (busi_dir / "benign/benign (433).png").read_bytes(), (busi_dir / "malignant/malignant (145).png").read_bytes()
+    assert hashlib.sha256(a).digest() == hashlib.sha256(b).digest()
+    _link_subset(busi_dir, tmp_path / "busi")
+    result = run_audit(tmp_path / "busi", tmp_path / "out", progress=False)
+    by_tag: dict[str, set[int]] = {}
+    for relative, tag in REAL_SUBSET.items():
+        by_tag.setdefault(tag, set()).add(result.group_of(relative))
+    for tag in ("exact", "resized", "normal-copy", "frames"):
+        assert len(by_tag[tag]) == 1, tag  # each set of copies is one group ...
+    singles = [result.group_of(r) for r, tag in REAL_SUBSET.items() if not tag]
+    assert len(set(singles)) == len(singles)
+    grouped = {g for tag, groups in by_tag.items() if tag for g in groups}
+    assert len(grouped) == 4 and not grouped & set(singles)  # ... and nothing else is grouped
+    exact = [p for p in result.pairs if p.kind == "exact"]
+    assert [(result.entries[p.a].relative, result.entries[p.b].relative) for p in exact] == \
+        [("benign/benign (433).png", "malignant/malignant (145).png")]
+    conflicting = {result.group_of(r) for r in ("benign/benign (433).png", "benign/benign (437).png",
+                                                 "benign/benign (333).png")}
+    assert set(result.conflicting_groups) == conflicting
+    flags = {e.relative: e.annotations for e in result.entries}
+    assert flags["benign/benign (433).png"].has_calipers and flags["benign/benign (9).png"].has_calipers
+    assert not any(flags[r].has_calipers for r in flags if r.startswith("normal/"))
+    assert flags["benign/benign (323).png"].colour.colour_box and not flags["benign/benign (238).png"].colour.colour
