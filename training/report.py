@@ -61,8 +61,11 @@ def write_report(run_dir: Path, results: dict, title: str) -> Path:
              "- MSE / RMSE / MAE are computed on the predicted probability vectors against one-hot labels "
              "(mean over images and classes).", "",
              "## Classification", ""]
-    sets = {"test (calibrated)": results["test"], "test (uncalibrated)": results["test_uncalibrated"],
-            "validation": results["validation"]}
+    if point.get("calibrated_on"):
+        sets = {"test (calibrated)": results["test"], "test (uncalibrated)": results["test_uncalibrated"]}
+    else:
+        sets = {"test": results["test"]}
+    sets["validation"] = results["validation"]
     if "test_overlaid" in results:
         sets["test, images overlaid with their masks (what the paper's pipeline tests)"] = results["test_overlaid"]
     if "test_duplicate_free" in results:
@@ -72,7 +75,7 @@ def write_report(run_dir: Path, results: dict, title: str) -> Path:
     if "n_test" in duplicates:
         lines += ["", f"{duplicates['n_test_with_near_duplicate_in_train']} of {duplicates['n_test']} test images "
                       f"have an exact or near-duplicate (audit group) in train or validation."]
-    lines += ["", "Per class (test, calibrated):", "", "| class | precision | recall | F1 | AUC | support |",
+    lines += ["", "Per class (test):", "", "| class | precision | recall | F1 | AUC | support |",
               "|---|---|---|---|---|---|"]
     for name in CLASS_NAMES:
         c = results["test"]["per_class"][name]
