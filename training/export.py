@@ -18,6 +18,9 @@ from busi_viewer.inference.model_card import ModelCard
 from training.config import load_config
 from training.engine import BEST_WEIGHTS
 
+# Calibrated top-class probability under which the app shows "low confidence": with three classes, a top
+# probability below 0.6 means the model gives the other two together at least 40 %.
+LOW_CONFIDENCE_BELOW = 0.6
 BUNDLE_EXTRAS = ("split_manifest.csv", "report.md", "metrics.json", "config.toml", "epochs.csv",
                  "learning_curves.png", "confusion_matrix.png", "roc.png", "reliability.png", "gradcam_test.png")
 
@@ -48,7 +51,7 @@ def card_for_run(run_dir: Path, name: str, version: str) -> ModelCard:
         protocol=protocol, metrics={"test": headline},
         calibration_temperature=float(point["temperature"]),
         thresholds={MALIGNANT: float(point["threshold"])} if point.get("threshold") is not None else {},
-        low_confidence_below=0.6,
+        low_confidence_below=LOW_CONFIDENCE_BELOW,
         created=f"{dt.date.today().isoformat()} with busi-viewer {__version__}",
     )
 
