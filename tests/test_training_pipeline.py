@@ -71,6 +71,7 @@ def test_exported_bundle_loads_in_busi_predict(trained_run, phantom_root, tmp_pa
     assert loaded.card.version == "0.0.1-test" and loaded.card.preprocess.input_size == 64
     assert "temperature" not in loaded.card.protocol or loaded.card.calibration_temperature > 0
     assert (bundle / "split_manifest.csv").is_file() and (bundle / "report.md").is_file()
+    assert not (bundle / "gradcam_test.png").exists()  # dataset images never travel with a bundle
     out = tmp_path / "pred"
     assert predict_main([str(phantom_root / "malignant"), "--model", str(bundle), "--out", str(out),
                          "--no-progress"]) == 0

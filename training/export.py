@@ -21,8 +21,9 @@ from training.engine import BEST_WEIGHTS
 # Calibrated top-class probability under which the app shows "low confidence": with three classes, a top
 # probability below 0.6 means the model gives the other two together at least 40 %.
 LOW_CONFIDENCE_BELOW = 0.6
+# gradcam_test.png stays in the run folder: it shows dataset images, which must never be redistributed.
 BUNDLE_EXTRAS = ("split_manifest.csv", "report.md", "metrics.json", "config.toml", "epochs.csv",
-                 "learning_curves.png", "confusion_matrix.png", "roc.png", "reliability.png", "gradcam_test.png")
+                 "learning_curves.png", "confusion_matrix.png", "roc.png", "reliability.png")
 
 
 def card_for_run(run_dir: Path, name: str, version: str) -> ModelCard:

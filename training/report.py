@@ -104,7 +104,8 @@ def write_report(run_dir: Path, results: dict, title: str) -> Path:
                       "learned weights.", ""]
     lines += ["## Figures", "", "![learning curves](learning_curves.png)", "", "![confusion matrix](confusion_matrix.png)",
               "![ROC](roc.png)", "", "![reliability](reliability.png)", "",
-              "Test-set Grad-CAMs with lesion outlines (failures first, titles in red):", "",
+              "Test-set Grad-CAMs with lesion outlines (failures first, titles in red) are in the run folder only "
+              "(`gradcam_test.png`): they show dataset images, which are never redistributed.", "",
               "![Grad-CAM grid](gradcam_test.png)", ""]
     path = Path(run_dir) / "report.md"
     with atomic_write(path, encoding="utf-8") as handle:

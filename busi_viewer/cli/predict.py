@@ -44,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
         description=f"Classify every image in a folder and explain each prediction with Grad-CAM. "
                     f"{RESEARCH_USE_BANNER}.",
     )
-    parser.add_argument("folder", type=Path, help="folder of images (PNG, JPEG, BMP, TIFF, PGM, DICOM), searched recursively")
+    parser.add_argument("folder", type=Path, nargs="?", default=None,
+                        help="folder of images (PNG, JPEG, BMP, TIFF, PGM, DICOM), searched recursively")
+    parser.add_argument("--demo", action="store_true",
+                        help="use the bundled demo folder (synthetic phantoms and pydicom's ultrasound samples)")
     parser.add_argument("--model", type=Path, default=None, help=f"model bundle folder (default: {default_model_dir()})")
     parser.add_argument("--out", type=Path, default=Path("busi-predictions"), help="output folder (default: ./busi-predictions)")
     parser.add_argument("--heatmaps", action="store_true", help="also write an explanation PNG per image")
@@ -239,7 +242,14 @@ def _progress(total: int, disabled: bool):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.folder is None) == (not args.demo):
+        parser.error("give a FOLDER or --demo (not both)")
+    if args.demo:
+        from busi_viewer.core.demo import demo_folder
+
+        args.folder = demo_folder()
     return run(args)
 
 

@@ -73,6 +73,7 @@ def save_bundle(folder: str | Path, model: ImageClassifier, card: ModelCard, *, 
         weights_path = staging / WEIGHTS_FILENAME
         state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in model.state_dict().items()}
         safetensors.torch.save_file(state, weights_path, metadata={"architecture": model.architecture})
+        weights_path.chmod(0o644)  # readable by every user of a shared workstation, like the card
         _fsync(weights_path)
         saved_card = dataclasses.replace(card, weights_sha256=sha256_file(weights_path))
         card_path = staging / CARD_FILENAME
