@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 
 from busi_viewer.core.atomic import atomic_write
 from busi_viewer.core.errors import BusiViewerError
+from busi_viewer.core.hashing import sha256_file
 from busi_viewer.core.labels import CLASS_NAMES
 from busi_viewer.core.loader import load_image
 from busi_viewer.core.masks import find_mask_files, mask_for_image
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 
 DATA_ENV = "BUSI_DATA"
 CACHE_VERSION = 1
-_HASH_CHUNK = 1 << 20
 
 
 class DataError(BusiViewerError, ValueError):
@@ -66,15 +66,6 @@ class Sample:
     class_name: str
     mask_paths: tuple[Path, ...]
     relpath: str
-
-
-def file_sha256(path: Path | str) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(_HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -134,7 +125,7 @@ class BusiIndex:
 def _hash_files(paths: Sequence[Path], threads: int) -> list[str]:
     # hashlib releases the GIL on large buffers, so a few threads overlap reading and hashing.
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        return list(pool.map(file_sha256, paths))
+        return list(pool.map(sha256_file, paths))
 
 
 def resolve_data_root(root: Path | str | None = None) -> Path:

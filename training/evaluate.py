@@ -26,7 +26,7 @@ from training.config import TrainConfig, load_config
 from training.engine import BEST_WEIGHTS
 from training.explain_eval import randomisation_check, score_maps, summarise_scores, tune_threshold
 from training.metrics import fit_temperature, roc_curve, softmax, summarise, threshold_for_sensitivity
-from training.pipeline import Predictions, default_audit_dir
+from training.pipeline import Predictions, audit_groups_csv
 from training.report import write_report
 from training.splits import read_audit_groups, read_split_manifest
 
@@ -50,9 +50,9 @@ def operating_point(config: TrainConfig, val: Predictions) -> tuple[float, float
     return temperature, threshold, choice
 
 
-def duplicate_free_mask(run_dir: Path, test: Predictions) -> tuple[np.ndarray | None, str]:
+def duplicate_free_mask(run_dir: Path, config: TrainConfig, test: Predictions) -> tuple[np.ndarray | None, str]:
     """(N,) bool: test images with no audit-group member in train or val; None without an audit."""
-    groups_csv = default_audit_dir() / "groups.csv"
+    groups_csv = audit_groups_csv(config)
     if not groups_csv.is_file():
         return None, f"no audit groups at {groups_csv}"
     manifest = read_split_manifest(run_dir / "split_manifest.csv")
@@ -103,7 +103,7 @@ def run_evaluate(run_dir: Path, progress: bool = True) -> dict:
     overlaid_path = run_dir / "predictions_test_overlaid.npz"
     if overlaid_path.is_file():
         results["test_overlaid"] = metrics_of(Predictions.load(overlaid_path), temperature)
-    free, audit_source = duplicate_free_mask(run_dir, test)
+    free, audit_source = duplicate_free_mask(run_dir, config, test)
     results["duplicates"] = {"audit": audit_source}
     if free is not None:
         results["duplicates"].update(n_test=int(free.size), n_test_with_near_duplicate_in_train=int((~free).sum()))

@@ -65,6 +65,11 @@ def default_audit_dir() -> Path:
     return Path(override) if override else RUNS_DIR / "audit"
 
 
+def audit_groups_csv(config: TrainConfig) -> Path:
+    """The near-duplicate groups a config's splits (and its duplicate-free evaluation) are built on."""
+    return Path(config.split.groups_csv) if config.split.groups_csv else default_audit_dir() / "groups.csv"
+
+
 def make_splits(config: TrainConfig, index: BusiIndex, fold: int | None) -> tuple[dict[str, np.ndarray], list[str]]:
     """Index arrays per split name, and the group id of every sample ("" when the protocol has no groups)."""
     labels = index.labels
@@ -72,8 +77,7 @@ def make_splits(config: TrainConfig, index: BusiIndex, fold: int | None) -> tupl
     if split.strategy == "stratified_random":
         parts = stratified_random_split(labels, split.fractions, split.seed)
         return dict(zip(SPLIT_NAMES, parts)), [""] * len(index)
-    groups_csv = Path(split.groups_csv) if split.groups_csv else default_audit_dir() / "groups.csv"
-    groups, conflicting = read_audit_groups(groups_csv, index.relpaths)
+    groups, conflicting = read_audit_groups(audit_groups_csv(config), index.relpaths)
     if fold is None or split.folds == 0:
         parts = grouped_stratified_split(labels, groups, conflicting, split.fractions, split.seed)
         return dict(zip(SPLIT_NAMES, parts)), groups

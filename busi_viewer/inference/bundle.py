@@ -8,7 +8,6 @@ as safetensors, never unpickled, so a tampered bundle cannot run code.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import shutil
 import uuid
@@ -20,6 +19,7 @@ import safetensors.torch
 import torch
 
 from busi_viewer.core.errors import BundleError
+from busi_viewer.core.hashing import sha256_file
 from busi_viewer.core.paths import default_model_dir
 from busi_viewer.inference.architectures import SUPPORTED_ARCHITECTURES, ImageClassifier
 from busi_viewer.inference.device import select_device
@@ -27,7 +27,6 @@ from busi_viewer.inference.model_card import ModelCard
 
 WEIGHTS_FILENAME = "weights.safetensors"
 CARD_FILENAME = "model_card.json"
-_CHUNK_SIZE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -37,15 +36,6 @@ class LoadedBundle:
     card: ModelCard
     model: ImageClassifier
     folder: Path
-
-
-def sha256_file(path: str | Path) -> str:
-    """Lower-case hex SHA-256 of a file, read in 1 MiB chunks (bundles can hold hundreds of MB)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as stream:
-        while chunk := stream.read(_CHUNK_SIZE):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_bundle(folder: str | Path, model: ImageClassifier, card: ModelCard, *, overwrite: bool = False) -> ModelCard:
