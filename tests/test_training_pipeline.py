@@ -87,3 +87,18 @@ def test_bad_config_key_is_a_clear_error(phantom_root, capsys):
     assert train_main(["fit", "--config", "busi_smoke", "--set", "optim.learning_rate=1", "--data",
                        str(phantom_root)]) == 2
     assert "learning_rate" in capsys.readouterr().err
+
+
+def test_cv_summary_averages_evaluated_runs(trained_run, tmp_path, capsys):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["test_argmax"]["n"] == metrics["test"]["n"]  # arg-max decisions reported beside the threshold
+    out = tmp_path / "cv"
+    assert train_main(["cv-summary", str(trained_run), str(trained_run), "--out", str(out)]) == 0
+    summary = json.loads((out / "cv_summary.json").read_text())["summary"]
+    accuracy = summary["accuracy (operating point)"]
+    assert accuracy["mean"] == pytest.approx(metrics["test"]["accuracy"]) and accuracy["sd"] == 0
+    assert summary["macro AUC (one-vs-rest)"]["mean"] == pytest.approx(metrics["test"]["auc_macro"])
+    assert "| accuracy (arg-max) |" in (out / "cv_summary.md").read_text()
+    capsys.readouterr()
+    assert train_main(["cv-summary", str(tmp_path), "--out", str(out)]) == 2
+    assert "has no metrics.json" in capsys.readouterr().err

@@ -8,6 +8,7 @@ Examples::
     torchrun --nproc_per_node=2 -m training fit --config busi_honest      # DDP, one process per GPU
     busi-train evaluate runs/busi-honest-seed0
     busi-train export runs/busi-honest-seed0 --to resources/models/busi-us
+    busi-train cv-summary runs/busi-honest-seed0-fold* --out training/reports/busi-honest-cv
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--name", default="busi-us")
     export.add_argument("--version", default="1.0.0")
     export.add_argument("--force", action="store_true", help="replace an existing bundle")
+
+    cv = commands.add_parser("cv-summary", help="mean ± sd over evaluated cross-validation runs of one recipe")
+    cv.add_argument("runs", type=Path, nargs="+")
+    cv.add_argument("--out", type=Path, required=True, help="folder for cv_summary.json and cv_summary.md")
     return parser
 
 
@@ -111,6 +116,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         card = run_export(args.run, args.to or default_model_dir(), args.name, args.version, overwrite=args.force)
         print(f"bundle {card.name} {card.version} written (weights sha256 {card.weights_sha256[:12]}…)")
+        return 0
+    if args.command == "cv-summary":
+        from training.cv import cv_markdown, write_cv_summary
+
+        print(cv_markdown(write_cv_summary(args.runs, args.out)))
         return 0
     raise AssertionError(args.command)
 

@@ -89,15 +89,18 @@ def run_evaluate(run_dir: Path, progress: bool = True) -> dict:
     options = dict(n_boot=config.eval.bootstrap, confidence=config.eval.confidence, seed=0,
                    ece_bins=config.eval.ece_bins)
 
-    def metrics_of(p: Predictions, t: float, keep: np.ndarray | None = None) -> dict:
+    def metrics_of(p: Predictions, t: float, keep: np.ndarray | None = None, operating_point: bool = True) -> dict:
         keep = np.ones(len(p.labels), bool) if keep is None else keep
         groups = p.groups[keep] if config.eval.bootstrap_by_group and np.all(p.groups != "") else None
-        return summarise(p.labels[keep], softmax(p.logits[keep], t), threshold=threshold, groups=groups, **options)
+        return summarise(p.labels[keep], softmax(p.logits[keep], t), threshold=threshold if operating_point else None,
+                         groups=groups, **options)
 
     results = {
         "run": fit_info, "operating_point": choice,
         "test": metrics_of(test, temperature),
         "test_uncalibrated": metrics_of(test, 1.0),
+        # The sensitivity-first threshold trades accuracy for malignant recall; arg-max shows the other side.
+        "test_argmax": metrics_of(test, temperature, operating_point=False),
         "validation": metrics_of(val, temperature),
     }
     overlaid_path = run_dir / "predictions_test_overlaid.npz"

@@ -65,6 +65,8 @@ def write_report(run_dir: Path, results: dict, title: str) -> Path:
         sets = {"test (calibrated)": results["test"], "test (uncalibrated)": results["test_uncalibrated"]}
     else:
         sets = {"test": results["test"]}
+    if "test_argmax" in results:
+        sets["test, arg-max decisions (no malignant threshold)"] = results["test_argmax"]
     sets["validation"] = results["validation"]
     if "test_overlaid" in results:
         sets["test, images overlaid with their masks (what the paper's pipeline tests)"] = results["test_overlaid"]

@@ -1,21 +1,100 @@
-"""``busi-viewer``: the desktop review workstation.
+"""``busi-viewer [FOLDER] [--demo] [--model DIR] [--device cpu|cuda] [--smoke-test]``: the desktop workstation.
 
-The window itself is issue #4 and has not landed yet; until then this entry point says so plainly and points
-at the headless tool that works today, instead of opening an empty window.
+The window is shown before torch is imported: the model is loaded inside the inference thread.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
+import time
+from pathlib import Path
+
+SMOKE_TIMEOUT_S = 180
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="busi-viewer", description="BUSI Viewer — For research use only — "
+                                     "not for diagnostic use. Review a folder of ultrasound images with the model.")
+    parser.add_argument("folder", nargs="?", type=Path, help="folder of images to open")
+    parser.add_argument("--demo", action="store_true", help="open the bundled demo folder")
+    parser.add_argument("--model", type=Path, default=None, help="model bundle folder (default: the bundled one)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the GPU when there is one)")
+    parser.add_argument("--smoke-test", action="store_true",
+                        help="load the model, open the demo, run one inference, print a summary and exit (0 = ok)")
+    return parser
+
+
+def build_window(model_dir: Path | None = None, device: str | None = None):
+    """Create the inference service, review store and main window (a QApplication must exist)."""
+    from busi_viewer.core.reviews import ReviewStore, ReviewStoreError
+    from busi_viewer.gui.main_window import MainWindow
+    from busi_viewer.gui.settings import load_settings
+    from busi_viewer.gui.worker import InferenceService
+
+    reviews, review_error = None, None
+    try:
+        reviews = ReviewStore()
+    except (ReviewStoreError, OSError) as exc:
+        review_error = f"{exc}\n\nReviews will not be saved in this session."
+    service = InferenceService(model_dir, device)
+    window = MainWindow(service, load_settings(), reviews, review_error)
+    return window
 
 
 def main(argv: list[str] | None = None) -> int:
-    print(
-        "busi-viewer: the desktop viewer is not built yet (tracked as issue #4).\n"
-        "Headless prediction with Grad-CAM works today: busi-predict FOLDER --heatmaps",
-        file=sys.stderr,
-    )
-    return 2
+    started = time.perf_counter()
+    args = _parser().parse_args(argv)
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("BUSI Viewer")
+    window = build_window(args.model, args.device)
+    window.show()
+    shown = time.perf_counter() - started
+    window.service.start()
+    if args.smoke_test:
+        return _smoke_test(app, window, shown)
+    if args.demo:
+        QTimer.singleShot(0, window.open_demo)
+    elif args.folder is not None:
+        QTimer.singleShot(0, lambda: window.open_folder(args.folder))
+    return app.exec()
+
+
+def _smoke_test(app, window, shown_s: float) -> int:
+    """Open the demo, wait for the first result, report; exit status 0 only if the model really ran."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    outcome: dict = {}
+    loop = QEventLoop()
+
+    def finish(key: str, value) -> None:
+        outcome.setdefault(key, value)
+        loop.quit()
+
+    window.resultShown.connect(lambda index: finish("result", index))
+    window.service.failed.connect(lambda failure: finish("failure", failure.message))
+    window.service.modelChanged.connect(
+        lambda state: None if state.loaded else finish("failure", f"model not loaded: {state.error}"))
+    QTimer.singleShot(SMOKE_TIMEOUT_S * 1000, lambda: finish("failure", f"no result within {SMOKE_TIMEOUT_S} s"))
+    QTimer.singleShot(0, window.open_demo)
+    loop.exec()
+    status = 1
+    if "result" in outcome and window.result is not None:
+        prediction = window.result.prediction
+        probabilities = ", ".join(f"{n} {p:.3f}" for n, p in zip(prediction.class_names, prediction.probabilities))
+        print(f"smoke test OK: window shown in {shown_s:.2f} s; model {window._model_label()} on "
+              f"{window.model.device}; {len(window.paths)} demo images; first image "
+              f"{window.paths[window.index].name}: {prediction.predicted_class} ({probabilities}); "
+              f"inference {window.result.seconds * 1000:.0f} ms")
+        status = 0
+    else:
+        print(f"smoke test FAILED: {outcome.get('failure', 'unknown')}", file=sys.stderr)
+    window.close()
+    app.processEvents()
+    return status
 
 
 if __name__ == "__main__":

@@ -1,0 +1,775 @@
+"""The review workstation window: wires the folder, the inference service, the image view and the panels.
+
+The window owns the *session* state (folder, current index, current record and result); widgets only receive
+small state objects (:mod:`busi_viewer.gui.state`) and answer with signals. Results that arrive for an image
+the user has already left are dropped here by request id.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDockWidget,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QPushButton,
+    QSlider,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from busi_viewer import RESEARCH_USE_BANNER, __version__
+from busi_viewer.core.display import DisplayAdjust, is_windowable, render_display, window_presets
+from busi_viewer.core.errors import BusiViewerError
+from busi_viewer.core.image_record import ImageRecord
+from busi_viewer.core.labels import CLASS_NAMES, MALIGNANT
+from busi_viewer.core.measure import measure_length
+from busi_viewer.core.reviews import ReviewStore, ReviewStoreError
+from busi_viewer.core.scan import ScanError, scan_folder
+from busi_viewer.gui.attributes_panel import AttributesPanel
+from busi_viewer.gui.folder_hasher import FolderHasher
+from busi_viewer.gui.image_view import ImageView
+from busi_viewer.gui.result_panel import ResultPanel
+from busi_viewer.gui.review_panel import ReviewPanel
+from busi_viewer.gui.settings import COLORMAPS, ViewerSettings, save_settings
+from busi_viewer.gui.state import (
+    AgreementState,
+    ResultState,
+    ReviewEdit,
+    ReviewState,
+    ThumbState,
+)
+from busi_viewer.gui.thumbnails import ThumbnailStrip
+from busi_viewer.gui.worker import ImageLoaded, InferenceDone, InferenceService, ModelState, WorkerFailure
+
+PAGE_JUMP = 10
+CINE_FPS_DEFAULT = 15.0
+FRAME_INFERENCE_DELAY_MS = 250  # infer a new frame once the slider rests, not for every frame scrubbed past
+
+
+class MainWindow(QMainWindow):
+    """``folderOpened(int)`` (number of images) and ``imageShown(int)`` (index) let tests and benches follow."""
+
+    folderOpened = Signal(int)
+    imageShown = Signal(int)
+    resultShown = Signal(int)
+
+    def __init__(self, service: InferenceService, settings: ViewerSettings, reviews: ReviewStore | None = None,
+                 review_error: str | None = None):
+        super().__init__()
+        self.service = service
+        self.settings = settings
+        self.reviews = reviews
+        self.paths: list[Path] = []
+        self.hashes: dict[int, str] = {}
+        self.thumbs: list[ThumbState] = []
+        self.index = -1
+        self.record: ImageRecord | None = None
+        self.sha256: str | None = None
+        self.mask: np.ndarray | None = None
+        self.frame = 0
+        self.adjust = DisplayAdjust()
+        self.result: InferenceDone | None = None
+        self.model: ModelState | None = None
+        self._hasher: FolderHasher | None = None
+        self._request_started = 0.0
+        self.warning_box: QMessageBox | None = None
+        self.setWindowTitle(f"BUSI Viewer {__version__} — {RESEARCH_USE_BANNER}")
+        self.setAcceptDrops(True)
+        self._build_ui()
+        self._build_actions()
+        self._connect()
+        if settings.geometry is not None:
+            self.restoreGeometry(settings.geometry)
+        else:
+            self.resize(1400, 900)
+        if settings.window_state is not None:
+            self.restoreState(settings.window_state)
+        self.view.set_placeholder("No folder open — File ▸ Open folder… (Ctrl+O) or drop a folder here")
+        if review_error:
+            QTimer.singleShot(0, lambda: self._warn("Reviews cannot be saved", review_error))
+
+    # ----------------------------------------------------------------------------------------------- layout
+    def _build_ui(self) -> None:
+        banner = QLabel(RESEARCH_USE_BANNER)
+        banner.setObjectName("research_banner")
+        banner.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        banner.setStyleSheet("QLabel { background: #7a1f1f; color: white; font-weight: bold; padding: 3px; }")
+        self.banner = banner
+
+        self.view = ImageView()
+        self.frame_slider = QSlider(Qt.Orientation.Horizontal)
+        self.frame_slider.setObjectName("frame_slider")
+        self.play_button = QPushButton("▶ Play")
+        self.play_button.setCheckable(True)
+        self.frame_label = QLabel()
+        frames = QHBoxLayout()
+        frames.addWidget(self.play_button)
+        frames.addWidget(self.frame_slider, 1)
+        frames.addWidget(self.frame_label)
+        self.frame_bar = QWidget()
+        self.frame_bar.setLayout(frames)
+        self.frame_bar.setVisible(False)
+        self.cine_timer = QTimer(self)
+        self.frame_infer_timer = QTimer(self)
+        self.frame_infer_timer.setSingleShot(True)
+        self.frame_infer_timer.setInterval(FRAME_INFERENCE_DELAY_MS)
+
+        centre = QWidget()
+        column = QVBoxLayout(centre)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(2)
+        column.addWidget(banner)
+        row = QHBoxLayout()
+        row.addWidget(self.view, 1)
+        row.addWidget(self.view.colorbar)
+        column.addLayout(row, 1)
+        column.addWidget(self.frame_bar)
+        self.setCentralWidget(centre)
+
+        self.thumbnails = ThumbnailStrip()
+        left = QDockWidget("Images", self)
+        left.setObjectName("thumbnails_dock")
+        left.setWidget(self.thumbnails)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, left)
+
+        self.result_panel = ResultPanel()
+        self.review_panel = ReviewPanel()
+        self.attributes_panel = AttributesPanel()
+        side = QWidget()
+        side_layout = QVBoxLayout(side)
+        side_layout.addWidget(self.result_panel)
+        side_layout.addWidget(self._explanation_box())
+        tabs = QTabWidget()
+        tabs.addTab(self.review_panel, "Review")
+        tabs.addTab(self._display_box(), "Display")
+        tabs.addTab(self.attributes_panel, "Attributes")
+        self.tabs = tabs
+        side_layout.addWidget(tabs, 1)
+        right = QDockWidget("Model and review", self)
+        right.setObjectName("side_dock")
+        right.setWidget(side)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, right)
+
+        self.progress_label = QLabel("No folder")
+        self.progress_label.setObjectName("review_progress")
+        self.model_label = QLabel("Loading model…")
+        self.statusBar().addPermanentWidget(self.model_label)
+        self.statusBar().addPermanentWidget(self.progress_label)
+
+    def _explanation_box(self) -> QGroupBox:
+        box = QGroupBox("Explanation (Grad-CAM: where the evidence lies, not a detection)")
+        form = QFormLayout(box)
+        self.heatmap_check = QCheckBox("Heatmap (H)")
+        self.heatmap_check.setChecked(self.settings.heatmap_visible)
+        self.mask_check = QCheckBox("Lesion mask outline (M)")
+        self.mask_check.setChecked(self.settings.mask_visible)
+        self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
+        self.opacity_slider.setObjectName("opacity_slider")
+        self.opacity_slider.setRange(0, 100)
+        self.opacity_slider.setValue(round(self.settings.opacity * 100))
+        self.colormap_combo = QComboBox()
+        self.colormap_combo.addItems(COLORMAPS)
+        self.colormap_combo.setCurrentText(self.settings.colormap)
+        form.addRow(self.heatmap_check)
+        form.addRow("Opacity", self.opacity_slider)
+        form.addRow("Colour map", self.colormap_combo)
+        form.addRow(self.mask_check)
+        return box
+
+    def _display_box(self) -> QWidget:
+        box = QWidget()
+        form = QFormLayout(box)
+        self.window_combo = QComboBox()
+        self.window_combo.setObjectName("window_presets")
+        self.brightness_slider = QSlider(Qt.Orientation.Horizontal)
+        self.brightness_slider.setRange(-100, 100)
+        self.contrast_slider = QSlider(Qt.Orientation.Horizontal)
+        self.contrast_slider.setRange(-100, 100)  # exponent: contrast = 4 ** (value / 100)
+        self.invert_check = QCheckBox("Invert (I)")
+        self.measure_button = QPushButton("Measure length (L)")
+        self.measure_button.setCheckable(True)
+        self.measure_label = QLabel("")
+        self.measure_label.setObjectName("measure_label")
+        self.measure_label.setWordWrap(True)
+        orient = QHBoxLayout()
+        for text, slot in (("⟳ 90° (R)", self._rotate), ("⇋ Flip H", self._flip_h), ("⇵ Flip V", self._flip_v),
+                           ("Reset (Space)", self._reset_view)):
+            button = QPushButton(text)
+            button.clicked.connect(slot)
+            orient.addWidget(button)
+        form.addRow("Window / level", self.window_combo)
+        form.addRow("Brightness", self.brightness_slider)
+        form.addRow("Contrast", self.contrast_slider)
+        form.addRow(self.invert_check)
+        form.addRow(orient)
+        form.addRow(self.measure_button)
+        form.addRow(self.measure_label)
+        self.rotation, self.flip_h, self.flip_v = 0, False, False
+        return box
+
+    def _build_actions(self) -> None:
+        menu = self.menuBar()
+        file_menu = menu.addMenu("&File")
+        self._action(file_menu, "&Open folder…", QKeySequence.StandardKey.Open, self.choose_folder)
+        self._action(file_menu, "Open &demo folder", None, self.open_demo)
+        self._action(file_menu, "&Export reviews as CSV…", None, self.export_reviews)
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", QKeySequence.StandardKey.Quit, self.close)
+
+        view_menu = menu.addMenu("&View")
+        self._action(view_menu, "Fit to window", "=", self.view.fit)
+        self._action(view_menu, "Actual size (1:1)", "1", self.view.actual_size)
+        self._action(view_menu, "Reset view", "Space", self._reset_view)
+        self._action(view_menu, "Zoom in", "+", lambda: self.view.zoom_by(1.25))
+        self._action(view_menu, "Zoom out", "-", lambda: self.view.zoom_by(0.8))
+        self._action(view_menu, "Invert", "I", self.invert_check.toggle)
+        self._action(view_menu, "Rotate 90°", "R", self._rotate)
+        self._action(view_menu, "Flip horizontally", "F", self._flip_h)
+        self._action(view_menu, "Heatmap on/off", "H", self.heatmap_check.toggle)
+        self._action(view_menu, "Mask outline on/off", "M", self.mask_check.toggle)
+        self._action(view_menu, "Measure length", "L", self.measure_button.toggle)
+
+        go_menu = menu.addMenu("&Go")
+        for text, keys, step in (("Next image", ("Down", "Right"), 1), ("Previous image", ("Up", "Left"), -1),
+                                 ("Jump forward", ("PgDown",), PAGE_JUMP), ("Jump back", ("PgUp",), -PAGE_JUMP)):
+            action = self._action(go_menu, text, keys[0], lambda _=False, s=step: self.step(s))
+            action.setShortcuts([QKeySequence(k) for k in keys])
+            action.setAutoRepeat(True)
+        self._action(go_menu, "First image", "Home", lambda: self.go_to(0))
+        self._action(go_menu, "Last image", "End", lambda: self.go_to(len(self.paths) - 1))
+
+        review_menu = menu.addMenu("&Review")
+        self._action(review_menu, "Agree with the model", "A", lambda: self.review_panel.apply_decision("agree"))
+        self._action(review_menu, "Disagree", "D", lambda: self.review_panel.apply_decision("disagree"))
+        self._action(review_menu, "Unsure", "U", lambda: self.review_panel.apply_decision("unsure"))
+        self._action(review_menu, "Clear decision", "C", lambda: self.review_panel.apply_decision(None))
+
+        help_menu = menu.addMenu("&Help")
+        self._action(help_menu, "&About", None, self._about)
+
+    def _action(self, menu, text: str, shortcut, slot) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        # Shortcuts work wherever focus is, except while typing a note (single letters belong to the text).
+        action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    def _connect(self) -> None:
+        self.service.imageLoaded.connect(self._on_image_loaded)
+        self.service.inferenceDone.connect(self._on_inference_done)
+        self.service.modelChanged.connect(self._on_model_changed)
+        self.service.failed.connect(self._on_failure)
+        self.thumbnails.imageActivated.connect(self.go_to)
+        self.review_panel.reviewChanged.connect(self._on_review_changed)
+        self.heatmap_check.toggled.connect(self._on_heatmap_toggled)
+        self.mask_check.toggled.connect(self._on_mask_toggled)
+        self.opacity_slider.valueChanged.connect(self._on_opacity)
+        self.colormap_combo.currentTextChanged.connect(self._on_colormap)
+        self.window_combo.currentIndexChanged.connect(self._on_window_preset)
+        self.brightness_slider.valueChanged.connect(self._on_brightness_contrast)
+        self.contrast_slider.valueChanged.connect(self._on_brightness_contrast)
+        self.invert_check.toggled.connect(self._on_invert)
+        self.measure_button.toggled.connect(self._on_measure_mode)
+        self.view.measurementChanged.connect(self._on_measurement)
+        self.frame_slider.valueChanged.connect(self._on_frame)
+        self.play_button.toggled.connect(self._on_play)
+        self.cine_timer.timeout.connect(self._next_frame)
+        self.frame_infer_timer.timeout.connect(self._infer_current_frame)
+
+    # ----------------------------------------------------------------------------------------------- folder
+    def choose_folder(self) -> None:
+        start = self.settings.last_folder or str(Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Open a folder of images", start)
+        if folder:
+            self.open_folder(Path(folder))
+
+    def open_demo(self) -> None:
+        from busi_viewer.core.demo import demo_folder
+
+        self.open_folder(demo_folder())
+
+    def open_folder(self, folder: Path) -> bool:
+        """Scan ``folder``, show its first image; False (and a message) when it cannot be opened."""
+        try:
+            scan = scan_folder(folder)
+        except (ScanError, OSError) as exc:
+            self._warn("Cannot open folder", str(exc))
+            return False
+        if self._hasher is not None:
+            self._hasher.cancel()
+            self._hasher.wait()
+        self.paths = scan.images
+        self.hashes = {}
+        self.thumbs = [ThumbState(path=p) for p in self.paths]
+        self.thumbnails.set_items(self.thumbs)
+        self.settings.last_folder = str(folder)
+        masks = sum(s.reason.startswith("lesion mask of") for s in scan.skipped)
+        others = len(scan.skipped) - masks
+        skipped = (f", {masks} lesion mask(s)" if masks else "") + (
+            f", {others} other file(s) skipped" if others else "")
+        self.statusBar().showMessage(f"{folder}: {len(self.paths)} image(s){skipped}", 10_000)
+        self.index = -1
+        self._update_progress()
+        if self.paths:
+            self._hasher = FolderHasher(self.paths, self)
+            self._hasher.hashed.connect(self._on_hashed)
+            self._hasher.start()
+            self.go_to(0)
+        else:
+            self._clear_image()
+            self.view.set_placeholder(f"No images in {folder}")
+        self.folderOpened.emit(len(self.paths))
+        return True
+
+    def _on_hashed(self, batch: list[tuple[int, str]]) -> None:
+        if self.sender() is not self._hasher:
+            return
+        for index, sha in batch:
+            self.hashes[index] = sha
+        if self.reviews is None:
+            return
+        found = self.reviews.get_many(sha for _, sha in batch)
+        for index, sha in batch:
+            if sha in found and found[sha].reviewed:
+                self._set_thumb(index, reviewed=True)
+        self._update_progress()
+
+    def _update_progress(self) -> None:
+        total = len(self.paths)
+        if not total:
+            self.progress_label.setText("No images")
+            return
+        reviewed = sum(t.reviewed for t in self.thumbs)
+        pending = "" if len(self.hashes) >= total else " (indexing…)"
+        self.progress_label.setText(f"{reviewed} of {total} reviewed{pending}")
+
+    # ----------------------------------------------------------------------------------------------- navigation
+    def step(self, delta: int) -> None:
+        if self.paths:
+            self.go_to(min(max(self.index + delta, 0), len(self.paths) - 1))
+
+    def go_to(self, index: int) -> None:
+        if not self.paths or not 0 <= index < len(self.paths) or index == self.index:
+            return
+        self._stop_cine()
+        self.index = index
+        self.thumbnails.set_current(index)
+        path = self.paths[index]
+        self.view.set_corner_text("top_left", f"{path.name}\n{index + 1} / {len(self.paths)}")
+        neighbours = [self.paths[i] for i in (index + 1, index - 1) if 0 <= i < len(self.paths)]
+        self._request_started = time.perf_counter()
+        self.service.request(path, 0, prefetch=neighbours)
+
+    def _on_image_loaded(self, loaded: ImageLoaded) -> None:
+        if loaded.request_id != self.service.latest_request_id:
+            return  # the user has moved on
+        same_image = self.record is not None and loaded.path == self.record.path and loaded.error is None
+        if same_image:
+            return  # a new frame's inference request of the image already shown
+        self.result = None
+        self.record, self.sha256, self.mask = loaded.record, loaded.sha256, loaded.mask
+        self.frame = 0
+        self.view.clear_measurement()
+        self.measure_label.setText("")
+        if loaded.error is not None or loaded.record is None:
+            self._show_unreadable(loaded)
+            return
+        record = loaded.record
+        self.adjust = DisplayAdjust()
+        self._reset_display_controls(record)
+        self.view.set_placeholder(None)
+        self.view.set_image(render_display(record, 0, self.adjust))
+        self.view.set_heatmap(None)
+        self.view.set_mask(self.mask)
+        self.view.set_mask_visible(self.mask_check.isChecked())
+        self._setup_frames(record)
+        self.attributes_panel.set_attributes(record.attributes, record.identifiers, record.burned_in_annotation,
+                                             record.modality)
+        self._show_review()
+        mask_note = f" · mask: {loaded.mask_error}" if loaded.mask_error else ""
+        self.view.set_corner_text("top_right", f"{record.format} · {record.modality} · "
+                                               f"{record.shape[1]}×{record.shape[0]}{mask_note}")
+        self.result_panel.set_state(self._pending_result_state())
+        self.result_panel.set_agreement(None)
+        self.imageShown.emit(self.index)
+
+    def _show_unreadable(self, loaded: ImageLoaded) -> None:
+        self.view.set_image(None)
+        self.view.set_heatmap(None)
+        self.view.set_mask(None)
+        self.view.set_placeholder(f"Cannot show {loaded.path.name}:\n{loaded.error}")
+        self.view.set_corner_text("top_right", "unreadable")
+        self.view.set_corner_text("bottom_left", "")
+        self.frame_bar.setVisible(False)
+        self.attributes_panel.set_attributes({}, {}, None, "")
+        self.review_panel.set_state(None)
+        self.result_panel.set_state(ResultState(class_names=self._class_names(), message="Unreadable file"))
+        self.result_panel.set_agreement(None)
+        self._set_thumb(self.index, unreadable=True, error=loaded.error)
+        self.imageShown.emit(self.index)
+
+    def _clear_image(self) -> None:
+        self.record = self.sha256 = self.mask = self.result = None
+        self.view.set_image(None)
+        self.view.set_heatmap(None)
+        self.view.set_mask(None)
+        self.review_panel.set_state(None)
+
+    def _on_inference_done(self, done: InferenceDone) -> None:
+        if done.request_id != self.service.latest_request_id or self.record is None:
+            return
+        if done.path != self.record.path:
+            return
+        self.result = done
+        prediction = done.prediction
+        self._show_heatmap()
+        self.result_panel.set_state(self._result_state(done))
+        self.result_panel.set_agreement(self._agreement_state(done))
+        self._set_thumb(self.index, predicted=prediction.predicted_class)
+        self.resultShown.emit(self.index)
+
+    def _show_heatmap(self) -> None:
+        done = self.result
+        if done is None or done.prediction.heatmap is None or done.frame != self.frame:
+            self.view.set_heatmap(None)
+            return
+        prediction = done.prediction
+        self.view.set_heatmap(
+            prediction.heatmap, colormap=self.colormap_combo.currentText(),
+            title=f"Grad-CAM evidence for “{prediction.predicted_class}”",
+            scale_text="normalised per image (0–1): colours compare regions within this image only")
+        self.view.set_opacity(self.opacity_slider.value() / 100)
+        self.view.set_heatmap_visible(self.heatmap_check.isChecked())
+
+    # ----------------------------------------------------------------------------------------------- model state
+    def _class_names(self) -> tuple[str, ...]:
+        card = self.model.card if self.model is not None else None
+        return tuple(card.class_names) if card is not None else CLASS_NAMES
+
+    def _model_label(self) -> str:
+        card = self.model.card if self.model is not None else None
+        return f"{card.name} {card.version} · {card.architecture}" if card is not None else ""
+
+    def _decision_rule(self) -> str:
+        card = self.model.card if self.model is not None else None
+        if card is None:
+            return ""
+        threshold = card.thresholds.get(MALIGNANT)
+        if threshold is None:
+            return "most probable class"
+        return f"malignant when p(malignant) ≥ {threshold:.2f} (chosen on validation), else the most probable"
+
+    def _pending_result_state(self) -> ResultState:
+        if self.model is None:
+            message = "Loading model…"
+        elif not self.model.loaded:
+            message = f"No model — plain viewer.\n{self.model.error}"
+        else:
+            message = "Computing…"
+        return ResultState(class_names=self._class_names(), message=message, model_label=self._model_label(),
+                           device=self.model.device if self.model else "")
+
+    def _result_state(self, done: InferenceDone) -> ResultState:
+        card = self.model.card if self.model is not None else None
+        prediction = done.prediction
+        return ResultState(
+            class_names=tuple(prediction.class_names),
+            probabilities=tuple(float(p) for p in prediction.probabilities),
+            predicted=prediction.predicted_class,
+            low_confidence=prediction.low_confidence,
+            low_confidence_below=card.low_confidence_below if card else None,
+            decision_rule=self._decision_rule(),
+            calibrated=bool(card and card.calibration_temperature != 1.0),
+            model_label=self._model_label(),
+            device=self.model.device if self.model else "",
+            seconds=done.seconds,
+            cached=done.cached,
+        )
+
+    @staticmethod
+    def _agreement_state(done: InferenceDone) -> AgreementState | None:
+        result = done.agreement
+        if result is None:
+            return None
+        base = result.baseline
+        return AgreementState(
+            iou=result.iou_otsu, pointing_hit=result.pointing_hit, energy_in_mask=result.energy_in_mask,
+            baseline_iou=base.iou_otsu if base else None,
+            baseline_pointing_hit=base.pointing_hit if base else None,
+            baseline_energy_in_mask=base.energy_in_mask if base else None,
+            note=result.reason,
+        )
+
+    def _on_model_changed(self, state: ModelState) -> None:
+        self.model = state
+        if state.loaded and state.card is not None:
+            self.model_label.setText(f"{self._model_label()} · {state.device} · loaded in {state.seconds:.1f} s")
+        else:
+            self.model_label.setText("No model (plain viewer)")
+            self._warn("Model not available",
+                       f"{state.error}\n\nBUSI Viewer keeps working as a plain image viewer.")
+        if self.record is not None and self.result is None:
+            self.result_panel.set_state(self._pending_result_state())
+
+    def _on_failure(self, failure: WorkerFailure) -> None:
+        where = f" ({failure.path.name})" if failure.path is not None else ""
+        self.statusBar().showMessage(f"Error during {failure.stage}{where}: {failure.message}", 15_000)
+        if failure.request_id == self.service.latest_request_id and self.result is None:
+            self.result_panel.set_state(replace(self._pending_result_state(),
+                                                message=f"Inference failed: {failure.message}"))
+
+    # ----------------------------------------------------------------------------------------------- review
+    def _show_review(self) -> None:
+        if self.reviews is None or self.sha256 is None:
+            self.review_panel.set_state(None)
+            return
+        saved = self.reviews.get(self.sha256)
+        state = ReviewState(class_names=self._class_names())
+        if saved is not None:
+            state = replace(state, decision=saved.decision, chosen_class=saved.chosen_class, note=saved.note,
+                            model_version=saved.model_version)
+        self.review_panel.set_state(state)
+
+    def _on_review_changed(self, edit: ReviewEdit) -> None:
+        if self.reviews is None or self.sha256 is None or self.record is None:
+            return
+        card = self.model.card if self.model is not None else None
+        version = f"{card.name} {card.version}" if card is not None else "no model"
+        try:
+            self.reviews.save(self.sha256, decision=edit.decision,
+                              chosen_class=edit.chosen_class if edit.decision == "disagree" else None,
+                              note=edit.note, model_version=version, file_name=self.record.path.name)
+        except (ReviewStoreError, OSError) as exc:
+            self.statusBar().showMessage(f"Review NOT saved: {exc}", 30_000)
+            return
+        self.hashes.setdefault(self.index, self.sha256)
+        self._set_thumb(self.index, reviewed=edit.decision is not None)
+        self._update_progress()
+
+    def export_reviews(self, path: Path | None = None) -> int | None:
+        if self.reviews is None:
+            self._warn("Export reviews", "The review database is not available.")
+            return None
+        if path is None:
+            start = str(Path(self.settings.last_folder or Path.home()) / "reviews.csv")
+            chosen, _ = QFileDialog.getSaveFileName(self, "Export reviews as CSV", start, "CSV files (*.csv)")
+            if not chosen:
+                return None
+            path = Path(chosen)
+        try:
+            rows = self.reviews.export_csv(path, self.hashes.values() if self.paths else None)
+        except (ReviewStoreError, OSError) as exc:
+            self._warn("Export reviews", f"Could not write {path}: {exc}")
+            return None
+        self.statusBar().showMessage(f"{rows} review(s) written to {path}", 10_000)
+        return rows
+
+    def _set_thumb(self, index: int, **changes) -> None:
+        if 0 <= index < len(self.thumbs):
+            self.thumbs[index] = replace(self.thumbs[index], **changes)
+            self.thumbnails.update_item(index, self.thumbs[index])
+
+    # ----------------------------------------------------------------------------------------------- display
+    def _reset_display_controls(self, record: ImageRecord) -> None:
+        for widget in (self.window_combo, self.brightness_slider, self.contrast_slider, self.invert_check):
+            widget.blockSignals(True)
+        self.window_combo.clear()
+        self.window_combo.addItem("As rendered", None)
+        if is_windowable(record):
+            for label, center, width in window_presets(record):
+                self.window_combo.addItem(f"{label} (C {center:g} / W {width:g})", (center, width))
+        self.window_combo.setEnabled(self.window_combo.count() > 1)
+        self.brightness_slider.setValue(0)
+        self.contrast_slider.setValue(0)
+        self.invert_check.setChecked(False)
+        for widget in (self.window_combo, self.brightness_slider, self.contrast_slider, self.invert_check):
+            widget.blockSignals(False)
+
+    def _redisplay(self) -> None:
+        if self.record is not None:
+            self.view.set_image(render_display(self.record, self.frame, self.adjust), keep_view=True)
+
+    def _on_window_preset(self, _index: int) -> None:
+        data = self.window_combo.currentData()
+        center, width = data if data else (None, None)
+        self.adjust = replace(self.adjust, window_center=center, window_width=width)
+        self._redisplay()
+
+    def _on_brightness_contrast(self, _value: int) -> None:
+        self.adjust = replace(self.adjust, brightness=self.brightness_slider.value() / 100,
+                              contrast=4 ** (self.contrast_slider.value() / 100))
+        self._redisplay()
+
+    def _on_invert(self, on: bool) -> None:
+        self.adjust = replace(self.adjust, invert=on)
+        self._redisplay()
+
+    def _on_heatmap_toggled(self, on: bool) -> None:
+        self.settings.heatmap_visible = on
+        self.view.set_heatmap_visible(on)
+
+    def _on_mask_toggled(self, on: bool) -> None:
+        self.settings.mask_visible = on
+        self.view.set_mask_visible(on)
+
+    def _on_opacity(self, value: int) -> None:
+        self.settings.opacity = value / 100
+        self.view.set_opacity(value / 100)
+
+    def _on_colormap(self, name: str) -> None:
+        self.settings.colormap = name
+        self._show_heatmap()
+
+    def _rotate(self) -> None:
+        self.rotation = (self.rotation + 90) % 360
+        self.view.set_orientation(self.rotation, self.flip_h, self.flip_v)
+
+    def _flip_h(self) -> None:
+        self.flip_h = not self.flip_h
+        self.view.set_orientation(self.rotation, self.flip_h, self.flip_v)
+
+    def _flip_v(self) -> None:
+        self.flip_v = not self.flip_v
+        self.view.set_orientation(self.rotation, self.flip_h, self.flip_v)
+
+    def _reset_view(self) -> None:
+        self.rotation, self.flip_h, self.flip_v = 0, False, False
+        self.view.reset()
+
+    def _on_measure_mode(self, on: bool) -> None:
+        self.view.set_measure_mode(on)
+        if not on:
+            self.view.clear_measurement()
+            self.measure_label.setText("")
+
+    def _on_measurement(self, points) -> None:
+        if self.record is None:
+            return
+        start, end = points
+        measurement = measure_length(self.record, start, end)
+        self.view.set_measurement_text(measurement.text(), measurement.calibrated)
+        self.measure_label.setText(measurement.text() + (f" — {measurement.reason}" if measurement.reason else ""))
+
+    # ----------------------------------------------------------------------------------------------- frames
+    def _setup_frames(self, record: ImageRecord) -> None:
+        multi = record.n_frames > 1
+        self.frame_bar.setVisible(multi)
+        self.frame_slider.blockSignals(True)
+        self.frame_slider.setRange(0, max(record.n_frames - 1, 0))
+        self.frame_slider.setValue(0)
+        self.frame_slider.blockSignals(False)
+        self._update_frame_label()
+        rate = record.attributes.get("CineRate") or record.attributes.get("RecommendedDisplayFrameRate")
+        try:
+            fps = float(rate) if rate else CINE_FPS_DEFAULT
+        except ValueError:
+            fps = CINE_FPS_DEFAULT
+        self.cine_timer.setInterval(max(int(1000 / max(fps, 1.0)), 15))
+
+    def _update_frame_label(self) -> None:
+        if self.record is not None and self.record.n_frames > 1:
+            text = f"frame {self.frame + 1}/{self.record.n_frames}"
+            self.frame_label.setText(text)
+            self.view.set_corner_text("bottom_left", text)
+        else:
+            self.view.set_corner_text("bottom_left", "")
+
+    def _on_frame(self, value: int) -> None:
+        if self.record is None:
+            return
+        self.frame = value
+        try:
+            self.view.set_image(render_display(self.record, value, self.adjust), keep_view=True)
+        except (BusiViewerError, IndexError, ValueError) as exc:
+            self.statusBar().showMessage(f"Frame {value + 1} cannot be decoded: {exc}", 10_000)
+            return
+        self._update_frame_label()
+        self._show_heatmap()  # hidden unless the result belongs to this frame
+        if not self.cine_timer.isActive():
+            self.frame_infer_timer.start()
+
+    def _infer_current_frame(self) -> None:
+        if self.record is not None and (self.result is None or self.result.frame != self.frame):
+            self.service.request(self.record.path, self.frame)
+
+    def _on_play(self, on: bool) -> None:
+        self.play_button.setText("❚❚ Pause" if on else "▶ Play")
+        if on:
+            self.cine_timer.start()
+        else:
+            self.cine_timer.stop()
+            self.frame_infer_timer.start()
+
+    def _next_frame(self) -> None:
+        if self.record is None or self.record.n_frames < 2:
+            self._stop_cine()
+            return
+        self.frame_slider.setValue((self.frame + 1) % self.record.n_frames)
+
+    def _stop_cine(self) -> None:
+        if self.play_button.isChecked():
+            self.play_button.setChecked(False)
+
+    # ----------------------------------------------------------------------------------------------- misc
+    def _warn(self, title: str, text: str) -> None:
+        self.statusBar().showMessage(f"{title}: {text.splitlines()[0]}", 30_000)
+        box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, self)
+        box.setModal(False)  # never block review (or a test) on a dialog
+        box.show()
+        self.warning_box = box
+
+    def _about(self) -> None:
+        QMessageBox.about(self, "About BUSI Viewer",
+                          f"BUSI Viewer {__version__}\n\n{RESEARCH_USE_BANNER}.\n\n"
+                          "Grad-CAM heatmaps show where the classifier found evidence; they are not detections.")
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt naming
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 - Qt naming
+        for url in event.mimeData().urls():
+            path = Path(url.toLocalFile())
+            if path.is_dir():
+                self.open_folder(path)
+                return
+            if path.is_file():
+                self.open_folder(path.parent)
+                if path in self.paths:
+                    self.go_to(self.paths.index(path))
+                return
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt naming
+        self._stop_cine()
+        self.settings.geometry = self.saveGeometry()
+        self.settings.window_state = self.saveState()
+        try:
+            save_settings(self.settings)
+        except OSError:
+            pass  # settings are a convenience; never block closing on them
+        if self._hasher is not None:
+            self._hasher.cancel()
+            self._hasher.wait()
+        self.thumbnails.shutdown()
+        self.service.stop()
+        if self.reviews is not None:
+            self.reviews.close()
+        super().closeEvent(event)

@@ -1,0 +1,228 @@
+"""The main window end to end (offscreen): a folder of generated images, keyboard review, explanation layers,
+reviews that survive a restart, stale results dropped, worker errors surfaced, and the --smoke-test entry point."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication, QLabel
+
+from busi_viewer.core.phantoms import write_phantom_dataset
+from busi_viewer import RESEARCH_USE_BANNER
+
+SHOTS = Path(os.environ.get("BUSI_SCREENSHOTS", "")) if os.environ.get("BUSI_SCREENSHOTS") else None
+WAIT_MS = 60_000
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    folder = tmp_path / "study"
+    write_phantom_dataset(folder, {"benign": 2, "malignant": 2, "normal": 1}, seed=3, size=(120, 150))
+    (folder / "zz_broken.png").write_bytes(b"this is not a png at all")
+    return folder
+
+
+def _make_window(qtbot, model_dir: Path | None):
+    from busi_viewer.gui.app import build_window
+
+    window = build_window(model_dir, "cpu")
+    qtbot.addWidget(window)
+    window.resize(1300, 850)
+    window.show()
+    qtbot.waitExposed(window)
+    window.service.start()
+    return window
+
+
+@pytest.fixture
+def window(qtbot, tiny_bundle):
+    win = _make_window(qtbot, tiny_bundle)
+    yield win
+    win.close()
+
+
+def _view_pixels(win) -> np.ndarray:
+    image = win.view.grab().toImage().convertToFormat(win.view.grab().toImage().Format.Format_RGB888)
+    width, height = image.width(), image.height()
+    data = np.frombuffer(image.constBits(), np.uint8, count=image.bytesPerLine() * height)
+    return data.reshape(height, image.bytesPerLine())[:, : width * 3].reshape(height, width, 3).copy()
+
+
+def _shot(win, name: str) -> None:
+    if SHOTS is not None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        win.grab().save(str(SHOTS / f"{name}.png"))
+
+
+def _open_and_wait(qtbot, win, folder: Path) -> None:
+    with qtbot.waitSignal(win.resultShown, timeout=WAIT_MS):
+        assert win.open_folder(folder)
+
+
+def _key(qtbot, win, key) -> None:
+    qtbot.keyClick(win, key)
+
+
+def test_banner_is_always_visible(window):
+    assert RESEARCH_USE_BANNER in window.windowTitle()
+    assert window.banner.isVisible() and window.banner.text() == RESEARCH_USE_BANNER
+
+
+def test_open_folder_navigate_with_keys_and_see_results(qtbot, window, image_folder):
+    _open_and_wait(qtbot, window, image_folder)
+    assert len(window.paths) == 6 and window.index == 0
+    assert window.result is not None and window.result.path == window.paths[0]
+    probabilities = window.result.prediction.probabilities
+    assert abs(float(np.sum(probabilities)) - 1) < 1e-5
+    _shot(window, "main_first_image")
+
+    with qtbot.waitSignal(window.resultShown, timeout=WAIT_MS):
+        _key(qtbot, window, Qt.Key.Key_Down)
+    assert window.index == 1 and window.result.path == window.paths[1]
+    with qtbot.waitSignal(window.imageShown, timeout=WAIT_MS):
+        _key(qtbot, window, Qt.Key.Key_End)
+    assert window.index == 5
+    # The last file is unreadable: its reason is shown in place and navigation goes on.
+    qtbot.waitUntil(lambda: window.thumbs[5].unreadable, timeout=WAIT_MS)
+    assert window.record is None and window.review_panel.isEnabled() in (True, False)
+    _shot(window, "main_unreadable")
+    with qtbot.waitSignal(window.resultShown, timeout=WAIT_MS):
+        _key(qtbot, window, Qt.Key.Key_Up)
+    assert window.index == 4 and window.record is not None
+    with qtbot.waitSignal(window.resultShown, timeout=WAIT_MS):
+        _key(qtbot, window, Qt.Key.Key_Home)
+    assert window.index == 0
+
+
+def test_heatmap_toggle_opacity_and_mask_change_rendered_pixels(qtbot, window, image_folder):
+    _open_and_wait(qtbot, window, image_folder)
+    window.view.fit()
+    qtbot.wait(50)
+    with_heatmap = _view_pixels(window)
+    _key(qtbot, window, Qt.Key.Key_H)
+    assert not window.heatmap_check.isChecked()
+    qtbot.wait(50)
+    without = _view_pixels(window)
+    assert np.abs(with_heatmap.astype(int) - without).sum() > 0, "toggling the heatmap changed nothing on screen"
+    _key(qtbot, window, Qt.Key.Key_H)
+    window.opacity_slider.setValue(10)
+    qtbot.wait(50)
+    faint = _view_pixels(window)
+    window.opacity_slider.setValue(90)
+    qtbot.wait(50)
+    strong = _view_pixels(window)
+    assert np.abs(strong.astype(int) - without).sum() > np.abs(faint.astype(int) - without).sum()
+    _shot(window, "main_heatmap_strong")
+
+    assert window.mask is not None and window.mask.any()  # phantoms carry masks
+    window.heatmap_check.setChecked(False)
+    qtbot.wait(50)
+    mask_on = _view_pixels(window)
+    _key(qtbot, window, Qt.Key.Key_M)
+    qtbot.wait(50)
+    mask_off = _view_pixels(window)
+    green = lambda img: int(((img[..., 1] > 180) & (img[..., 0] < 100) & (img[..., 2] < 100)).sum())  # noqa: E731
+    assert green(mask_on) > green(mask_off) + 20
+    assert window.result.agreement is not None
+
+
+def test_review_is_saved_at_once_and_survives_a_restart(qtbot, tiny_bundle, image_folder):
+    first = _make_window(qtbot, tiny_bundle)
+    _open_and_wait(qtbot, first, image_folder)
+    _key(qtbot, first, Qt.Key.Key_A)  # agree
+    with qtbot.waitSignal(first.resultShown, timeout=WAIT_MS):
+        _key(qtbot, first, Qt.Key.Key_Down)
+    first.review_panel.apply_decision("disagree")
+    qtbot.waitUntil(lambda: "2 of 6 reviewed" in first.progress_label.text(), timeout=WAIT_MS)
+    saved_sha = first.sha256
+    # No orderly shutdown of the store: the row must already be on disk.
+    from busi_viewer.core.reviews import ReviewStore
+
+    with ReviewStore() as other:
+        assert other.get(saved_sha) is not None and other.get(saved_sha).decision == "disagree"
+    first.close()
+
+    second = _make_window(qtbot, tiny_bundle)
+    try:
+        _open_and_wait(qtbot, second, image_folder)
+        qtbot.waitUntil(lambda: "2 of 6 reviewed" in second.progress_label.text(), timeout=WAIT_MS)
+        assert second.thumbs[0].reviewed and second.thumbs[1].reviewed and not second.thumbs[2].reviewed
+        csv_path = image_folder.parent / "reviews.csv"
+        assert second.export_reviews(csv_path) == 2
+        assert "agree" in csv_path.read_text(encoding="utf-8")
+    finally:
+        second.close()
+
+
+def test_holding_the_arrow_key_shows_the_result_of_the_image_landed_on(qtbot, window, image_folder):
+    _open_and_wait(qtbot, window, image_folder)
+    for _ in range(4):
+        _key(qtbot, window, Qt.Key.Key_Down)  # no waiting: key repeat
+    assert window.index == 4
+    qtbot.waitUntil(lambda: window.result is not None and window.result.path == window.paths[4], timeout=WAIT_MS)
+    assert window.record.path == window.paths[4]
+
+
+def test_worker_errors_surface_and_the_app_keeps_working(qtbot, window, image_folder, monkeypatch):
+    from busi_viewer.inference.predictor import Predictor
+
+    _open_and_wait(qtbot, window, image_folder)
+    original = Predictor.predict
+
+    def broken(self, rgb, explain=True):
+        raise RuntimeError("simulated CUDA out of memory")
+
+    monkeypatch.setattr(Predictor, "predict", broken)
+    with qtbot.waitSignal(window.service.failed, timeout=WAIT_MS):
+        window.go_to(3)  # not prefetched yet (the neighbours of image 0 are)
+    qtbot.waitUntil(lambda: "simulated CUDA out of memory" in window.statusBar().currentMessage(), timeout=WAIT_MS)
+    monkeypatch.setattr(Predictor, "predict", original)
+    assert "Inference failed" in window.result_panel.findChild(QLabel, "result_message").text()
+    with qtbot.waitSignal(window.resultShown, timeout=WAIT_MS):
+        _key(qtbot, window, Qt.Key.Key_Down)
+    assert window.index == 4
+
+
+def test_missing_model_leaves_a_plain_viewer(qtbot, tmp_path, image_folder):
+    win = _make_window(qtbot, tmp_path / "no-such-bundle")
+    try:
+        qtbot.waitUntil(lambda: win.model is not None, timeout=WAIT_MS)
+        assert not win.model.loaded and win.model.error
+        with qtbot.waitSignal(win.imageShown, timeout=WAIT_MS):
+            win.open_folder(image_folder)
+        assert win.record is not None and win.result is None
+        assert "No model" in win.model_label.text()
+        assert win.warning_box is not None and "Model not available" in win.warning_box.windowTitle()
+        win.warning_box.close()  # as the user would; the window takes the keyboard back
+        win.activateWindow()
+        qtbot.waitUntil(lambda: QApplication.activeWindow() is win, timeout=WAIT_MS)
+        with qtbot.waitSignal(win.imageShown, timeout=WAIT_MS):
+            _key(qtbot, win, Qt.Key.Key_Down)
+        assert win.index == 1
+    finally:
+        win.close()
+
+
+def test_settings_persist_between_sessions(qtbot, tiny_bundle):
+    from busi_viewer.gui.settings import load_settings
+
+    first = _make_window(qtbot, tiny_bundle)
+    first.opacity_slider.setValue(70)
+    first.colormap_combo.setCurrentText("viridis")
+    first.close()
+    settings = load_settings()
+    assert settings.opacity == pytest.approx(0.7) and settings.colormap == "viridis"
+
+
+def test_smoke_test_entry_point(tmp_path):
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", BUSI_VIEWER_HOME=str(tmp_path / "home"))
+    done = subprocess.run([sys.executable, "-m", "busi_viewer.gui.app", "--smoke-test", "--device", "cpu"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "smoke test OK" in done.stdout

@@ -1,0 +1,97 @@
+"""``busi-train cv-summary``: mean ± sd over evaluated cross-validation folds (and seeds) of one recipe.
+
+Each fold's held-out part is a whole set of near-duplicate groups that never reached its training or
+validation data, so every fold's test metrics are duplicate-free by construction. Folds are summarised with
+the sample standard deviation (ddof = 1); the per-fold bootstrap intervals stay in each run's report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from busi_viewer.core.atomic import atomic_write
+from busi_viewer.core.errors import BusiViewerError
+
+# (label, path into metrics.json); the operating point is the validation-chosen malignant threshold.
+CV_METRICS = (
+    ("accuracy (operating point)", ("test", "accuracy")),
+    ("accuracy (arg-max)", ("test_argmax", "accuracy")),
+    ("macro-F1 (operating point)", ("test", "macro_f1")),
+    ("macro-F1 (arg-max)", ("test_argmax", "macro_f1")),
+    ("macro AUC (one-vs-rest)", ("test", "auc_macro")),
+    ("malignant sensitivity", ("test", "sensitivity_malignant")),
+    ("malignant specificity", ("test", "specificity_malignant")),
+    ("ECE before scaling", ("test_uncalibrated", "ece")),
+    ("ECE after scaling", ("test", "ece")),
+    ("pointing game, benign", ("explanations", "per_class", "benign", "pointing_game")),
+    ("pointing game, malignant", ("explanations", "per_class", "malignant", "pointing_game")),
+    ("centre-prior pointing game, benign", ("explanations", "per_class", "benign", "baseline_pointing_game")),
+    ("centre-prior pointing game, malignant", ("explanations", "per_class", "malignant", "baseline_pointing_game")),
+)
+
+
+class CvSummaryError(BusiViewerError):
+    """The run folders cannot be summarised together (missing metrics, different recipes)."""
+
+
+def _lookup(metrics: dict, path: tuple[str, ...]) -> float | None:
+    value = metrics
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def summarise_cv(run_dirs: list[Path]) -> dict:
+    """Per-run values and mean / sd / min / max of :data:`CV_METRICS` over evaluated run folders."""
+    if not run_dirs:
+        raise CvSummaryError("no run folders given")
+    runs, hashes = [], set()
+    for run_dir in run_dirs:
+        path = Path(run_dir) / "metrics.json"
+        if not path.is_file():
+            raise CvSummaryError(f"{run_dir} has no metrics.json: run `busi-train evaluate {run_dir}` first")
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        hashes.add(metrics["run"].get("config_hash"))
+        runs.append({"run": str(run_dir), "fold": metrics["run"].get("fold"), "seed": metrics["run"].get("seed"),
+                     "n_test": metrics["test"]["n"], "fit_seconds": metrics["run"].get("fit_seconds"),
+                     "values": {label: _lookup(metrics, key) for label, key in CV_METRICS}})
+    if len(hashes) > 1:
+        raise CvSummaryError("the runs were trained with different configs; summarise one recipe at a time")
+    summary = {}
+    for label, _ in CV_METRICS:
+        values = np.array([r["values"][label] for r in runs if r["values"][label] is not None], dtype=float)
+        summary[label] = None if values.size == 0 else {
+            "mean": float(values.mean()), "sd": float(values.std(ddof=1)) if values.size > 1 else None,
+            "min": float(values.min()), "max": float(values.max()), "n_runs": int(values.size)}
+    return {"runs": runs, "summary": summary, "n_test_total": int(sum(r["n_test"] for r in runs))}
+
+
+def cv_markdown(result: dict) -> str:
+    """The summary as a Markdown table (mean ± sd [min, max] over runs)."""
+    lines = [f"Grouped cross-validation: {len(result['runs'])} runs, {result['n_test_total']} held-out test images "
+             "in all (each image held out once per seed).", "",
+             "| metric | mean ± sd | min – max |", "|---|---|---|"]
+    for label, stats in result["summary"].items():
+        if stats is None:
+            lines.append(f"| {label} | n/a | |")
+            continue
+        sd = f" ± {stats['sd']:.3f}" if stats["sd"] is not None else ""
+        lines.append(f"| {label} | {stats['mean']:.3f}{sd} | {stats['min']:.3f} – {stats['max']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_cv_summary(run_dirs: list[Path], out: Path) -> dict:
+    """Write ``cv_summary.json`` and ``cv_summary.md`` into ``out``; returns the summary."""
+    result = summarise_cv(run_dirs)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / "cv_summary.json", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=2)
+    with atomic_write(out / "cv_summary.md", encoding="utf-8") as handle:
+        handle.write(cv_markdown(result))
+    return result
