@@ -43,12 +43,12 @@ def main(out: Path) -> int:
     _wait(app, shown(0))
     window.grab().save(str(out / "01_phantom_heatmap_mask.png"))
     window.review_panel.apply_decision("disagree")
-    window.measure_button.setChecked(True)
+    window.display.measure_button.setChecked(True)
     window.view.set_measurement((60.0, 150.0), (200.0, 160.0))
     window.tabs.setCurrentIndex(1)
     app.processEvents()
     window.grab().save(str(out / "02_review_and_measurement.png"))
-    window.measure_button.setChecked(False)
+    window.display.measure_button.setChecked(False)
     dicom = [i for i, p in enumerate(window.paths) if p.suffix.lower() == ".dcm"]
     if dicom:
         window.go_to(dicom[0])

@@ -226,3 +226,32 @@ def test_smoke_test_entry_point(tmp_path):
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "smoke test OK" in done.stdout
+
+
+def test_display_controls_change_the_screen_not_the_model_input(qtbot, window, image_folder):
+    _open_and_wait(qtbot, window, image_folder)
+    window.heatmap_check.setChecked(False)
+    window.mask_check.setChecked(False)
+    qtbot.wait(50)
+    plain = _view_pixels(window)
+    _key(qtbot, window, Qt.Key.Key_I)
+    qtbot.wait(50)
+    inverted = _view_pixels(window)
+    assert window.display.adjust.invert
+    assert np.abs(plain.astype(int) - inverted).mean() > 20
+    assert window.result.prediction is not None and window.record.rgb is not None  # model input untouched
+    _key(qtbot, window, Qt.Key.Key_I)
+    window.display.contrast_slider.setValue(80)
+    qtbot.wait(50)
+    assert np.abs(_view_pixels(window).astype(int) - plain).mean() > 3
+    _key(qtbot, window, Qt.Key.Key_R)
+    assert window.view.orientation[0] == 90
+
+
+def test_length_measurement_says_px_on_uncalibrated_images(qtbot, window, image_folder):
+    _open_and_wait(qtbot, window, image_folder)
+    _key(qtbot, window, Qt.Key.Key_L)
+    assert window.display.measure_button.isChecked()
+    window.view.set_measurement((10.0, 10.0), (40.0, 50.0))
+    text = window.display.measure_label.text()
+    assert "50.0 px" in text and "uncalibrated" in text

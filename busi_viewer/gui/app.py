@@ -67,6 +67,8 @@ def _smoke_test(app, window, shown_s: float) -> int:
     """Open the demo, wait for the first result, report; exit status 0 only if the model really ran."""
     from PySide6.QtCore import QEventLoop, QTimer
 
+    from busi_viewer.gui import presenters
+
     outcome: dict = {}
     loop = QEventLoop()
 
@@ -85,7 +87,7 @@ def _smoke_test(app, window, shown_s: float) -> int:
     if "result" in outcome and window.result is not None:
         prediction = window.result.prediction
         probabilities = ", ".join(f"{n} {p:.3f}" for n, p in zip(prediction.class_names, prediction.probabilities))
-        print(f"smoke test OK: window shown in {shown_s:.2f} s; model {window._model_label()} on "
+        print(f"smoke test OK: window shown in {shown_s:.2f} s; model {presenters.model_label(window.model)} on "
               f"{window.model.device}; {len(window.paths)} demo images; first image "
               f"{window.paths[window.index].name}: {prediction.predicted_class} ({probabilities}); "
               f"inference {window.result.seconds * 1000:.0f} ms")

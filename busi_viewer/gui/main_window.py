@@ -25,7 +25,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMessageBox,
-    QPushButton,
     QSlider,
     QTabWidget,
     QVBoxLayout,
@@ -33,21 +32,22 @@ from PySide6.QtWidgets import (
 )
 
 from busi_viewer import RESEARCH_USE_BANNER, __version__
-from busi_viewer.core.display import DisplayAdjust, is_windowable, render_display, window_presets
+from busi_viewer.core.display import render_display
 from busi_viewer.core.errors import BusiViewerError
 from busi_viewer.core.image_record import ImageRecord
-from busi_viewer.core.labels import CLASS_NAMES, MALIGNANT
 from busi_viewer.core.measure import measure_length
 from busi_viewer.core.reviews import ReviewStore, ReviewStoreError
 from busi_viewer.core.scan import ScanError, scan_folder
+from busi_viewer.gui import presenters
 from busi_viewer.gui.attributes_panel import AttributesPanel
+from busi_viewer.gui.cine_bar import CineBar
+from busi_viewer.gui.display_panel import DisplayPanel
 from busi_viewer.gui.folder_hasher import FolderHasher
 from busi_viewer.gui.image_view import ImageView
 from busi_viewer.gui.result_panel import ResultPanel
 from busi_viewer.gui.review_panel import ReviewPanel
 from busi_viewer.gui.settings import COLORMAPS, ViewerSettings, save_settings
 from busi_viewer.gui.state import (
-    AgreementState,
     ResultState,
     ReviewEdit,
     ReviewState,
@@ -57,7 +57,6 @@ from busi_viewer.gui.thumbnails import ThumbnailStrip
 from busi_viewer.gui.worker import ImageLoaded, InferenceDone, InferenceService, ModelState, WorkerFailure
 
 PAGE_JUMP = 10
-CINE_FPS_DEFAULT = 15.0
 FRAME_INFERENCE_DELAY_MS = 250  # infer a new frame once the slider rests, not for every frame scrubbed past
 
 
@@ -82,7 +81,6 @@ class MainWindow(QMainWindow):
         self.sha256: str | None = None
         self.mask: np.ndarray | None = None
         self.frame = 0
-        self.adjust = DisplayAdjust()
         self.result: InferenceDone | None = None
         self.model: ModelState | None = None
         self._hasher: FolderHasher | None = None
@@ -112,19 +110,7 @@ class MainWindow(QMainWindow):
         self.banner = banner
 
         self.view = ImageView()
-        self.frame_slider = QSlider(Qt.Orientation.Horizontal)
-        self.frame_slider.setObjectName("frame_slider")
-        self.play_button = QPushButton("▶ Play")
-        self.play_button.setCheckable(True)
-        self.frame_label = QLabel()
-        frames = QHBoxLayout()
-        frames.addWidget(self.play_button)
-        frames.addWidget(self.frame_slider, 1)
-        frames.addWidget(self.frame_label)
-        self.frame_bar = QWidget()
-        self.frame_bar.setLayout(frames)
-        self.frame_bar.setVisible(False)
-        self.cine_timer = QTimer(self)
+        self.cine = CineBar()
         self.frame_infer_timer = QTimer(self)
         self.frame_infer_timer.setSingleShot(True)
         self.frame_infer_timer.setInterval(FRAME_INFERENCE_DELAY_MS)
@@ -138,7 +124,7 @@ class MainWindow(QMainWindow):
         row.addWidget(self.view, 1)
         row.addWidget(self.view.colorbar)
         column.addLayout(row, 1)
-        column.addWidget(self.frame_bar)
+        column.addWidget(self.cine)
         self.setCentralWidget(centre)
 
         self.thumbnails = ThumbnailStrip()
@@ -156,7 +142,8 @@ class MainWindow(QMainWindow):
         side_layout.addWidget(self._explanation_box())
         tabs = QTabWidget()
         tabs.addTab(self.review_panel, "Review")
-        tabs.addTab(self._display_box(), "Display")
+        self.display = DisplayPanel()
+        tabs.addTab(self.display, "Display")
         tabs.addTab(self.attributes_panel, "Attributes")
         self.tabs = tabs
         side_layout.addWidget(tabs, 1)
@@ -191,37 +178,6 @@ class MainWindow(QMainWindow):
         form.addRow(self.mask_check)
         return box
 
-    def _display_box(self) -> QWidget:
-        box = QWidget()
-        form = QFormLayout(box)
-        self.window_combo = QComboBox()
-        self.window_combo.setObjectName("window_presets")
-        self.brightness_slider = QSlider(Qt.Orientation.Horizontal)
-        self.brightness_slider.setRange(-100, 100)
-        self.contrast_slider = QSlider(Qt.Orientation.Horizontal)
-        self.contrast_slider.setRange(-100, 100)  # exponent: contrast = 4 ** (value / 100)
-        self.invert_check = QCheckBox("Invert (I)")
-        self.measure_button = QPushButton("Measure length (L)")
-        self.measure_button.setCheckable(True)
-        self.measure_label = QLabel("")
-        self.measure_label.setObjectName("measure_label")
-        self.measure_label.setWordWrap(True)
-        orient = QHBoxLayout()
-        for text, slot in (("⟳ 90° (R)", self._rotate), ("⇋ Flip H", self._flip_h), ("⇵ Flip V", self._flip_v),
-                           ("Reset (Space)", self._reset_view)):
-            button = QPushButton(text)
-            button.clicked.connect(slot)
-            orient.addWidget(button)
-        form.addRow("Window / level", self.window_combo)
-        form.addRow("Brightness", self.brightness_slider)
-        form.addRow("Contrast", self.contrast_slider)
-        form.addRow(self.invert_check)
-        form.addRow(orient)
-        form.addRow(self.measure_button)
-        form.addRow(self.measure_label)
-        self.rotation, self.flip_h, self.flip_v = 0, False, False
-        return box
-
     def _build_actions(self) -> None:
         menu = self.menuBar()
         file_menu = menu.addMenu("&File")
@@ -237,12 +193,12 @@ class MainWindow(QMainWindow):
         self._action(view_menu, "Reset view", "Space", self._reset_view)
         self._action(view_menu, "Zoom in", "+", lambda: self.view.zoom_by(1.25))
         self._action(view_menu, "Zoom out", "-", lambda: self.view.zoom_by(0.8))
-        self._action(view_menu, "Invert", "I", self.invert_check.toggle)
-        self._action(view_menu, "Rotate 90°", "R", self._rotate)
-        self._action(view_menu, "Flip horizontally", "F", self._flip_h)
+        self._action(view_menu, "Invert", "I", self.display.invert_check.toggle)
+        self._action(view_menu, "Rotate 90°", "R", self.display.rotate)
+        self._action(view_menu, "Flip horizontally", "F", self.display.toggle_flip_h)
         self._action(view_menu, "Heatmap on/off", "H", self.heatmap_check.toggle)
         self._action(view_menu, "Mask outline on/off", "M", self.mask_check.toggle)
-        self._action(view_menu, "Measure length", "L", self.measure_button.toggle)
+        self._action(view_menu, "Measure length", "L", self.display.measure_button.toggle)
 
         go_menu = menu.addMenu("&Go")
         for text, keys, step in (("Next image", ("Down", "Right"), 1), ("Previous image", ("Up", "Left"), -1),
@@ -283,15 +239,12 @@ class MainWindow(QMainWindow):
         self.mask_check.toggled.connect(self._on_mask_toggled)
         self.opacity_slider.valueChanged.connect(self._on_opacity)
         self.colormap_combo.currentTextChanged.connect(self._on_colormap)
-        self.window_combo.currentIndexChanged.connect(self._on_window_preset)
-        self.brightness_slider.valueChanged.connect(self._on_brightness_contrast)
-        self.contrast_slider.valueChanged.connect(self._on_brightness_contrast)
-        self.invert_check.toggled.connect(self._on_invert)
-        self.measure_button.toggled.connect(self._on_measure_mode)
+        self.display.adjustChanged.connect(lambda _adjust: self._redisplay())
+        self.display.orientationChanged.connect(lambda o: self.view.set_orientation(*o))
+        self.display.measureToggled.connect(self._on_measure_mode)
         self.view.measurementChanged.connect(self._on_measurement)
-        self.frame_slider.valueChanged.connect(self._on_frame)
-        self.play_button.toggled.connect(self._on_play)
-        self.cine_timer.timeout.connect(self._next_frame)
+        self.cine.frameChanged.connect(self._on_frame)
+        self.cine.playingChanged.connect(self._on_playing)
         self.frame_infer_timer.timeout.connect(self._infer_current_frame)
 
     # ----------------------------------------------------------------------------------------------- folder
@@ -369,7 +322,7 @@ class MainWindow(QMainWindow):
     def go_to(self, index: int) -> None:
         if not self.paths or not 0 <= index < len(self.paths) or index == self.index:
             return
-        self._stop_cine()
+        self.cine.stop()
         self.index = index
         self.thumbnails.set_current(index)
         path = self.paths[index]
@@ -388,15 +341,13 @@ class MainWindow(QMainWindow):
         self.record, self.sha256, self.mask = loaded.record, loaded.sha256, loaded.mask
         self.frame = 0
         self.view.clear_measurement()
-        self.measure_label.setText("")
         if loaded.error is not None or loaded.record is None:
             self._show_unreadable(loaded)
             return
         record = loaded.record
-        self.adjust = DisplayAdjust()
-        self._reset_display_controls(record)
+        self.display.reset_for(record)
         self.view.set_placeholder(None)
-        self.view.set_image(render_display(record, 0, self.adjust))
+        self.view.set_image(render_display(record, 0, self.display.adjust))
         self.view.set_heatmap(None)
         self.view.set_mask(self.mask)
         self.view.set_mask_visible(self.mask_check.isChecked())
@@ -407,7 +358,7 @@ class MainWindow(QMainWindow):
         mask_note = f" · mask: {loaded.mask_error}" if loaded.mask_error else ""
         self.view.set_corner_text("top_right", f"{record.format} · {record.modality} · "
                                                f"{record.shape[1]}×{record.shape[0]}{mask_note}")
-        self.result_panel.set_state(self._pending_result_state())
+        self.result_panel.set_state(presenters.pending_result(self.model))
         self.result_panel.set_agreement(None)
         self.imageShown.emit(self.index)
 
@@ -418,10 +369,10 @@ class MainWindow(QMainWindow):
         self.view.set_placeholder(f"Cannot show {loaded.path.name}:\n{loaded.error}")
         self.view.set_corner_text("top_right", "unreadable")
         self.view.set_corner_text("bottom_left", "")
-        self.frame_bar.setVisible(False)
+        self.cine.set_frames(1, None)
         self.attributes_panel.set_attributes({}, {}, None, "")
         self.review_panel.set_state(None)
-        self.result_panel.set_state(ResultState(class_names=self._class_names(), message="Unreadable file"))
+        self.result_panel.set_state(ResultState(class_names=presenters.class_names(self.model), message="Unreadable file"))
         self.result_panel.set_agreement(None)
         self._set_thumb(self.index, unreadable=True, error=loaded.error)
         self.imageShown.emit(self.index)
@@ -441,8 +392,8 @@ class MainWindow(QMainWindow):
         self.result = done
         prediction = done.prediction
         self._show_heatmap()
-        self.result_panel.set_state(self._result_state(done))
-        self.result_panel.set_agreement(self._agreement_state(done))
+        self.result_panel.set_state(presenters.result_state(self.model, done))
+        self.result_panel.set_agreement(presenters.agreement_state(done))
         self._set_thumb(self.index, predicted=prediction.predicted_class)
         self.resultShown.emit(self.index)
 
@@ -460,80 +411,22 @@ class MainWindow(QMainWindow):
         self.view.set_heatmap_visible(self.heatmap_check.isChecked())
 
     # ----------------------------------------------------------------------------------------------- model state
-    def _class_names(self) -> tuple[str, ...]:
-        card = self.model.card if self.model is not None else None
-        return tuple(card.class_names) if card is not None else CLASS_NAMES
-
-    def _model_label(self) -> str:
-        card = self.model.card if self.model is not None else None
-        return f"{card.name} {card.version} · {card.architecture}" if card is not None else ""
-
-    def _decision_rule(self) -> str:
-        card = self.model.card if self.model is not None else None
-        if card is None:
-            return ""
-        threshold = card.thresholds.get(MALIGNANT)
-        if threshold is None:
-            return "most probable class"
-        return f"malignant when p(malignant) ≥ {threshold:.2f} (chosen on validation), else the most probable"
-
-    def _pending_result_state(self) -> ResultState:
-        if self.model is None:
-            message = "Loading model…"
-        elif not self.model.loaded:
-            message = f"No model — plain viewer.\n{self.model.error}"
-        else:
-            message = "Computing…"
-        return ResultState(class_names=self._class_names(), message=message, model_label=self._model_label(),
-                           device=self.model.device if self.model else "")
-
-    def _result_state(self, done: InferenceDone) -> ResultState:
-        card = self.model.card if self.model is not None else None
-        prediction = done.prediction
-        return ResultState(
-            class_names=tuple(prediction.class_names),
-            probabilities=tuple(float(p) for p in prediction.probabilities),
-            predicted=prediction.predicted_class,
-            low_confidence=prediction.low_confidence,
-            low_confidence_below=card.low_confidence_below if card else None,
-            decision_rule=self._decision_rule(),
-            calibrated=bool(card and card.calibration_temperature != 1.0),
-            model_label=self._model_label(),
-            device=self.model.device if self.model else "",
-            seconds=done.seconds,
-            cached=done.cached,
-        )
-
-    @staticmethod
-    def _agreement_state(done: InferenceDone) -> AgreementState | None:
-        result = done.agreement
-        if result is None:
-            return None
-        base = result.baseline
-        return AgreementState(
-            iou=result.iou_otsu, pointing_hit=result.pointing_hit, energy_in_mask=result.energy_in_mask,
-            baseline_iou=base.iou_otsu if base else None,
-            baseline_pointing_hit=base.pointing_hit if base else None,
-            baseline_energy_in_mask=base.energy_in_mask if base else None,
-            note=result.reason,
-        )
-
     def _on_model_changed(self, state: ModelState) -> None:
         self.model = state
         if state.loaded and state.card is not None:
-            self.model_label.setText(f"{self._model_label()} · {state.device} · loaded in {state.seconds:.1f} s")
+            self.model_label.setText(f"{presenters.model_label(self.model)} · {state.device} · loaded in {state.seconds:.1f} s")
         else:
             self.model_label.setText("No model (plain viewer)")
             self._warn("Model not available",
                        f"{state.error}\n\nBUSI Viewer keeps working as a plain image viewer.")
         if self.record is not None and self.result is None:
-            self.result_panel.set_state(self._pending_result_state())
+            self.result_panel.set_state(presenters.pending_result(self.model))
 
     def _on_failure(self, failure: WorkerFailure) -> None:
         where = f" ({failure.path.name})" if failure.path is not None else ""
         self.statusBar().showMessage(f"Error during {failure.stage}{where}: {failure.message}", 15_000)
         if failure.request_id == self.service.latest_request_id and self.result is None:
-            self.result_panel.set_state(replace(self._pending_result_state(),
+            self.result_panel.set_state(replace(presenters.pending_result(self.model),
                                                 message=f"Inference failed: {failure.message}"))
 
     # ----------------------------------------------------------------------------------------------- review
@@ -542,7 +435,7 @@ class MainWindow(QMainWindow):
             self.review_panel.set_state(None)
             return
         saved = self.reviews.get(self.sha256)
-        state = ReviewState(class_names=self._class_names())
+        state = ReviewState(class_names=presenters.class_names(self.model))
         if saved is not None:
             state = replace(state, decision=saved.decision, chosen_class=saved.chosen_class, note=saved.note,
                             model_version=saved.model_version)
@@ -588,39 +481,9 @@ class MainWindow(QMainWindow):
             self.thumbnails.update_item(index, self.thumbs[index])
 
     # ----------------------------------------------------------------------------------------------- display
-    def _reset_display_controls(self, record: ImageRecord) -> None:
-        for widget in (self.window_combo, self.brightness_slider, self.contrast_slider, self.invert_check):
-            widget.blockSignals(True)
-        self.window_combo.clear()
-        self.window_combo.addItem("As rendered", None)
-        if is_windowable(record):
-            for label, center, width in window_presets(record):
-                self.window_combo.addItem(f"{label} (C {center:g} / W {width:g})", (center, width))
-        self.window_combo.setEnabled(self.window_combo.count() > 1)
-        self.brightness_slider.setValue(0)
-        self.contrast_slider.setValue(0)
-        self.invert_check.setChecked(False)
-        for widget in (self.window_combo, self.brightness_slider, self.contrast_slider, self.invert_check):
-            widget.blockSignals(False)
-
     def _redisplay(self) -> None:
         if self.record is not None:
-            self.view.set_image(render_display(self.record, self.frame, self.adjust), keep_view=True)
-
-    def _on_window_preset(self, _index: int) -> None:
-        data = self.window_combo.currentData()
-        center, width = data if data else (None, None)
-        self.adjust = replace(self.adjust, window_center=center, window_width=width)
-        self._redisplay()
-
-    def _on_brightness_contrast(self, _value: int) -> None:
-        self.adjust = replace(self.adjust, brightness=self.brightness_slider.value() / 100,
-                              contrast=4 ** (self.contrast_slider.value() / 100))
-        self._redisplay()
-
-    def _on_invert(self, on: bool) -> None:
-        self.adjust = replace(self.adjust, invert=on)
-        self._redisplay()
+            self.view.set_image(render_display(self.record, self.frame, self.display.adjust), keep_view=True)
 
     def _on_heatmap_toggled(self, on: bool) -> None:
         self.settings.heatmap_visible = on
@@ -638,27 +501,15 @@ class MainWindow(QMainWindow):
         self.settings.colormap = name
         self._show_heatmap()
 
-    def _rotate(self) -> None:
-        self.rotation = (self.rotation + 90) % 360
-        self.view.set_orientation(self.rotation, self.flip_h, self.flip_v)
-
-    def _flip_h(self) -> None:
-        self.flip_h = not self.flip_h
-        self.view.set_orientation(self.rotation, self.flip_h, self.flip_v)
-
-    def _flip_v(self) -> None:
-        self.flip_v = not self.flip_v
-        self.view.set_orientation(self.rotation, self.flip_h, self.flip_v)
-
     def _reset_view(self) -> None:
-        self.rotation, self.flip_h, self.flip_v = 0, False, False
+        self.display.reset_orientation()
         self.view.reset()
 
     def _on_measure_mode(self, on: bool) -> None:
         self.view.set_measure_mode(on)
         if not on:
             self.view.clear_measurement()
-            self.measure_label.setText("")
+            self.display.measure_label.setText("")
 
     def _on_measurement(self, points) -> None:
         if self.record is None:
@@ -666,67 +517,44 @@ class MainWindow(QMainWindow):
         start, end = points
         measurement = measure_length(self.record, start, end)
         self.view.set_measurement_text(measurement.text(), measurement.calibrated)
-        self.measure_label.setText(measurement.text() + (f" — {measurement.reason}" if measurement.reason else ""))
+        reason = f" — {measurement.reason}" if measurement.reason else ""
+        self.display.measure_label.setText(measurement.text() + reason)
 
     # ----------------------------------------------------------------------------------------------- frames
     def _setup_frames(self, record: ImageRecord) -> None:
-        multi = record.n_frames > 1
-        self.frame_bar.setVisible(multi)
-        self.frame_slider.blockSignals(True)
-        self.frame_slider.setRange(0, max(record.n_frames - 1, 0))
-        self.frame_slider.setValue(0)
-        self.frame_slider.blockSignals(False)
-        self._update_frame_label()
         rate = record.attributes.get("CineRate") or record.attributes.get("RecommendedDisplayFrameRate")
         try:
-            fps = float(rate) if rate else CINE_FPS_DEFAULT
+            fps = float(rate) if rate else None
         except ValueError:
-            fps = CINE_FPS_DEFAULT
-        self.cine_timer.setInterval(max(int(1000 / max(fps, 1.0)), 15))
+            fps = None
+        self.cine.set_frames(record.n_frames, fps)
+        self._frame_corner()
 
-    def _update_frame_label(self) -> None:
-        if self.record is not None and self.record.n_frames > 1:
-            text = f"frame {self.frame + 1}/{self.record.n_frames}"
-            self.frame_label.setText(text)
-            self.view.set_corner_text("bottom_left", text)
-        else:
-            self.view.set_corner_text("bottom_left", "")
+    def _frame_corner(self) -> None:
+        multi = self.record is not None and self.record.n_frames > 1
+        self.view.set_corner_text("bottom_left", f"frame {self.frame + 1}/{self.record.n_frames}" if multi else "")
 
     def _on_frame(self, value: int) -> None:
         if self.record is None:
             return
         self.frame = value
         try:
-            self.view.set_image(render_display(self.record, value, self.adjust), keep_view=True)
+            self.view.set_image(render_display(self.record, value, self.display.adjust), keep_view=True)
         except (BusiViewerError, IndexError, ValueError) as exc:
             self.statusBar().showMessage(f"Frame {value + 1} cannot be decoded: {exc}", 10_000)
             return
-        self._update_frame_label()
+        self._frame_corner()
         self._show_heatmap()  # hidden unless the result belongs to this frame
-        if not self.cine_timer.isActive():
+        if not self.cine.playing:
+            self.frame_infer_timer.start()
+
+    def _on_playing(self, playing: bool) -> None:
+        if not playing:
             self.frame_infer_timer.start()
 
     def _infer_current_frame(self) -> None:
         if self.record is not None and (self.result is None or self.result.frame != self.frame):
             self.service.request(self.record.path, self.frame)
-
-    def _on_play(self, on: bool) -> None:
-        self.play_button.setText("❚❚ Pause" if on else "▶ Play")
-        if on:
-            self.cine_timer.start()
-        else:
-            self.cine_timer.stop()
-            self.frame_infer_timer.start()
-
-    def _next_frame(self) -> None:
-        if self.record is None or self.record.n_frames < 2:
-            self._stop_cine()
-            return
-        self.frame_slider.setValue((self.frame + 1) % self.record.n_frames)
-
-    def _stop_cine(self) -> None:
-        if self.play_button.isChecked():
-            self.play_button.setChecked(False)
 
     # ----------------------------------------------------------------------------------------------- misc
     def _warn(self, title: str, text: str) -> None:
@@ -758,7 +586,7 @@ class MainWindow(QMainWindow):
                 return
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt naming
-        self._stop_cine()
+        self.cine.stop()
         self.settings.geometry = self.saveGeometry()
         self.settings.window_state = self.saveState()
         try:

@@ -71,6 +71,17 @@ class _ProbabilityBar(QProgressBar):
     def __init__(self, colour: str, parent: QWidget):
         super().__init__(parent)
         self._colour = QColor(colour)
+        self._value = 0
+
+    # QProgressBar.setValue repaints synchronously (about 2 ms per bar); a scheduled update keeps image
+    # flipping cheap, and the panel paints once per event-loop pass.
+    def setValue(self, value: int) -> None:  # noqa: N802 - Qt naming
+        if value != self._value:
+            self._value = value
+            self.update()
+
+    def value(self) -> int:
+        return self._value
 
     def paintEvent(self, _event) -> None:
         painter = QPainter(self)
@@ -117,9 +128,10 @@ class _ClassRow:
         self.bar.setValue(round(min(max(probability, 0.0), 1.0) * _BAR_STEPS))
         self.value.setText(f"{probability:.2f}")
         for label in (self.name, self.value):
-            font = QFont(label.font())
-            font.setBold(predicted)
-            label.setFont(font)
+            if label.font().bold() != predicted:  # a font change relayouts the panel: only when it changes
+                font = QFont(label.font())
+                font.setBold(predicted)
+                label.setFont(font)
 
     def remove(self) -> None:
         for widget in (self.name, self.bar, self.value):

@@ -499,7 +499,7 @@ class InferenceService(QObject):
     failed = Signal(object)
 
     def __init__(self, model_dir: Path | None = None, device: str | None = None, *, record_cache_items: int = 8,
-                 result_cache_bytes: int = 256 * 2**20, parent: QObject | None = None):
+                 result_cache_bytes: int = 128 * 2**20, parent: QObject | None = None):
         super().__init__(parent)
         self._model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         self._latest_id = 0

@@ -1,0 +1,116 @@
+"""Display controls: window/level presets, brightness/contrast, invert, orientation, and the length tool.
+
+They change what the screen shows, never what the model sees. The panel owns the current
+:class:`~busi_viewer.core.display.DisplayAdjust` and orientation and announces changes by signals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QSlider, QWidget
+
+from busi_viewer.core.display import DisplayAdjust, is_windowable, window_presets
+from busi_viewer.core.image_record import ImageRecord
+
+CONTRAST_RANGE = 4.0  # the contrast slider spans 1/4 .. 4 (an exponent, so the middle is 1)
+
+
+class DisplayPanel(QWidget):
+    """``adjustChanged(DisplayAdjust)``, ``orientationChanged((rotation, flip_h, flip_v))``,
+    ``measureToggled(bool)``."""
+
+    adjustChanged = Signal(object)
+    orientationChanged = Signal(object)
+    measureToggled = Signal(bool)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.adjust = DisplayAdjust()
+        self.rotation, self.flip_h, self.flip_v = 0, False, False
+        form = QFormLayout(self)
+        self.window_combo = QComboBox()
+        self.window_combo.setObjectName("window_presets")
+        self.brightness_slider = QSlider(Qt.Orientation.Horizontal)
+        self.brightness_slider.setRange(-100, 100)
+        self.contrast_slider = QSlider(Qt.Orientation.Horizontal)
+        self.contrast_slider.setRange(-100, 100)
+        self.invert_check = QCheckBox("Invert (I)")
+        self.measure_button = QPushButton("Measure length (L)")
+        self.measure_button.setCheckable(True)
+        self.measure_label = QLabel("")
+        self.measure_label.setObjectName("measure_label")
+        self.measure_label.setWordWrap(True)
+        orient = QHBoxLayout()
+        for text, slot in (("⟳ 90° (R)", self.rotate), ("⇋ Flip H (F)", self.toggle_flip_h),
+                           ("⇵ Flip V", self.toggle_flip_v), ("Reset (Space)", self.reset_orientation)):
+            button = QPushButton(text)
+            button.clicked.connect(slot)
+            orient.addWidget(button)
+        form.addRow("Window / level", self.window_combo)
+        form.addRow("Brightness", self.brightness_slider)
+        form.addRow("Contrast", self.contrast_slider)
+        form.addRow(self.invert_check)
+        form.addRow(orient)
+        form.addRow(self.measure_button)
+        form.addRow(self.measure_label)
+        self.window_combo.currentIndexChanged.connect(self._on_window_preset)
+        self.brightness_slider.valueChanged.connect(self._on_brightness_contrast)
+        self.contrast_slider.valueChanged.connect(self._on_brightness_contrast)
+        self.invert_check.toggled.connect(self._on_invert)
+        self.measure_button.toggled.connect(self.measureToggled)
+
+    def reset_for(self, record: ImageRecord) -> None:
+        """Defaults for a newly shown image (presets from its own data); emits nothing."""
+        controls = (self.window_combo, self.brightness_slider, self.contrast_slider, self.invert_check)
+        for widget in controls:
+            widget.blockSignals(True)
+        self.window_combo.clear()
+        self.window_combo.addItem("As rendered", None)
+        if is_windowable(record):
+            for label, center, width in window_presets(record):
+                self.window_combo.addItem(f"{label} (C {center:g} / W {width:g})", (center, width))
+        self.window_combo.setEnabled(self.window_combo.count() > 1)
+        self.brightness_slider.setValue(0)
+        self.contrast_slider.setValue(0)
+        self.invert_check.setChecked(False)
+        for widget in controls:
+            widget.blockSignals(False)
+        self.adjust = DisplayAdjust()
+        self.measure_label.setText("")
+
+    def rotate(self) -> None:
+        self.rotation = (self.rotation + 90) % 360
+        self._emit_orientation()
+
+    def toggle_flip_h(self) -> None:
+        self.flip_h = not self.flip_h
+        self._emit_orientation()
+
+    def toggle_flip_v(self) -> None:
+        self.flip_v = not self.flip_v
+        self._emit_orientation()
+
+    def reset_orientation(self) -> None:
+        self.rotation, self.flip_h, self.flip_v = 0, False, False
+        self._emit_orientation()
+
+    def _emit_orientation(self) -> None:
+        self.orientationChanged.emit((self.rotation, self.flip_h, self.flip_v))
+
+    def _on_window_preset(self, _index: int) -> None:
+        data = self.window_combo.currentData()
+        center, width = data if data else (None, None)
+        self._set(window_center=center, window_width=width)
+
+    def _on_brightness_contrast(self, _value: int) -> None:
+        self._set(brightness=self.brightness_slider.value() / 100,
+                  contrast=CONTRAST_RANGE ** (self.contrast_slider.value() / 100))
+
+    def _on_invert(self, on: bool) -> None:
+        self._set(invert=on)
+
+    def _set(self, **changes) -> None:
+        self.adjust = replace(self.adjust, **changes)
+        self.adjustChanged.emit(self.adjust)

@@ -1,0 +1,73 @@
+"""Turn worker payloads into the small state objects the widgets show (pure functions, no widgets)."""
+
+from __future__ import annotations
+
+from busi_viewer.core.labels import CLASS_NAMES, MALIGNANT
+from busi_viewer.gui.state import AgreementState, ResultState
+from busi_viewer.gui.worker import InferenceDone, ModelState
+
+
+def class_names(model: ModelState | None) -> tuple[str, ...]:
+    card = model.card if model is not None else None
+    return tuple(card.class_names) if card is not None else CLASS_NAMES
+
+
+def model_label(model: ModelState | None) -> str:
+    """"busi-us 0.1.0 · tf_efficientnet_lite0", or "" without a model."""
+    card = model.card if model is not None else None
+    return f"{card.name} {card.version} · {card.architecture}" if card is not None else ""
+
+
+def decision_rule(model: ModelState | None) -> str:
+    card = model.card if model is not None else None
+    if card is None:
+        return ""
+    threshold = card.thresholds.get(MALIGNANT)
+    if threshold is None:
+        return "most probable class"
+    return f"malignant when p(malignant) ≥ {threshold:.2f} (chosen on validation), else the most probable"
+
+
+def pending_result(model: ModelState | None) -> ResultState:
+    """What the result panel says before the current image's result arrives."""
+    if model is None:
+        message = "Loading model…"
+    elif not model.loaded:
+        message = f"No model — plain viewer.\n{model.error}"
+    else:
+        message = "Computing…"
+    return ResultState(class_names=class_names(model), message=message, model_label=model_label(model),
+                       device=model.device if model else "")
+
+
+def result_state(model: ModelState | None, done: InferenceDone) -> ResultState:
+    card = model.card if model is not None else None
+    prediction = done.prediction
+    return ResultState(
+        class_names=tuple(prediction.class_names),
+        probabilities=tuple(float(p) for p in prediction.probabilities),
+        predicted=prediction.predicted_class,
+        low_confidence=prediction.low_confidence,
+        low_confidence_below=card.low_confidence_below if card else None,
+        decision_rule=decision_rule(model),
+        calibrated=bool(card and card.calibration_temperature != 1.0),
+        model_label=model_label(model),
+        device=model.device if model else "",
+        seconds=done.seconds,
+        cached=done.cached,
+    )
+
+
+def agreement_state(done: InferenceDone) -> AgreementState | None:
+    """Otsu IoU, pointing game and energy in mask beside the centre-prior baseline; None without a mask."""
+    result = done.agreement
+    if result is None:
+        return None
+    base = result.baseline
+    return AgreementState(
+        iou=result.iou_otsu, pointing_hit=result.pointing_hit, energy_in_mask=result.energy_in_mask,
+        baseline_iou=base.iou_otsu if base else None,
+        baseline_pointing_hit=base.pointing_hit if base else None,
+        baseline_energy_in_mask=base.energy_in_mask if base else None,
+        note=result.reason,
+    )
