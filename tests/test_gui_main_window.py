@@ -255,3 +255,25 @@ def test_length_measurement_says_px_on_uncalibrated_images(qtbot, window, image_
     window.view.set_measurement((10.0, 10.0), (40.0, 50.0))
     text = window.display.measure_label.text()
     assert "50.0 px" in text and "uncalibrated" in text
+
+
+def test_multiframe_cine_and_per_frame_explanation(qtbot, window):
+    from busi_viewer.core.demo import demo_folder
+
+    folder = demo_folder()
+    cine = folder / "dicom" / "examples_ybr_color.dcm"  # 30 frames, ships inside pydicom
+    if not cine.is_file():
+        pytest.skip("pydicom's examples_ybr_color.dcm is not installed")
+    _open_and_wait(qtbot, window, folder)
+    with qtbot.waitSignal(window.resultShown, timeout=WAIT_MS):
+        window.go_to(window.paths.index(cine))
+    assert window.cine.isVisible() and window.record.n_frames == 30
+    with qtbot.waitSignal(window.resultShown, timeout=WAIT_MS):
+        window.cine.slider.setValue(10)  # the heatmap of frame 0 is withdrawn, frame 10 is explained
+        assert not window.view.has_heatmap
+    assert window.result.frame == 10 and window.view.has_heatmap
+    assert "frame 11/30" in window.view.corner_text("bottom_left")
+    window.cine.play_button.setChecked(True)
+    qtbot.waitUntil(lambda: window.frame not in (10, 11), timeout=WAIT_MS)
+    window.cine.play_button.setChecked(False)
+    assert not window.cine.playing

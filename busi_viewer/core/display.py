@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dicom import apply_window
 from .image_record import ImageRecord
 
 DRAG_PIXELS_PER_SPAN = 512.0
@@ -126,6 +125,8 @@ def _windowed_grey(native: np.ndarray, center: float, width: float, monochrome1:
     apply_window pixel by pixel but several times faster: dragging the window over a 14-megapixel mammogram
     must keep up with the mouse.
     """
+    from .dicom import apply_window  # pydicom is heavy: only windowed images need it
+
     if native.dtype in (np.uint8, np.uint16, np.int16):
         unsigned = np.uint8 if native.dtype == np.uint8 else np.uint16
         # index i of the table holds the value whose bits are i, so native.view(unsigned) indexes it directly

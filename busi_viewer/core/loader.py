@@ -11,7 +11,6 @@ from __future__ import annotations
 import codecs
 from pathlib import Path
 
-from .dicom import has_image_attributes, load_dicom, read_header
 from .errors import ImageLoadError
 from .image_record import ImageRecord
 from .raster import load_raster
@@ -75,6 +74,8 @@ def load_image(path: Path | str) -> ImageRecord:
     ``record.pixels`` is frame 0 at native depth, ``record.rgb`` is (H, W, 3) uint8 ready for display and for
     the model. Raises ImageLoadError (only that) with a specific reason for any failure.
     """
+    from .dicom import load_dicom  # pydicom is heavy: imported on the first DICOM, not with the app
+
     path = Path(path)
     head = _read_head(path)
     kind = sniff_format(head)
@@ -119,6 +120,8 @@ def _read_head(path: Path) -> bytes:
 
 def _try_raw_dicom(path: Path):
     """The header of a DICOM file without 'DICM' marker, or None when the content is not an image DICOM."""
+    from .dicom import has_image_attributes, read_header
+
     try:
         ds, _ = read_header(path, force=True)
     except ImageLoadError:

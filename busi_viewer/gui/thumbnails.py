@@ -316,15 +316,7 @@ class ThumbnailDelegate(QStyledItemDelegate):
         outline = QPen(QColor(0, 0, 0, 200), 1.5)  # dark rim: the markers sit on bright or dark images
         if state.predicted:
             dot = QRectF(box.left() + 3, box.top() + 3, 18, 18)
-            painter.setPen(outline)
-            painter.setBrush(class_colour(state.predicted))
-            painter.drawEllipse(dot)
-            font = QFont(painter.font())
-            font.setBold(True)
-            font.setPixelSize(11)
-            painter.setFont(font)
-            painter.setPen(QColor("white"))
-            painter.drawText(dot, Qt.AlignmentFlag.AlignCenter, state.predicted[:1].upper())
+            _lettered_dot(painter, dot, outline, class_colour(state.predicted), state.predicted[:1].upper(), 11)
         if state.reviewed:
             badge = QRectF(box.right() - 20, box.top() + 3, 18, 18)
             painter.setPen(outline)
@@ -340,15 +332,7 @@ class ThumbnailDelegate(QStyledItemDelegate):
         if state.unreadable:
             badge = QRectF(0, 0, 34, 34)
             badge.moveCenter(QRectF(box).center())
-            painter.setPen(outline)
-            painter.setBrush(QBrush(QColor("#d62728")))
-            painter.drawEllipse(badge)
-            font = QFont(painter.font())
-            font.setBold(True)
-            font.setPixelSize(24)
-            painter.setFont(font)
-            painter.setPen(QColor("white"))
-            painter.drawText(badge, Qt.AlignmentFlag.AlignCenter, "!")
+            _lettered_dot(painter, badge, outline, QColor("#d62728"), "!", 24)
 
 
 class ThumbnailStrip(QListView):
@@ -437,3 +421,16 @@ class ThumbnailStrip(QListView):
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         self._visible_timer.start()
+
+
+def _lettered_dot(painter: QPainter, rect: QRectF, outline: QPen, fill: QColor, text: str, pixel_size: int) -> None:
+    """A filled circle with a bold white glyph: the class initial, or "!" for unreadable files."""
+    painter.setPen(outline)
+    painter.setBrush(QBrush(fill))
+    painter.drawEllipse(rect)
+    font = QFont(painter.font())
+    font.setBold(True)
+    font.setPixelSize(pixel_size)
+    painter.setFont(font)
+    painter.setPen(QColor("white"))
+    painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
