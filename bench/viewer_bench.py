@@ -113,15 +113,22 @@ class Session:
 
 
 def bench_latency(session: Session, rng: random.Random) -> dict:
+    """Each request starts with the worker idle (a reader looks at each image for a moment): uncached is a
+    fresh decode + inference, cached a revisit, prefetched the next image after a pause. Bursts are
+    :func:`bench_stall`'s business."""
     w = session.window
     n = len(w.paths)
     far = list(range(2, n, 3))[:30]  # never neighbours of each other: nothing prefetched, nothing cached
     rng.shuffle(far)
-    uncached = []
-    for index in far:
-        session.idle(0.3)  # let any prefetch of the previous image finish, as at reading pace
+    uncached, cached = [], []
+    for k, index in enumerate(far):
+        session.idle(0.5)  # let any prefetch of the previous image finish, as at reading pace
         uncached.append(session.show_and_time(index))
-    cached = [session.show_and_time(index) for index in far]
+        if k:
+            session.idle(0.5)
+            cached.append(session.show_and_time(far[k - 1]))  # back to the image seen just before
+            session.idle(0.5)
+            session.show_and_time(index)
     start = max(far) + 2 if max(far) + 32 < n else 0
     session.show_and_time(start)
     reading = []

@@ -21,6 +21,7 @@ marked read-only because the same objects are handed out again.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -51,6 +52,7 @@ __all__ = ["ImageLoaded", "InferenceDone", "InferenceService", "ModelState", "Wo
 log = logging.getLogger(__name__)
 
 _HASH_CACHE_ITEMS = 4096  # (path, mtime, size) -> hex digest: ~200 bytes each
+_SCORES_CACHE_ITEMS = 1024  # agreement results: a few hundred bytes each
 
 
 # --------------------------------------------------------------------------------------------------- events
@@ -251,6 +253,7 @@ class _WorkerThread(QThread):
         self._records = _LRU(max_items=record_cache_items)
         self._hashes = _LRU(max_items=_HASH_CACHE_ITEMS)
         self._results = _LRU(max_bytes=result_cache_bytes, size_of=_prediction_bytes)
+        self._scores = _LRU(max_items=_SCORES_CACHE_ITEMS)  # agreement costs as much as a forward pass
         self._hits = 0
         self._misses = 0
 
@@ -344,6 +347,7 @@ class _WorkerThread(QThread):
         self._predictor = self._card = None
         with self._cache_lock:
             self._results.clear()  # a new model makes every cached prediction someone else's
+            self._scores.clear()
         device_text = ""
         try:
             import torch  # noqa: F401  (first import happens here, in this thread)
@@ -468,17 +472,33 @@ class _WorkerThread(QThread):
             with self._cache_lock:
                 self._misses += 1
                 self._results.put(key, prediction)
+        if job.request_id is not None and self._stale(job):
+            return  # the user has moved on: the result waits in the cache
+        scores = self._agreement(job, key, entry, prediction)
         seconds = time.perf_counter() - started
         if job.request_id is None or self._stale(job):
-            return  # a prefetch, or the user has moved on: the result waits in the cache
-        scores = None
-        if entry.mask is not None and prediction.heatmap is not None:
-            try:
-                scores = agreement(prediction.heatmap, entry.mask)
-            except Exception as exc:  # e.g. a mask whose shape disagrees: report it, still show the result
-                self._fail(job, "mask", exc)
+            return  # a prefetch (result and scores wait in the caches), or the user has moved on
         self._emit(InferenceDone(job.request_id, job.path, entry.sha256, job.frame, prediction, scores,
                                  seconds, cached))
+
+
+    def _agreement(self, job: _Job, key: tuple, entry: _Entry, prediction: Prediction) -> AgreementResult | None:
+        """Heatmap-vs-mask scores, cached per result and mask content; None without a mask or on failure."""
+        if entry.mask is None or prediction.heatmap is None:
+            return None
+        scores_key = (key, hashlib.blake2b(np.packbits(entry.mask).tobytes(), digest_size=16).hexdigest())
+        with self._cache_lock:
+            scores = self._scores.get(scores_key)
+        if scores is not None:
+            return scores
+        try:
+            scores = agreement(prediction.heatmap, entry.mask)
+        except Exception as exc:  # e.g. a mask whose shape disagrees: report it, still show the result
+            self._fail(job, "mask", exc)
+            return None
+        with self._cache_lock:
+            self._scores.put(scores_key, scores)
+        return scores
 
 
 # --------------------------------------------------------------------------------------------------- service
