@@ -57,6 +57,7 @@ from busi_viewer.gui.thumbnails import ThumbnailStrip
 from busi_viewer.gui.worker import ImageLoaded, InferenceDone, InferenceService, ModelState, WorkerFailure
 
 PAGE_JUMP = 10
+SHUTDOWN_WAIT_MS = 10 * 60 * 1000
 FRAME_INFERENCE_DELAY_MS = 250  # infer a new frame once the slider rests, not for every frame scrubbed past
 
 
@@ -597,7 +598,9 @@ class MainWindow(QMainWindow):
             self._hasher.cancel()
             self._hasher.wait()
         self.thumbnails.shutdown()
-        self.service.stop()
+        # An inference in progress (a prefetch, perhaps on a busy machine) finishes first; a QThread destroyed
+        # while running aborts the process, so wait as long as it takes rather than a fixed few seconds.
+        self.service.stop(timeout_ms=SHUTDOWN_WAIT_MS)
         if self.reviews is not None:
             self.reviews.close()
         super().closeEvent(event)

@@ -214,7 +214,7 @@ class ThumbnailModel(QAbstractListModel):
     def is_cached(self, row: int) -> bool:
         return 0 <= row < len(self._items) and str(self._items[row].path) in self._pixmaps
 
-    def shutdown(self, timeout_ms: int = 5000) -> bool:
+    def shutdown(self, timeout_ms: int = 60_000) -> bool:
         """Stop asking for thumbnails and wait for the running job; True when the pool is idle."""
         self._closed = True
         self._queue.clear()
