@@ -7,7 +7,6 @@ the user has already left are dropped here by request id.
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -85,7 +84,6 @@ class MainWindow(QMainWindow):
         self.result: InferenceDone | None = None
         self.model: ModelState | None = None
         self._hasher: FolderHasher | None = None
-        self._request_started = 0.0
         self.warning_box: QMessageBox | None = None
         self.setWindowTitle(f"BUSI Viewer {__version__} — {RESEARCH_USE_BANNER}")
         self.setAcceptDrops(True)
@@ -329,7 +327,6 @@ class MainWindow(QMainWindow):
         path = self.paths[index]
         self.view.set_corner_text("top_left", f"{path.name}\n{index + 1} / {len(self.paths)}")
         neighbours = [self.paths[i] for i in (index + 1, index - 1) if 0 <= i < len(self.paths)]
-        self._request_started = time.perf_counter()
         self.service.request(path, 0, prefetch=neighbours)
 
     def _on_image_loaded(self, loaded: ImageLoaded) -> None:
