@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QThread, Signal
 
-from busi_viewer.core.hashing import sha256_file
+from busi_viewer.core.hashing import sha256_file_cached
 
 BATCH = 32  # fewer, larger signals keep the event loop free on folders of thousands of files
 
@@ -33,7 +33,7 @@ class FolderHasher(QThread):
             if self._cancel.is_set():
                 return
             try:
-                batch.append((index, sha256_file(path)))
+                batch.append((index, sha256_file_cached(path)))
             except OSError:
                 continue
             if len(batch) >= BATCH:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict, deque
@@ -37,7 +36,7 @@ from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, Slot
 
 from busi_viewer.core.agreement import AgreementResult, agreement
 from busi_viewer.core.errors import BusiViewerError, ImageLoadError, MaskLoadError
-from busi_viewer.core.hashing import sha256_file
+from busi_viewer.core.hashing import file_identity, sha256_file_cached
 from busi_viewer.core.image_record import ImageRecord
 from busi_viewer.core.loader import load_image
 from busi_viewer.core.masks import mask_for_image
@@ -51,7 +50,6 @@ __all__ = ["ImageLoaded", "InferenceDone", "InferenceService", "ModelState", "Wo
 
 log = logging.getLogger(__name__)
 
-_HASH_CACHE_ITEMS = 4096  # (path, mtime, size) -> hex digest: ~200 bytes each
 _SCORES_CACHE_ITEMS = 1024  # agreement results: a few hundred bytes each
 
 
@@ -192,15 +190,6 @@ def _freeze(*arrays: np.ndarray | None) -> None:
             array.flags.writeable = False
 
 
-def _file_key(path: Path) -> tuple[str, int, int] | None:
-    """(path, mtime_ns, size): changes whenever the file is rewritten. None when the file cannot be stat'ed."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return str(path), st.st_mtime_ns, st.st_size
-
-
 @dataclass(frozen=True)
 class _Entry:
     """A decoded image as cached: record, content hash, lesion mask (or why it could not be read)."""
@@ -251,7 +240,6 @@ class _WorkerThread(QThread):
 
         self._cache_lock = threading.Lock()
         self._records = _LRU(max_items=record_cache_items)
-        self._hashes = _LRU(max_items=_HASH_CACHE_ITEMS)
         self._results = _LRU(max_bytes=result_cache_bytes, size_of=_prediction_bytes)
         self._scores = _LRU(max_items=_SCORES_CACHE_ITEMS)  # agreement costs as much as a forward pass
         self._hits = 0
@@ -402,7 +390,7 @@ class _WorkerThread(QThread):
     def _decode(self, job: _Job) -> _Entry | None:
         """The cached or freshly decoded entry; None when the job failed (already reported) or went stale."""
         started = time.perf_counter()
-        key = _file_key(job.path)
+        key = file_identity(job.path)
         if key is not None:
             with self._cache_lock:
                 entry = self._records.get(key)
@@ -420,7 +408,7 @@ class _WorkerThread(QThread):
         if self._stale(job):
             return None
         try:
-            sha256 = self._hash(job.path, key)
+            sha256 = sha256_file_cached(job.path)
         except OSError as exc:
             self._load_error(job, f"the file could not be read ({exc.strerror or exc})", started)
             return None
@@ -431,18 +419,6 @@ class _WorkerThread(QThread):
             with self._cache_lock:
                 self._records.put(key, entry)
         return entry
-
-    def _hash(self, path: Path, key: tuple[str, int, int] | None) -> str:
-        if key is not None:
-            with self._cache_lock:
-                digest = self._hashes.get(key)
-            if digest is not None:
-                return digest
-        digest = sha256_file(path)
-        if key is not None:
-            with self._cache_lock:
-                self._hashes.put(key, digest)
-        return digest
 
     def _read_mask(self, job: _Job, record: ImageRecord) -> tuple[np.ndarray | None, str | None]:
         try:
