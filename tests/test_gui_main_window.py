@@ -47,8 +47,11 @@ def window(qtbot, tiny_bundle):
     win.close()
 
 
-def _view_pixels(win) -> np.ndarray:
-    image = win.view.grab().toImage().convertToFormat(win.view.grab().toImage().Format.Format_RGB888)
+def _view_pixels(qtbot, win) -> np.ndarray:
+    """(H, W, 3) uint8 of the image view as painted, after the pending repaint has happened."""
+    qtbot.wait(50)
+    grabbed = win.view.grab().toImage()
+    image = grabbed.convertToFormat(grabbed.Format.Format_RGB888)
     width, height = image.width(), image.height()
     data = np.frombuffer(image.constBits(), np.uint8, count=image.bytesPerLine() * height)
     return data.reshape(height, image.bytesPerLine())[:, : width * 3].reshape(height, width, 3).copy()
@@ -103,30 +106,24 @@ def test_open_folder_navigate_with_keys_and_see_results(qtbot, window, image_fol
 def test_heatmap_toggle_opacity_and_mask_change_rendered_pixels(qtbot, window, image_folder):
     _open_and_wait(qtbot, window, image_folder)
     window.view.fit()
-    qtbot.wait(50)
-    with_heatmap = _view_pixels(window)
+    with_heatmap = _view_pixels(qtbot, window)
     _key(qtbot, window, Qt.Key.Key_H)
     assert not window.heatmap_check.isChecked()
-    qtbot.wait(50)
-    without = _view_pixels(window)
+    without = _view_pixels(qtbot, window)
     assert np.abs(with_heatmap.astype(int) - without).sum() > 0, "toggling the heatmap changed nothing on screen"
     _key(qtbot, window, Qt.Key.Key_H)
     window.opacity_slider.setValue(10)
-    qtbot.wait(50)
-    faint = _view_pixels(window)
+    faint = _view_pixels(qtbot, window)
     window.opacity_slider.setValue(90)
-    qtbot.wait(50)
-    strong = _view_pixels(window)
+    strong = _view_pixels(qtbot, window)
     assert np.abs(strong.astype(int) - without).sum() > np.abs(faint.astype(int) - without).sum()
     _shot(window, "main_heatmap_strong")
 
     assert window.mask is not None and window.mask.any()  # phantoms carry masks
     window.heatmap_check.setChecked(False)
-    qtbot.wait(50)
-    mask_on = _view_pixels(window)
+    mask_on = _view_pixels(qtbot, window)
     _key(qtbot, window, Qt.Key.Key_M)
-    qtbot.wait(50)
-    mask_off = _view_pixels(window)
+    mask_off = _view_pixels(qtbot, window)
     green = lambda img: int(((img[..., 1] > 180) & (img[..., 0] < 100) & (img[..., 2] < 100)).sum())  # noqa: E731
     assert green(mask_on) > green(mask_off) + 20
     assert window.result.agreement is not None
@@ -232,18 +229,15 @@ def test_display_controls_change_the_screen_not_the_model_input(qtbot, window, i
     _open_and_wait(qtbot, window, image_folder)
     window.heatmap_check.setChecked(False)
     window.mask_check.setChecked(False)
-    qtbot.wait(50)
-    plain = _view_pixels(window)
+    plain = _view_pixels(qtbot, window)
     _key(qtbot, window, Qt.Key.Key_I)
-    qtbot.wait(50)
-    inverted = _view_pixels(window)
+    inverted = _view_pixels(qtbot, window)
     assert window.display.adjust.invert
     assert np.abs(plain.astype(int) - inverted).mean() > 20
     assert window.result.prediction is not None and window.record.rgb is not None  # model input untouched
     _key(qtbot, window, Qt.Key.Key_I)
     window.display.contrast_slider.setValue(80)
-    qtbot.wait(50)
-    assert np.abs(_view_pixels(window).astype(int) - plain).mean() > 3
+    assert np.abs(_view_pixels(qtbot, window).astype(int) - plain).mean() > 3
     _key(qtbot, window, Qt.Key.Key_R)
     assert window.view.orientation[0] == 90
 
