@@ -74,13 +74,13 @@ def load_image(path: Path | str) -> ImageRecord:
     ``record.pixels`` is frame 0 at native depth, ``record.rgb`` is (H, W, 3) uint8 ready for display and for
     the model. Raises ImageLoadError (only that) with a specific reason for any failure.
     """
-    from .dicom import load_dicom  # pydicom is heavy: imported on the first DICOM, not with the app
-
     path = Path(path)
     head = _read_head(path)
     kind = sniff_format(head)
     try:
         if kind == "DICOM":
+            from .dicom import load_dicom  # pydicom is heavy: imported on the first DICOM, not for rasters
+
             return load_dicom(path)
         if kind is not None:
             return load_raster(path, kind)
@@ -89,6 +89,8 @@ def load_image(path: Path | str) -> ImageRecord:
             # DICOM written without preamble/File Meta: only pydicom itself can tell.
             ds = _try_raw_dicom(path)
             if ds is not None:
+                from .dicom import load_dicom
+
                 return load_dicom(path, force=True)
         raise ImageLoadError(path, _mismatch_reason(path, head))
     except ImageLoadError:
