@@ -98,7 +98,11 @@ def test_cv_summary_averages_evaluated_runs(trained_run, tmp_path, capsys):
     accuracy = summary["accuracy (operating point)"]
     assert accuracy["mean"] == pytest.approx(metrics["test"]["accuracy"]) and accuracy["sd"] == 0
     assert summary["macro AUC (one-vs-rest)"]["mean"] == pytest.approx(metrics["test"]["auc_macro"])
-    assert "| accuracy (arg-max) |" in (out / "cv_summary.md").read_text()
+    # the validation numbers a recipe is chosen on travel with the summary
+    assert summary["validation macro AUC"]["mean"] == pytest.approx(metrics["validation"]["auc_macro"])
+    assert summary["best validation loss"]["mean"] == pytest.approx(metrics["run"]["best_val_loss"])
+    text = (out / "cv_summary.md").read_text()
+    assert "| accuracy (arg-max) |" in text and "the single grouped split, seeds 0" in text
     capsys.readouterr()
     assert train_main(["cv-summary", str(tmp_path), "--out", str(out)]) == 2
     assert "has no metrics.json" in capsys.readouterr().err

@@ -31,6 +31,9 @@ CV_METRICS = (
     ("pointing game, malignant", ("explanations", "per_class", "malignant", "pointing_game")),
     ("centre-prior pointing game, benign", ("explanations", "per_class", "benign", "baseline_pointing_game")),
     ("centre-prior pointing game, malignant", ("explanations", "per_class", "malignant", "baseline_pointing_game")),
+    # What a recipe is chosen on: the validation part, never the held-out test part.
+    ("validation macro AUC", ("validation", "auc_macro")),
+    ("best validation loss", ("run", "best_val_loss")),
 )
 
 
@@ -74,8 +77,11 @@ def summarise_cv(run_dirs: list[Path]) -> dict:
 
 def cv_markdown(result: dict) -> str:
     """The summary as a Markdown table (mean ± sd [min, max] over runs)."""
-    lines = [f"Grouped cross-validation: {len(result['runs'])} runs, {result['n_test_total']} held-out test images "
-             "in all (each image held out once per seed).", "",
+    seeds = sorted({r["seed"] for r in result["runs"] if r["seed"] is not None})
+    folds = sorted({r["fold"] for r in result["runs"] if r["fold"] is not None})
+    where = (f"grouped cross-validation folds {', '.join(map(str, folds))}" if folds else "the single grouped split")
+    lines = [f"{len(result['runs'])} runs: {where}, seeds {', '.join(map(str, seeds))}; "
+             f"{result['n_test_total']} held-out test predictions in all (each test image once per run).", "",
              "| metric | mean ± sd | min – max |", "|---|---|---|"]
     for label, stats in result["summary"].items():
         if stats is None:
