@@ -11,6 +11,7 @@ Conventions: ``heatmap`` is a float (H, W) array >= 0 in the image's geometry, a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -61,11 +62,9 @@ def threshold_fixed(heatmap: np.ndarray, level: float = 0.5) -> np.ndarray:
 
     An all-zero map gives an empty region (it highlights nothing).
     """
-    if not 0.0 <= level <= 1.0:
-        raise ValueError(f"level must be in [0, 1], got {level}")
+    _check_level(level)
     h = _as_heatmap(heatmap)
-    norm = _normalised(h)
-    return np.zeros(h.shape, bool) if norm is None else norm >= level
+    return _fixed(_normalised(h), level, h.shape)
 
 
 def threshold_otsu(heatmap: np.ndarray) -> np.ndarray:
@@ -76,12 +75,42 @@ def threshold_otsu(heatmap: np.ndarray) -> np.ndarray:
     gap gives the same region anyway.
     """
     h = _as_heatmap(heatmap)
-    norm = _normalised(h)
+    return _otsu(_normalised(h), h.shape)
+
+
+def threshold_top_fraction(heatmap: np.ndarray, fraction: float = 0.1) -> np.ndarray:
+    """Bool (H, W): the ``fraction`` (0..1] of pixels with the highest values, round(fraction * H * W) of them.
+
+    Ties at the cut are broken by row-major order (earlier pixels first), so the area is exact and the
+    result deterministic. Zero-valued pixels are never selected (they carry no attention), so a sparse map
+    gives a smaller region, and an all-zero map an empty one.
+    """
+    _check_fraction(fraction)
+    return _top(_as_heatmap(heatmap), fraction)
+
+
+# The cores below take maps already checked by _as_heatmap, so agreement() validates and normalises once.
+
+def _check_level(level: float) -> None:
+    if not 0.0 <= level <= 1.0:
+        raise ValueError(f"level must be in [0, 1], got {level}")
+
+
+def _check_fraction(fraction: float) -> None:
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+
+
+def _fixed(norm: np.ndarray | None, level: float, shape: tuple[int, ...]) -> np.ndarray:
+    return np.zeros(shape, bool) if norm is None else norm >= level
+
+
+def _otsu(norm: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
     if norm is None:
-        return np.zeros(h.shape, bool)
+        return np.zeros(shape, bool)
     lo, hi = float(norm.min()), float(norm.max())
     if hi - lo <= 1e-12:
-        return np.zeros(h.shape, bool)
+        return np.zeros(shape, bool)
     counts, edges = np.histogram(norm, bins=_OTSU_BINS, range=(lo, hi))
     centres = (edges[:-1] + edges[1:]) / 2
     weight_low = np.cumsum(counts)[:-1].astype(np.float64)
@@ -97,16 +126,7 @@ def threshold_otsu(heatmap: np.ndarray) -> np.ndarray:
     return norm >= edges[split + 1]
 
 
-def threshold_top_fraction(heatmap: np.ndarray, fraction: float = 0.1) -> np.ndarray:
-    """Bool (H, W): the ``fraction`` (0..1] of pixels with the highest values, round(fraction * H * W) of them.
-
-    Ties at the cut are broken by row-major order (earlier pixels first), so the area is exact and the
-    result deterministic. Zero-valued pixels are never selected (they carry no attention), so a sparse map
-    gives a smaller region, and an all-zero map an empty one.
-    """
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    h = _as_heatmap(heatmap)
+def _top(h: np.ndarray, fraction: float) -> np.ndarray:
     flat = h.ravel()
     k = min(flat.size, max(1, int(np.floor(fraction * flat.size + 0.5))))
     k = min(k, int(np.count_nonzero(flat)))
@@ -143,7 +163,11 @@ def pointing_game(heatmap: np.ndarray, mask: np.ndarray, tolerance_px: float = 0
     m = _as_mask(mask, h.shape)
     if _normalised(h) is None:
         raise ValueError("heatmap is all zero: it points nowhere")
-    y, x = np.unravel_index(int(np.argmax(h)), h.shape)
+    return _points(np.unravel_index(int(np.argmax(h)), h.shape), m, tolerance_px)
+
+
+def _points(peak: tuple[int, int], m: np.ndarray, tolerance_px: float) -> bool:
+    y, x = peak
     if m[y, x]:
         return True
     if tolerance_px == 0:
@@ -162,7 +186,10 @@ def energy_in_mask(heatmap: np.ndarray, mask: np.ndarray) -> float:
     NaN for an all-zero map (no energy to share out).
     """
     h = _as_heatmap(heatmap)
-    m = _as_mask(mask, h.shape)
+    return _energy(h, _as_mask(mask, h.shape))
+
+
+def _energy(h: np.ndarray, m: np.ndarray) -> float:
     total = float(h.sum())
     if total <= 0:
         return float("nan")
@@ -207,13 +234,41 @@ class AgreementResult:
     top_fraction: float = 0.1
 
 
-def _scores(h: np.ndarray, m: np.ndarray, fixed_level: float, top_fraction: float, tolerance_px: float) -> dict:
+@dataclass(frozen=True)
+class _Regions:
+    """What a map contributes to every score: its thresholded regions, its peak and its values."""
+
+    fixed: np.ndarray
+    otsu: np.ndarray
+    top: np.ndarray
+    peak: tuple[int, int]
+    values: np.ndarray
+
+
+def _regions(h: np.ndarray, fixed_level: float, top_fraction: float) -> _Regions:
+    """``h``: a checked, not all-zero map (float64 (H, W) >= 0); normalised once for both thresholds."""
+    norm = _normalised(h)
+    peak = np.unravel_index(int(np.argmax(h)), h.shape)
+    return _Regions(_fixed(norm, fixed_level, h.shape), _otsu(norm, h.shape), _top(h, top_fraction),
+                    (int(peak[0]), int(peak[1])), h)
+
+
+@lru_cache(maxsize=8)
+def _prior_regions(shape: tuple[int, int], fixed_level: float, top_fraction: float) -> _Regions:
+    # The baseline depends on the image size alone: a folder of one scanner's images pays for it once.
+    regions = _regions(_as_heatmap(centre_prior(shape)), fixed_level, top_fraction)
+    for array in (regions.fixed, regions.otsu, regions.top, regions.values):
+        array.flags.writeable = False  # shared between calls
+    return regions
+
+
+def _scores(r: _Regions, m: np.ndarray, tolerance_px: float) -> dict:
     return {
-        "iou_fixed": iou(threshold_fixed(h, fixed_level), m),
-        "iou_otsu": iou(threshold_otsu(h), m),
-        "iou_top": iou(threshold_top_fraction(h, top_fraction), m),
-        "pointing_hit": pointing_game(h, m, tolerance_px),
-        "energy_in_mask": energy_in_mask(h, m),
+        "iou_fixed": iou(r.fixed, m),
+        "iou_otsu": iou(r.otsu, m),
+        "iou_top": iou(r.top, m),
+        "pointing_hit": _points(r.peak, m, tolerance_px),
+        "energy_in_mask": _energy(r.values, m),
     }
 
 
@@ -230,14 +285,19 @@ def agreement(
     there is no lesion to agree with, and a 0 would read as a failure. An all-zero heatmap gives None scores
     with ``reason="heatmap is all zero"`` but still a baseline. Shape mismatch: ``ValueError``.
     """
+    _check_level(fixed_level)
+    _check_fraction(top_fraction)
+    if tolerance_px < 0:
+        raise ValueError(f"tolerance_px must be >= 0, got {tolerance_px}")
     h = _as_heatmap(heatmap)
     m = _as_mask(mask, h.shape)
     settings = {"fixed_level": fixed_level, "top_fraction": top_fraction}
     empty = dict.fromkeys(("iou_fixed", "iou_otsu", "iou_top", "pointing_hit", "energy_in_mask"))
     if not m.any():
         return AgreementResult(**empty, reason="empty mask", **settings)
-    prior = centre_prior(h.shape)
-    baseline = AgreementResult(**_scores(prior, m, fixed_level, top_fraction, tolerance_px), **settings)
-    if _normalised(h) is None:
+    prior = _prior_regions(h.shape, float(fixed_level), float(top_fraction))
+    baseline = AgreementResult(**_scores(prior, m, tolerance_px), **settings)
+    if not h.size or h.max() <= 0:
         return AgreementResult(**empty, baseline=baseline, reason="heatmap is all zero", **settings)
-    return AgreementResult(**_scores(h, m, fixed_level, top_fraction, tolerance_px), baseline=baseline, **settings)
+    return AgreementResult(**_scores(_regions(h, fixed_level, top_fraction), m, tolerance_px), baseline=baseline,
+                           **settings)
