@@ -9,6 +9,7 @@ from pathlib import Path
 from PySide6.QtCore import QThread, Signal
 
 from busi_viewer.core.hashing import sha256_file_cached
+from busi_viewer.gui.thread_priority import lower_current_thread_priority
 
 BATCH = 32  # fewer, larger signals keep the event loop free on folders of thousands of files
 
@@ -28,6 +29,7 @@ class FolderHasher(QThread):
         self._cancel.set()
 
     def run(self) -> None:
+        lower_current_thread_priority()
         batch: list[tuple[int, str]] = []
         for index, path in enumerate(self._paths):
             if self._cancel.is_set():

@@ -8,6 +8,7 @@ for, newest request first, and at most :data:`PIXMAP_CACHE_SIZE` pixmaps are kep
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
@@ -50,6 +51,7 @@ from PySide6.QtWidgets import (
 from ..core.errors import ImageLoadError
 from ..core.loader import load_image
 from .state import ThumbState
+from .thread_priority import lower_current_thread_priority
 
 __all__ = ["CLASS_COLOURS", "THUMB_SIZE", "ThumbStateRole", "ThumbnailModel", "ThumbnailStrip", "make_thumbnail"]
 
@@ -93,6 +95,9 @@ class _Emitter(QObject):
     finished = Signal(str, QImage, str)  # path, thumbnail (null on failure), error reason ("" on success)
 
 
+_THREAD_STATE = threading.local()
+
+
 class _ThumbJob(QRunnable):
     def __init__(self, path: str, emitter: _Emitter):
         super().__init__()
@@ -100,6 +105,9 @@ class _ThumbJob(QRunnable):
         self._emitter = emitter
 
     def run(self) -> None:  # pool thread
+        if not getattr(_THREAD_STATE, "lowered", False):  # once per pool thread: niceness only goes up
+            _THREAD_STATE.lowered = True
+            lower_current_thread_priority()
         try:
             image, error = make_thumbnail(self._path), ""
         except ImageLoadError as exc:
