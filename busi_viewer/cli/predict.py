@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     card = bundle.card
-    predictor = Predictor(bundle.model, card, device)
+    predictor = Predictor(bundle.model, card, device, optimise=True)
     print(f"{RESEARCH_USE_BANNER}.\nModel {card.name} {card.version} ({card.architecture}) on {describe_device(device)}; "
           f"{len(scan.images)} image(s) in {args.folder}, {len(scan.skipped)} other file(s) skipped.", file=sys.stderr)
 

@@ -18,6 +18,7 @@ from busi_viewer.inference.gradcam import (
     supports_fast_gradcam,
 )
 from busi_viewer.inference.model_card import ModelCard
+from busi_viewer.inference.optimise import optimised_copy
 from busi_viewer.inference.preprocessing import Geometry, preprocess
 
 
@@ -72,8 +73,16 @@ def decide(probabilities: np.ndarray, card: ModelCard) -> int:
 class Predictor:
     """Runs a loaded model on RGB images. Not thread-safe: give each worker thread its own."""
 
-    def __init__(self, model: torch.nn.Module, card: ModelCard, device: torch.device | str = "cpu"):
+    def __init__(self, model: torch.nn.Module, card: ModelCard, device: torch.device | str = "cpu", *,
+                 optimise: bool = False):
+        """``optimise``: run a verified copy with batch norms folded and channels-last layout
+        (:func:`~busi_viewer.inference.optimise.optimised_copy`; the caller's model is left as it is),
+        for the viewer and busi-predict. Without it, the model itself runs (training's evaluation)."""
         self.device = torch.device(device)
+        self.memory_format = torch.contiguous_format
+        if optimise:
+            optimised = optimised_copy(model, self.device)
+            model, self.memory_format = optimised.model, optimised.memory_format
         self.model = model.to(self.device).eval()
         self.card = card
         self.uses_fast_cam = supports_fast_gradcam(self.model)
@@ -86,7 +95,7 @@ class Predictor:
         """Several (H, W, 3) uint8 RGB images (any sizes) in one forward pass."""
         start = time.perf_counter()
         inputs, geometries = zip(*(preprocess(rgb, self.card.preprocess) for rgb in rgbs))
-        batch = torch.from_numpy(np.stack(inputs)).to(self.device)
+        batch = torch.from_numpy(np.stack(inputs)).to(self.device).contiguous(memory_format=self.memory_format)
         logits, maps = self._run(batch, explain)
         probabilities = calibrated_probabilities(logits, self.card.calibration_temperature)
         elapsed_each = (time.perf_counter() - start) / len(rgbs)
@@ -98,7 +107,7 @@ class Predictor:
     def explain_class(self, rgb: np.ndarray, class_index: int) -> np.ndarray:
         """Raw Grad-CAM (H, W) float32 >= 0 of any class for one (H, W, 3) uint8 image, on its original grid."""
         tensor, geometry = preprocess(rgb, self.card.preprocess)
-        batch = torch.from_numpy(tensor[None]).to(self.device)
+        batch = torch.from_numpy(tensor[None]).to(self.device).contiguous(memory_format=self.memory_format)
         explain = fast_gradcam if self.uses_fast_cam else reference_gradcam
         cam = explain(self.model, batch, targets=class_index)
         return np.maximum(geometry.to_original(cam.maps[0].cpu().numpy()), 0.0)
