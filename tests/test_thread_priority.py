@@ -6,7 +6,10 @@ import threading
 
 import pytest
 
-from busi_viewer.gui.thread_priority import BACKGROUND_NICENESS, lower_current_thread_priority
+from busi_viewer.gui.thread_priority import (
+    BACKGROUND_NICENESS,
+    lower_current_thread_priority,
+)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux only")
 

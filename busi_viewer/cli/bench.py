@@ -12,7 +12,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -50,9 +50,16 @@ def run_benchmarks(device_name: str | None, repeats: int, listing_files: int, ba
     from busi_viewer.cli.bench_listing import time_listing
     from busi_viewer.core.errors import BundleError
     from busi_viewer.core.labels import CLASS_NAMES
-    from busi_viewer.inference.architectures import DEFAULT_ARCHITECTURE, build_classifier
+    from busi_viewer.inference.architectures import (
+        DEFAULT_ARCHITECTURE,
+        build_classifier,
+    )
     from busi_viewer.inference.bundle import load_bundle
-    from busi_viewer.inference.device import configure_threads, describe_device, select_device
+    from busi_viewer.inference.device import (
+        configure_threads,
+        describe_device,
+        select_device,
+    )
     from busi_viewer.inference.gradcam import fast_gradcam, reference_gradcam
     from busi_viewer.inference.model_card import ModelCard
     from busi_viewer.inference.predictor import Predictor

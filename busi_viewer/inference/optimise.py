@@ -9,6 +9,7 @@ the original on a probe batch; a fold that would change the outputs is refused a
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -46,7 +47,7 @@ def fold_batch_norms(model: nn.Module) -> int:
     folded = 0
     for parent in list(model.modules()):
         children = list(parent.named_children())
-        for (_, conv), (bn_name, bn) in zip(children, children[1:]):
+        for (_, conv), (bn_name, bn) in itertools.pairwise(children):
             rest = _batch_norm_parts(bn)
             if rest is None or not isinstance(conv, nn.Conv2d) or not bn.track_running_stats \
                     or bn.running_var is None or conv.out_channels != bn.num_features:
