@@ -21,6 +21,7 @@ from PySide6.QtWidgets import QApplication, QGraphicsView
 
 from busi_viewer.core.overlay import colorize
 from busi_viewer.gui.image_view import ImageView
+from tests.helpers.mouse import drag
 
 H, W = 200, 300
 CENTRE, RADIUS = (150, 100), 50  # disc centre (x, y) and radius in image px
@@ -561,3 +562,18 @@ def test_set_image_none_clears_everything(shown):
     left, top, right, bottom = _view_rect(shown)
     assert _render(shown)[top:bottom, left:right].max() == 0
     assert shown.colorbar.isHidden() and shown.image_shape is None
+
+
+# ------------------------------------------------------------------------------------------- window drag
+def test_ctrl_drag_reports_window_steps_and_does_not_pan(shown, qtbot):
+    steps: list[tuple[float, float]] = []
+    shown.windowDragged.connect(lambda dx, dy: steps.append((dx, dy)))
+    before = shown.map_image_to_widget(*CENTRE)
+    drag(qtbot, shown, QPointF(300, 200), QPointF(360, 180), modifiers=Qt.KeyboardModifier.ControlModifier)
+    assert steps, "a Ctrl+drag sent no window steps"
+    assert sum(dx for dx, _ in steps) == pytest.approx(60, abs=8)
+    assert sum(dy for _, dy in steps) == pytest.approx(-20, abs=8)
+    assert shown.map_image_to_widget(*CENTRE) == before  # the image did not move
+    steps.clear()
+    drag(qtbot, shown, QPointF(300, 200), QPointF(360, 240))  # without Ctrl: a pan, no window change
+    assert not steps and shown.map_image_to_widget(*CENTRE) != before

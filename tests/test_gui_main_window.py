@@ -242,6 +242,23 @@ def test_display_controls_change_the_screen_not_the_model_input(qtbot, window, i
     assert window.view.orientation[0] == 90
 
 
+def test_ctrl_drag_on_the_image_changes_contrast_and_brightness(qtbot, window, image_folder):
+    from PySide6.QtCore import QPointF
+
+    from tests.helpers.mouse import drag
+
+    _open_and_wait(qtbot, window, image_folder)
+    window.heatmap_check.setChecked(False)
+    window.mask_check.setChecked(False)
+    plain = _view_pixels(qtbot, window)
+    centre = QPointF(window.view.width() / 2, window.view.height() / 2)
+    drag(qtbot, window.view, centre, centre + QPointF(120, -60), modifiers=Qt.KeyboardModifier.ControlModifier)
+    adjust = window.display.adjust
+    assert adjust.contrast > 1.0 and adjust.brightness > 0.0  # right raises contrast, up brightens (8-bit PNG)
+    assert window.display.contrast_slider.value() > 0
+    assert np.abs(_view_pixels(qtbot, window).astype(int) - plain).mean() > 3
+
+
 def test_length_measurement_says_px_on_uncalibrated_images(qtbot, window, image_folder):
     _open_and_wait(qtbot, window, image_folder)
     _key(qtbot, window, Qt.Key.Key_L)

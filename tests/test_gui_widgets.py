@@ -478,3 +478,26 @@ def test_pixmap_cache_is_bounded_lru_and_shutdown_stops_requests(qtbot, tmp_path
     assert model.shutdown()
     model.request(0)
     assert model.pending() == 0
+
+
+def test_ctrl_drag_moves_the_window_of_deep_images_from_what_is_shown(qtbot):
+    from busi_viewer.core.image_record import ImageRecord, Window
+    from busi_viewer.gui.display_panel import CUSTOM_WINDOW, DisplayPanel
+
+    ramp = np.tile(np.arange(0, 4096, 16, dtype=np.uint16), (8, 1))  # 12-bit values 0..4080
+    rgb = np.repeat((ramp >> 4).astype(np.uint8)[..., None], 3, axis=2)
+    record = ImageRecord(path=Path("deep.dcm"), format="DICOM", modality="US", pixels=ramp, rgb=rgb,
+                         bits_stored=12, photometric="MONOCHROME2", window=Window(2000.0, 1000.0))
+    panel = DisplayPanel()
+    qtbot.addWidget(panel)
+    panel.reset_for(record)
+    seen = []
+    panel.adjustChanged.connect(seen.append)
+    panel.drag_window(64, 0)  # the drag starts from the file's window, which "As rendered" shows
+    assert seen[-1].window_center == 2000.0 and seen[-1].window_width > 1000.0
+    panel.drag_window(0, -32)  # up lowers the level
+    assert panel.adjust.window_center < 2000.0 and panel.adjust.window_width == seen[0].window_width
+    assert panel.window_combo.currentText().startswith(CUSTOM_WINDOW)
+    assert panel.window_combo.count() == 5  # As rendered, File, Full range, Auto, one Custom entry reused
+    panel.window_combo.setCurrentIndex(1)  # a preset still applies after a drag
+    assert (panel.adjust.window_center, panel.adjust.window_width) == (2000.0, 1000.0)

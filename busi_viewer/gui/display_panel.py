@@ -11,10 +11,12 @@ from dataclasses import replace
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton, QSlider, QWidget
 
-from busi_viewer.core.display import DisplayAdjust, is_windowable, window_presets
+from busi_viewer.core.display import DisplayAdjust, is_windowable, window_from_drag, window_presets
 from busi_viewer.core.image_record import ImageRecord
 
 CONTRAST_RANGE = 4.0  # the contrast slider spans 1/4 .. 4 (an exponent, so the middle is 1)
+DRAG_PIXELS_PER_SLIDER_STEP = 2.0  # Ctrl+drag on an 8-bit image: 400 px cross a slider's whole range
+CUSTOM_WINDOW = "Custom"
 
 
 class DisplayPanel(QWidget):
@@ -29,6 +31,8 @@ class DisplayPanel(QWidget):
         super().__init__(parent)
         self.adjust = DisplayAdjust()
         self.rotation, self.flip_h, self.flip_v = 0, False, False
+        self._drag_start: tuple[float, float] | None = None  # window a Ctrl+drag starts from ("As rendered")
+        self._drag_span = 1.0  # the image's value range: a drag of DRAG_PIXELS_PER_SPAN px moves by all of it
         form = QFormLayout(self)
         self.window_combo = QComboBox()
         self.window_combo.setObjectName("window_presets")
@@ -68,9 +72,14 @@ class DisplayPanel(QWidget):
             widget.blockSignals(True)
         self.window_combo.clear()
         self.window_combo.addItem("As rendered", None)
+        self._drag_start = None
         if is_windowable(record):
-            for label, center, width in window_presets(record):
+            presets = window_presets(record)
+            for label, center, width in presets:
                 self.window_combo.addItem(f"{label} (C {center:g} / W {width:g})", (center, width))
+            if presets:  # "File" when the file has a window, else "Full range": what "As rendered" shows
+                self._drag_start = presets[0][1:]
+                self._drag_span = next((w for label, _, w in presets if label == "Full range"), presets[0][2])
         self.window_combo.setEnabled(self.window_combo.count() > 1)
         self.brightness_slider.setValue(0)
         self.contrast_slider.setValue(0)
@@ -79,6 +88,27 @@ class DisplayPanel(QWidget):
             widget.blockSignals(False)
         self.adjust = DisplayAdjust()
         self.measure_label.setText("")
+
+    def drag_window(self, dx: float, dy: float) -> None:
+        """A Ctrl+drag step on the image (screen px, x right, y down). Window/level where the image has one
+        (right widens, down raises the level: :func:`~busi_viewer.core.display.window_from_drag`); on 8-bit
+        images contrast (right raises) and brightness (up raises), through their sliders."""
+        if self._drag_start is None:
+            self.contrast_slider.setValue(self.contrast_slider.value() + round(dx / DRAG_PIXELS_PER_SLIDER_STEP))
+            self.brightness_slider.setValue(self.brightness_slider.value() - round(dy / DRAG_PIXELS_PER_SLIDER_STEP))
+            return
+        current = (self.adjust.window_center, self.adjust.window_width) if self.adjust.windowed else self._drag_start
+        center, width = window_from_drag(*current, dx, dy, self._drag_span)
+        self.window_combo.blockSignals(True)
+        custom = self.window_combo.findText(CUSTOM_WINDOW, Qt.MatchFlag.MatchStartsWith)
+        if custom < 0:
+            self.window_combo.addItem(CUSTOM_WINDOW, None)
+            custom = self.window_combo.count() - 1
+        self.window_combo.setItemText(custom, f"{CUSTOM_WINDOW} (C {center:.6g} / W {width:.6g})")
+        self.window_combo.setItemData(custom, (center, width))
+        self.window_combo.setCurrentIndex(custom)
+        self.window_combo.blockSignals(False)
+        self._set(window_center=center, window_width=width)
 
     def rotate(self) -> None:
         self.rotation = (self.rotation + 90) % 360

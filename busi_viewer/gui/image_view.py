@@ -4,8 +4,8 @@ One pyqtgraph ViewBox (aspect locked, y down so row 0 is at the top). Every laye
 item whose transform carries the orientation (rotation/flips), so layers are always drawn in IMAGE pixel
 coordinates: pixel (row r, column c) covers [c, c+1] x [r, r+1] and its centre is (c + 0.5, r + 0.5).
 Window/level is applied before (busi_viewer.core.display); this view only shows uint8 display arrays as they are.
-Mouse: left-drag pans (draws a measurement in measure mode), middle-drag pans, wheel zooms around the cursor,
-right-drag zooms.
+Mouse: left-drag pans (draws a measurement in measure mode), Ctrl+left-drag adjusts window/level (or
+brightness/contrast, see ``windowDragged``), middle-drag pans, wheel zooms around the cursor, right-drag zooms.
 """
 
 from __future__ import annotations
@@ -55,8 +55,19 @@ class _ViewBox(pg.ViewBox):
     def __init__(self) -> None:
         super().__init__(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.0)
         self.measure_drag = None  # callable(ev) -> bool (True when it took the drag), set by ImageView
+        self.window_drag = None  # callable(dx, dy) in screen px, for Ctrl+left-drags; set by ImageView
+        self._windowing = False  # a Ctrl+drag stays a window drag until released, even if Ctrl is let go
 
     def mouseDragEvent(self, ev, axis=None):
+        if ev.button() == Qt.MouseButton.LeftButton and self.window_drag is not None:
+            if ev.isStart():
+                self._windowing = bool(ev.modifiers() & Qt.KeyboardModifier.ControlModifier)
+            if self._windowing:
+                step = ev.screenPos() - ev.lastScreenPos()
+                self.window_drag(step.x(), step.y())
+                self._windowing = not ev.isFinish()
+                ev.accept()
+                return
         if ev.button() == Qt.MouseButton.LeftButton and self.measure_drag is not None and self.measure_drag(ev):
             ev.accept()
             return
@@ -320,6 +331,9 @@ class ImageView(QWidget):
 
     measurementChanged = Signal(object)  # ((x0, y0), (x1, y1)) in image px; emitted while dragging and at the end
     viewChanged = Signal()  # zoom or pan changed (also on resize and fit)
+    # A Ctrl+left-drag step (dx, dy) in screen px, x right and y down: the display panel turns it into
+    # window/level (or brightness/contrast); the view itself only shows display arrays.
+    windowDragged = Signal(float, float)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -341,6 +355,7 @@ class ImageView(QWidget):
         self._view = _GraphicsView()
         self._vb = _ViewBox()
         self._vb.measure_drag = self._measure_drag
+        self._vb.window_drag = self.windowDragged.emit
         self._view.setCentralItem(self._vb)
         self._vb.disableAutoRange()  # the view is set by fit()/actual_size()/the user, never by item bounds
         self._vb.sigRangeChanged.connect(self._on_range_changed)

@@ -239,6 +239,7 @@ class MainWindow(QMainWindow):
         self.opacity_slider.valueChanged.connect(self._on_opacity)
         self.colormap_combo.currentTextChanged.connect(self._on_colormap)
         self.display.adjustChanged.connect(lambda _adjust: self._redisplay())
+        self.view.windowDragged.connect(self.display.drag_window)
         self.display.orientationChanged.connect(lambda o: self.view.set_orientation(*o))
         self.display.measureToggled.connect(self._on_measure_mode)
         self.view.measurementChanged.connect(self._on_measurement)
