@@ -235,3 +235,22 @@ def test_pickle_disguised_as_safetensors_is_never_unpickled(bundle, tmp_path, mo
     with pytest.raises(BundleError, match="not a valid safetensors file"):
         load_bundle(bundle)
     assert not marker.exists()
+
+
+def test_a_bundle_with_its_documents_can_be_replaced_and_carries_only_allowed_ones(tmp_path, model):
+    from busi_viewer.inference.bundle import BUNDLE_DOCUMENTS
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "report.md").write_text("# report v1")
+    (run / "gradcam_test.png").write_bytes(b"dataset images")
+    bundle = tmp_path / "models" / "busi-us"
+    save_bundle(bundle, model, _card(), documents=[run / "report.md"])
+    assert (bundle / "report.md").read_text() == "# report v1"
+    (run / "report.md").write_text("# report v2")
+    save_bundle(bundle, model, _card(), overwrite=True, documents=[run / "report.md"])  # a re-export
+    assert (bundle / "report.md").read_text() == "# report v2"
+    with pytest.raises(BundleError, match="cannot travel in a model bundle"):
+        save_bundle(bundle, model, _card(), overwrite=True, documents=[run / "gradcam_test.png"])
+    assert "gradcam_test.png" not in BUNDLE_DOCUMENTS and not (bundle / "gradcam_test.png").exists()
+    assert load_bundle(bundle).card.name == _card().name

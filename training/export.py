@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -13,7 +11,7 @@ import torch
 from busi_viewer import __version__
 from busi_viewer.core.labels import CLASS_NAMES, MALIGNANT
 from busi_viewer.inference.architectures import build_classifier
-from busi_viewer.inference.bundle import save_bundle
+from busi_viewer.inference.bundle import BUNDLE_DOCUMENTS, save_bundle
 from busi_viewer.inference.model_card import ModelCard
 from training.config import load_config
 from training.engine import BEST_WEIGHTS
@@ -21,9 +19,6 @@ from training.engine import BEST_WEIGHTS
 # Calibrated top-class probability under which the app shows "low confidence": with three classes, a top
 # probability below 0.6 means the model gives the other two together at least 40 %.
 LOW_CONFIDENCE_BELOW = 0.6
-# gradcam_test.png stays in the run folder: it shows dataset images, which must never be redistributed.
-BUNDLE_EXTRAS = ("split_manifest.csv", "report.md", "metrics.json", "config.toml", "epochs.csv",
-                 "learning_curves.png", "confusion_matrix.png", "roc.png", "reliability.png")
 
 
 def card_for_run(run_dir: Path, name: str, version: str) -> ModelCard:
@@ -64,8 +59,5 @@ def run_export(run_dir: Path, bundle_dir: Path, name: str = "busi-us", version: 
     card = card_for_run(run_dir, name, version)
     model = build_classifier(card.architecture, card.num_classes)
     model.load_state_dict(torch.load(run_dir / BEST_WEIGHTS, map_location="cpu", weights_only=True))
-    saved = save_bundle(bundle_dir, model, card, overwrite=overwrite)
-    for extra in BUNDLE_EXTRAS:
-        if (run_dir / extra).is_file():
-            shutil.copy2(run_dir / extra, bundle_dir / extra)
-    return dataclasses.replace(saved)
+    documents = [run_dir / name for name in BUNDLE_DOCUMENTS if (run_dir / name).is_file()]
+    return save_bundle(bundle_dir, model, card, overwrite=overwrite, documents=documents)

@@ -11,6 +11,7 @@ import dataclasses
 import os
 import shutil
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,10 @@ from busi_viewer.inference.model_card import ModelCard
 
 WEIGHTS_FILENAME = "weights.safetensors"
 CARD_FILENAME = "model_card.json"
+# What a bundle may carry beside its weights and card, for people to read: the split, the report, its
+# figures. Never a picture of dataset images (training's gradcam_test.png stays in the run folder).
+BUNDLE_DOCUMENTS = ("split_manifest.csv", "report.md", "metrics.json", "config.toml", "epochs.csv",
+                    "learning_curves.png", "confusion_matrix.png", "roc.png", "reliability.png")
 
 
 @dataclass(frozen=True)
@@ -38,14 +43,21 @@ class LoadedBundle:
     folder: Path
 
 
-def save_bundle(folder: str | Path, model: ImageClassifier, card: ModelCard, *, overwrite: bool = False) -> ModelCard:
+def save_bundle(folder: str | Path, model: ImageClassifier, card: ModelCard, *, overwrite: bool = False,
+                documents: Iterable[Path] = ()) -> ModelCard:
     """Write ``model``'s weights and ``card`` as a bundle at ``folder``; returns the card with ``weights_sha256``.
 
+    ``documents``: files copied in beside them, each named as one of :data:`BUNDLE_DOCUMENTS`.
     Atomic: everything is written into a temporary sibling folder that is renamed into place, so ``folder`` is
     either absent, the previous bundle, or the complete new one. An existing bundle is replaced only with
     ``overwrite=True``; a folder that holds anything but a bundle is never replaced.
     """
     folder = Path(folder)
+    documents = [Path(d) for d in documents]
+    unknown = [d.name for d in documents if d.name not in BUNDLE_DOCUMENTS]
+    if unknown:
+        raise BundleError(f"{', '.join(unknown)} cannot travel in a model bundle (allowed: "
+                          f"{', '.join(BUNDLE_DOCUMENTS)})")
     if card.architecture != model.architecture:
         raise BundleError(f"model card says {card.architecture!r} but the model is {model.architecture!r}")
     if card.num_classes != model.num_classes:
@@ -69,6 +81,8 @@ def save_bundle(folder: str | Path, model: ImageClassifier, card: ModelCard, *, 
         card_path = staging / CARD_FILENAME
         card_path.write_text(saved_card.to_json(), encoding="utf-8")
         _fsync(card_path)
+        for document in documents:
+            shutil.copy2(document, staging / document.name)
         _swap_into_place(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -109,8 +123,8 @@ def load_bundle(folder: str | Path | None = None, device: str | torch.device = "
 
 
 def _looks_like_bundle(folder: Path) -> bool:
-    # Only an empty folder or exactly a bundle's files: replacing anything else would destroy unrelated files.
-    return {entry.name for entry in folder.iterdir()} <= {WEIGHTS_FILENAME, CARD_FILENAME}
+    # Only an empty folder or a bundle's own files: replacing anything else would destroy unrelated files.
+    return {entry.name for entry in folder.iterdir()} <= {WEIGHTS_FILENAME, CARD_FILENAME, *BUNDLE_DOCUMENTS}
 
 
 def _sibling(folder: Path, tag: str) -> Path:
