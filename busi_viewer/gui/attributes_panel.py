@@ -20,19 +20,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+# One rule for this panel and the reports.
+from busi_viewer.core.report_data import burned_in_risk
+
 __all__ = ["BURNED_IN_WARNING", "NO_ATTRIBUTES", "AttributesPanel", "burned_in_risk"]
 
 BURNED_IN_WARNING = "⚠ Image pixels may contain burned-in identifying text"
 NO_ATTRIBUTES = "No DICOM attributes (plain image file)"
-
-
-def burned_in_risk(burned_in_annotation: str | None, modality: str) -> bool:
-    """True when the pixels may show identifying text: flagged "YES", or ultrasound that does not say.
-
-    Ultrasound scanners routinely burn the patient's name into the frame, so a missing flag counts as a risk.
-    """
-    flag = burned_in_annotation.strip().upper() if burned_in_annotation else None
-    return flag == "YES" or (modality.strip().upper() == "US" and flag is None)
 
 
 class AttributesPanel(QWidget):
