@@ -1,0 +1,308 @@
+"""PDF reports with Qt's own writer (QTextDocument laid out on QPdfWriter pages): one image, or a folder summary.
+
+Content comes from :mod:`busi_viewer.core.report_data` entries, which are de-identified unless the user asked
+for identifiers; this module adds pictures, layout, page numbers and a safe write (a temporary file renamed
+into place, never a silent overwrite). Every page carries "For research use only — not for diagnostic use".
+A QGuiApplication must exist (the headless CLI creates an offscreen one).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PySide6.QtCore import QMarginsF, QRectF, QSizeF, Qt, QUrl
+from PySide6.QtGui import (
+    QFont,
+    QImage,
+    QPageLayout,
+    QPageSize,
+    QPainter,
+    QPdfWriter,
+    QTextDocument,
+)
+
+from busi_viewer import RESEARCH_USE_BANNER, __version__
+from busi_viewer.core.errors import BusiViewerError
+from busi_viewer.core.overlay import blend_heatmap, colorize, draw_mask_outline
+from busi_viewer.core.report_data import (
+    FolderCounts,
+    ImageEntry,
+    ModelSection,
+    ScaleBar,
+)
+
+DPI = 150
+IMAGE_WIDTH_PX = 300  # each picture: about 8 cm wide (the layout scales pixels by the PDF's DPI / 96)
+THUMB_WIDTH_PX = 64
+BURNED_IN_NOTE = ("The image itself may carry burned-in identifying text (DICOM BurnedInAnnotation, or ultrasound "
+                  "that does not say): check the pictures before sharing this report.")
+
+
+class ReportError(BusiViewerError):
+    """A report cannot be written (target exists, folder not writable, nothing to report)."""
+
+
+@dataclass(frozen=True)
+class ReportImages:
+    """The pixels of one entry: ``rgb`` (H, W, 3) uint8 as displayed, ``heatmap`` (H, W) float in [0, 1] or
+    None, ``mask`` (H, W) bool or None; ``opacity`` and ``colormap`` as chosen on screen."""
+
+    rgb: np.ndarray
+    heatmap: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    opacity: float = 0.45
+    colormap: str = "inferno"
+
+
+# ----------------------------------------------------------------------------------------------- pictures
+def _qimage(rgb: np.ndarray) -> QImage:
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    height, width = rgb.shape[:2]
+    return QImage(rgb.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
+
+
+def _scaled(rgb: np.ndarray, width: int) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    height = max(1, round(h * width / w))
+    return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if w > width else cv2.INTER_LINEAR)
+
+
+def _with_scale_bar(rgb: np.ndarray, scale: ScaleBar | None) -> np.ndarray:
+    """A 10 mm bar (or 5 / 1 mm when the region is small) in the calibrated region's lower-left corner."""
+    if scale is None:
+        return rgb
+    x0, y0, x1, y1 = scale.region
+    for mm in (10.0, 5.0, 1.0):
+        length = round(mm / scale.mm_per_pixel)
+        if length <= 0.6 * (x1 - x0 + 1):
+            break
+    else:
+        return rgb
+    out = np.ascontiguousarray(rgb.copy())
+    thickness = max(2, rgb.shape[1] // 200)
+    y = y1 - max(12, (y1 - y0) // 20)
+    x = x0 + max(8, (x1 - x0) // 20)
+    cv2.line(out, (x, y), (x + length, y), (255, 255, 255), thickness)
+    cv2.putText(out, f"{mm:g} mm", (x, y - 2 * thickness - 2), cv2.FONT_HERSHEY_SIMPLEX,
+                max(0.4, rgb.shape[1] / 1200), (255, 255, 255), max(1, thickness // 2), cv2.LINE_AA)
+    return out
+
+
+def _explanation(images: ReportImages) -> np.ndarray | None:
+    if images.heatmap is None:
+        return None
+    out = blend_heatmap(images.rgb, images.heatmap, images.opacity, images.colormap)
+    return draw_mask_outline(out, images.mask) if images.mask is not None and images.mask.any() else out
+
+
+def _colour_bar(colormap: str) -> np.ndarray:
+    ramp = np.tile(np.linspace(0.0, 1.0, 256, dtype=np.float32)[None, :], (14, 1))
+    return colorize(ramp, colormap)
+
+
+# --------------------------------------------------------------------------------------------------- html
+def _e(text: object) -> str:
+    return html.escape(str(text))
+
+
+def _header(title: str) -> str:
+    stamp = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    return (f"<h2>{_e(title)}</h2><p><b>BUSI Viewer {_e(__version__)}</b> · {_e(stamp)}<br>"
+            f"<b style='color:#8b1a1a'>{_e(RESEARCH_USE_BANNER)}</b></p>")
+
+
+def _model_html(model: ModelSection) -> str:
+    return (f"<h3>Model</h3><p>{_e(model.name)} {_e(model.version)} · {_e(model.architecture)} · weights SHA-256 "
+            f"{_e(model.weights_prefix)}…<br><i>Where its numbers come from:</i> {_e(model.protocol or 'not stated')}"
+            "</p><p>A heatmap shows where the classifier found evidence; it is not a lesion detection.</p>")
+
+
+def _identifiers_html(entry: ImageEntry) -> str:
+    if not entry.source_name and not entry.identifiers:
+        return "<p>De-identified: no patient identifiers, no original file name (case id from the file's hash).</p>"
+    rows = "".join(f"<tr><td>{_e(k)}</td><td>{_e(v)}</td></tr>" for k, v in entry.identifiers.items())
+    return (f"<p><b>Identifiers included at the user's request.</b> File: {_e(entry.source_name)}</p>"
+            f"<table cellpadding='2'>{rows}</table>")
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _agreement_html(entry: ImageEntry) -> str:
+    a = entry.agreement
+    if a is None:
+        return "<p>No lesion mask beside this image: no heatmap-vs-mask agreement.</p>"
+    if a.iou_otsu is None and a.reason:
+        return f"<p>Heatmap-vs-mask agreement: not defined ({_e(a.reason)}).</p>"
+    b = a.baseline
+    hit = {True: "hit", False: "miss", None: "n/a"}
+    rows = [("IoU (Otsu threshold)", _fmt(a.iou_otsu), _fmt(b.iou_otsu if b else None)),
+            ("Pointing game", hit[a.pointing_hit], hit[b.pointing_hit if b else None]),
+            ("Energy in mask", _fmt(a.energy_in_mask), _fmt(b.energy_in_mask if b else None))]
+    body = "".join(f"<tr><td>{_e(n)}</td><td align='right'>{v}</td><td align='right'>{c}</td></tr>" for n, v, c in rows)
+    return ("<h3>Heatmap vs lesion mask</h3><table border='1' cellspacing='0' cellpadding='3'>"
+            "<tr><th>score</th><th>this heatmap</th><th>centre prior</th></tr>" + body + "</table>")
+
+
+def _review_html(entry: ImageEntry) -> str:
+    r = entry.review
+    if not r.reviewed and not r.note:
+        return "<h3>Review</h3><p>Not reviewed.</p>"
+    decision = {"agree": "Agrees with the model", "unsure": "Unsure",
+                "disagree": f"Disagrees: {r.chosen_class or 'no class chosen'}"}.get(r.decision or "", "No decision")
+    note = f"<br>Note: {_e(r.note)}" if r.note else ""
+    return f"<h3>Review</h3><p>{_e(decision)}{note}</p>"
+
+
+def _probabilities_html(entry: ImageEntry) -> str:
+    rows = "".join(
+        f"<tr><td>{'<b>' if n == entry.predicted else ''}{_e(n)}{'</b>' if n == entry.predicted else ''}</td>"
+        f"<td align='right'>{p:.2f}</td></tr>" for n, p in zip(entry.class_names, entry.probabilities))
+    confidence = (" <b style='color:#a15c00'>LOW CONFIDENCE</b>" if entry.low_confidence else "")
+    return (f"<h3>Prediction: {_e(entry.predicted)}{confidence}</h3>"
+            "<table border='1' cellspacing='0' cellpadding='3'><tr><th>class</th><th>probability</th></tr>"
+            f"{rows}</table><p>Calibrated probabilities (temperature scaling). {_e(entry.decision_rule)}</p>")
+
+
+# ------------------------------------------------------------------------------------------------ writing
+def _check_target(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise ReportError(f"{path} already exists; choose another name or allow replacing it")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ReportError(f"cannot write {path.name}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise ReportError(f"cannot write {path.name}: folder {folder} is not writable")
+
+
+def _render(document: QTextDocument, path: Path, title: str, overwrite: bool) -> None:
+    """Lay ``document`` out on A4 pages with a footer (disclaimer, page n of N) and write it atomically."""
+    _check_target(path, overwrite)
+    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        writer = QPdfWriter(str(staging))
+        writer.setResolution(DPI)
+        writer.setPageSize(QPageSize(QPageSize.PageSizeId.A4))
+        writer.setPageMargins(QMarginsF(15, 15, 15, 15), QPageLayout.Unit.Millimeter)
+        writer.setTitle(title)  # never an identifier: case ids and "Folder summary" only
+        writer.setCreator(f"BUSI Viewer {__version__}")
+        page = writer.pageLayout().paintRectPixels(DPI)
+        footer_height = DPI // 3
+        body = QSizeF(page.width(), page.height() - footer_height)
+        document.documentLayout().setPaintDevice(writer)  # point sizes at the PDF's resolution, not the screen's
+        document.setPageSize(body)
+        painter = QPainter(writer)
+        if not painter.isActive():
+            raise ReportError(f"cannot write {path.name}: the PDF could not be opened for writing")
+        pages = document.pageCount()
+        footer_font = QFont(document.defaultFont())
+        footer_font.setPointSizeF(8)
+        for index in range(pages):
+            if index:
+                writer.newPage()
+            painter.save()
+            painter.translate(0, -index * body.height())
+            document.drawContents(painter, QRectF(0, index * body.height(), body.width(), body.height()))
+            painter.restore()
+            painter.setFont(footer_font)
+            painter.drawText(QRectF(0, body.height(), body.width(), footer_height),
+                             int(Qt.AlignmentFlag.AlignCenter),
+                             f"{RESEARCH_USE_BANNER} · page {index + 1} of {pages}")
+        painter.end()
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+
+
+def _new_document() -> QTextDocument:
+    document = QTextDocument()
+    font = QFont()
+    font.setPointSizeF(9.5)
+    document.setDefaultFont(font)
+    return document
+
+
+def _add_image(document: QTextDocument, name: str, rgb: np.ndarray, width: int) -> str:
+    document.addResource(QTextDocument.ResourceType.ImageResource, QUrl(f"img://{name}"), _qimage(_scaled(rgb, width)))
+    return f"<img src='img://{name}'>"
+
+
+def write_image_report(path: Path | str, entry: ImageEntry, images: ReportImages, model: ModelSection, *,
+                       overwrite: bool = False) -> Path:
+    """One image's report (see the module docstring); returns the written path. ReportError on a bad target."""
+    path = Path(path)
+    document = _new_document()
+    shown = _with_scale_bar(images.rgb, entry.scale)
+    pictures = [_add_image(document, "image", shown, IMAGE_WIDTH_PX)]
+    explained = _explanation(images)
+    if explained is not None:
+        pictures.append(_add_image(document, "explanation", _with_scale_bar(explained, entry.scale), IMAGE_WIDTH_PX))
+    bar = _add_image(document, "colourbar", _colour_bar(images.colormap), IMAGE_WIDTH_PX)
+    width, height = entry.size
+    parts = [
+        _header(f"Image report — {entry.case_id}"),
+        f"<p>{_e(entry.modality or 'image')} · {width}×{height} px · "
+        + ("scale bar in mm (calibrated region)" if entry.scale else "uncalibrated: no scale bar") + "</p>",
+        _identifiers_html(entry),
+        f"<p><b>{_e(BURNED_IN_NOTE)}</b></p>" if entry.burned_in_risk else "",
+        "<table cellpadding='4'><tr>" + "".join(f"<td>{p}</td>" for p in pictures) + "</tr></table>",
+    ]
+    if explained is not None:
+        mask_note = " Green outline: the lesion mask." if images.mask is not None and images.mask.any() else ""
+        parts.append(f"<p>Grad-CAM of the predicted class at opacity {images.opacity:.2f}.{mask_note}<br>{bar}<br>"
+                     "low ← evidence → high; normalised per image (colours compare regions within this image only)</p>")
+    parts += [_probabilities_html(entry), _agreement_html(entry), _review_html(entry), _model_html(model)]
+    document.setHtml("".join(parts))
+    _render(document, path, f"BUSI Viewer report {entry.case_id}", overwrite)
+    return path
+
+
+def write_summary_report(path: Path | str, rows: Sequence[tuple[ImageEntry, np.ndarray]], counts: FolderCounts,
+                         model: ModelSection, *, overwrite: bool = False) -> Path:
+    """A folder summary: one row per (entry, display RGB) with a thumbnail, then counts; the model once."""
+    if not rows:
+        raise ReportError("there is nothing to report: no image was processed")
+    path = Path(path)
+    document = _new_document()
+    class_names = rows[0][0].class_names
+    head = "".join(f"<th style='white-space:nowrap'>p({_e(n)})</th>" for n in class_names)
+    body = []
+    for index, (entry, rgb) in enumerate(rows):
+        thumb = _add_image(document, f"thumb{index}", rgb, THUMB_WIDTH_PX)
+        probs = "".join(f"<td align='right'>{p:.2f}</td>" for p in entry.probabilities)
+        review = entry.review.decision or "—"
+        if entry.review.decision == "disagree" and entry.review.chosen_class:
+            review += f": {entry.review.chosen_class}"
+        a = entry.agreement
+        agreement = "—" if a is None or a.iou_otsu is None else (
+            f"IoU {a.iou_otsu:.2f}, {'hit' if a.pointing_hit else 'miss'}")
+        name = _e(entry.case_id) + (f"<br>{_e(entry.source_name)}" if entry.source_name else "")
+        low = " (low confidence)" if entry.low_confidence else ""
+        body.append(f"<tr><td>{thumb}</td><td style='white-space:nowrap'>{name}</td>"
+                    f"<td style='white-space:nowrap'>{_e(entry.predicted)}{low}</td>{probs}"
+                    f"<td>{_e(review)}</td><td>{_e(agreement)}</td></tr>")
+    per_class = ", ".join(f"{_e(n)} {c}" for n, c in counts.per_class.items())
+    anonymous = not any(entry.source_name for entry, _ in rows)
+    parts = [
+        _header("Folder summary"),
+        (f"<p>{len(rows)} images · predicted: {per_class} · reviewed {counts.reviewed}, "
+         f"not reviewed {counts.unreviewed}</p>"),
+        ("<p>Case ids come from each file's hash; file names and patient identifiers are left out unless the user "
+         "asked for them.</p>") if anonymous else "",
+        ("<table border='1' cellspacing='0' cellpadding='2' style='font-size:8pt'><tr><th>image</th><th>case</th>"
+         f"<th>prediction</th>{head}<th>review</th><th>agreement</th></tr>{''.join(body)}</table>"),
+        _model_html(model),
+    ]
+    document.setHtml("".join(parts))
+    _render(document, path, "BUSI Viewer folder summary", overwrite)
+    return path
