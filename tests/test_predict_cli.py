@@ -117,3 +117,37 @@ def test_console_script_runs_in_a_subprocess(image_folder, tiny_bundle, tmp_path
     assert result.returncode == 0, result.stderr
     assert "For research use only" in result.stderr
     assert "3 image(s) processed, 1 unreadable" in result.stderr
+
+
+def test_pdf_reports_headless_are_de_identified_unless_asked(image_folder, tiny_bundle, tmp_path, capsys):
+    import unicodedata
+
+    pypdf = pytest.importorskip("pypdf")
+
+    def text(pdf: Path) -> str:
+        content = " ".join(page.extract_text() for page in pypdf.PdfReader(pdf).pages)
+        return " ".join(unicodedata.normalize("NFKC", content).split())
+
+    out = tmp_path / "out"
+    args = [str(image_folder), "--model", str(tiny_bundle), "--out", str(out), "--no-progress", "--pdf",
+            "--pdf-per-image"]
+    assert main(args) == 0
+    summary = text(out / "summary.pdf")
+    per_image = sorted((out / "reports").glob("case-*.pdf"))
+    assert len(per_image) == 3 and "3 images" in summary
+    assert all(p.stem in summary for p in per_image)  # each report is named by the case id the summary lists
+    for name in ("case (2)", "case (10)", "deep", "cases"):
+        assert name not in summary, name
+    assert "For research use only — not for diagnostic use" in summary and "test-random 0.0.1" in summary
+    one = text(next(p for p in per_image if "IoU (Otsu threshold)" in text(p)))  # the image with a mask
+    assert "Heatmap vs lesion mask" in one and "De-identified" in one
+    capsys.readouterr()
+    (out / "predictions.csv").unlink()
+    (out / "errors.csv").unlink()
+    before = (out / "summary.pdf").read_bytes()
+    assert main(args) == 2  # summary.pdf exists: never overwritten without --force
+    assert "summary.pdf already exists" in capsys.readouterr().err
+    assert (out / "summary.pdf").read_bytes() == before
+    assert main([*args, "--force", "--include-identifiers"]) == 0
+    named = text(out / "summary.pdf")
+    assert "case (2).png" in named and "deep.bmp" in named

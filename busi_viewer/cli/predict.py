@@ -12,11 +12,11 @@ import argparse
 import csv
 import sys
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -25,6 +25,7 @@ from busi_viewer import RESEARCH_USE_BANNER
 from busi_viewer.core.agreement import agreement
 from busi_viewer.core.atomic import atomic_write
 from busi_viewer.core.errors import BusiViewerError, ImageLoadError
+from busi_viewer.core.hashing import sha256_file
 from busi_viewer.core.image_record import ImageRecord
 from busi_viewer.core.loader import load_image
 from busi_viewer.core.masks import mask_for_image
@@ -34,6 +35,8 @@ from busi_viewer.core.scan import scan_folder
 
 PREDICTIONS_CSV = "predictions.csv"
 ERRORS_CSV = "errors.csv"
+SUMMARY_PDF = "summary.pdf"
+REPORTS_DIR = "reports"
 AGREEMENT_COLUMNS = ("iou", "pointing_hit", "energy_in_mask", "baseline_iou", "baseline_pointing_hit",
                      "baseline_energy_in_mask")
 
@@ -55,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mask-dir", type=Path, default=None, help="look for lesion masks in this folder too")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--opacity", type=float, default=0.45, help="heatmap opacity in the PNGs, 0..1")
+    parser.add_argument("--pdf", action="store_true", help="also write a de-identified folder summary, summary.pdf")
+    parser.add_argument("--pdf-per-image", action="store_true",
+                        help="also write one de-identified PDF report per image into reports/ (named by case id)")
+    parser.add_argument("--include-identifiers", action="store_true",
+                        help="put patient identifiers and original file names into the PDFs (off by default)")
     parser.add_argument("--force", action="store_true", help="overwrite existing result files in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -133,7 +141,11 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
 def run(args: argparse.Namespace) -> int:
     # Heavy imports after argument parsing so that --help and usage errors are instant.
     from busi_viewer.inference.bundle import load_bundle
-    from busi_viewer.inference.device import configure_threads, describe_device, select_device
+    from busi_viewer.inference.device import (
+        configure_threads,
+        describe_device,
+        select_device,
+    )
     from busi_viewer.inference.predictor import Predictor
 
     if args.batch_size < 1:
@@ -152,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     out = args.out
-    targets = [out / PREDICTIONS_CSV, out / ERRORS_CSV]
+    targets = [out / PREDICTIONS_CSV, out / ERRORS_CSV] + ([out / SUMMARY_PDF] if args.pdf else [])
     existing = [p for p in targets if p.exists()]
     if existing and not args.force:
         print(f"busi-predict: error: {existing[0]} already exists; use --force to overwrite or choose another --out",
@@ -166,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
 
     card = bundle.card
     predictor = Predictor(bundle.model, card, device, optimise=True)
+    reports = _Reports(args, card) if args.pdf or args.pdf_per_image else None
     print(f"{RESEARCH_USE_BANNER}.\nModel {card.name} {card.version} ({card.architecture}) on {describe_device(device)}; "
           f"{len(scan.images)} image(s) in {args.folder}, {len(scan.skipped)} other file(s) skipped.", file=sys.stderr)
 
@@ -207,6 +220,10 @@ def run(args: argparse.Namespace) -> int:
                     if args.heatmaps:
                         png = out / "heatmaps" / Path(relative).with_suffix(".png")
                         _write_png(png, _heatmap_png(item.record, prediction.heatmap, mask, args.opacity))
+                    if reports is not None:
+                        problem = reports.add(item.path, item.record, prediction, mask)
+                        if problem:
+                            errors.writerow([relative, problem])
                     processed += 1
                 progress.update(len(batch))
             progress.close()
@@ -214,9 +231,84 @@ def run(args: argparse.Namespace) -> int:
         print(f"busi-predict: error: cannot write results to {out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
 
+    if reports is not None and args.pdf and processed:
+        try:
+            reports.write_summary(out / SUMMARY_PDF)
+        except (BusiViewerError, OSError) as exc:
+            print(f"busi-predict: error: {exc}", file=sys.stderr)
+            return 2
     print(f"{processed} image(s) processed, {failed} unreadable; results in {targets[0]}, errors in {targets[1]}",
           file=sys.stderr)
     return 0 if processed else 1
+
+
+class _Reports:
+    """PDF reports of a headless run: per-image files as it goes, the folder summary at the end."""
+
+    def __init__(self, args: argparse.Namespace, card) -> None:
+        from busi_viewer.gui import pdf_report
+
+        pdf_report.ensure_gui_application()
+        self._pdf = pdf_report
+        self._args = args
+        self._card = card
+        self._model = pdf_report.model_section_for(card)
+        self._rows: list = []
+        self._review_for = _review_lookup()
+
+    def add(self, path: Path, record: ImageRecord, prediction, mask: np.ndarray | None) -> str | None:
+        """Record one image (and write its report when asked); returns a problem to log, or None."""
+        from busi_viewer.core.report_data import image_entry
+
+        sha256 = sha256_file(path)
+        scores = agreement(prediction.heatmap_raw, mask) if mask is not None and mask.any() else None
+        entry = image_entry(record, sha256, class_names=self._card.class_names,
+                            probabilities=prediction.probabilities, predicted=prediction.predicted_class,
+                            low_confidence=prediction.low_confidence, decision_rule=self._card.decision_rule(),
+                            agreement=scores, review=self._review_for(sha256),
+                            include_identifiers=self._args.include_identifiers)
+        self._rows.append((entry, self._pdf.thumbnail(record.rgb)))
+        if not self._args.pdf_per_image:
+            return None
+        images = self._pdf.ReportImages(record.rgb, prediction.heatmap, mask, self._args.opacity)
+        target = self._args.out / REPORTS_DIR / f"{entry.case_id}.pdf"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._pdf.write_image_report(target, entry, images, self._model, overwrite=self._args.force)
+        except (BusiViewerError, OSError) as exc:
+            return f"report: {exc}"
+        return None
+
+    def write_summary(self, target: Path) -> None:
+        from busi_viewer.core.report_data import folder_counts
+
+        entries = [entry for entry, _ in self._rows]
+        self._pdf.write_summary_report(target, self._rows, folder_counts(entries, self._card.class_names),
+                                       self._model, overwrite=self._args.force)
+
+
+def _review_lookup():
+    """sha256 -> the viewer's saved review as a report section (or None), read from the user's review
+    database when one exists; a headless run never creates one."""
+    from busi_viewer.core import paths
+    from busi_viewer.core.report_data import ReviewSection
+    from busi_viewer.core.reviews import (
+        DEFAULT_FILE_NAME,
+        ReviewStore,
+        ReviewStoreError,
+    )
+
+    path = paths.user_data_dir() / DEFAULT_FILE_NAME
+    try:
+        store = ReviewStore(path) if path.is_file() else None
+    except ReviewStoreError:
+        store = None
+
+    def lookup(sha256: str):
+        review = store.get(sha256) if store is not None else None
+        return None if review is None else ReviewSection(review.decision, review.chosen_class, review.note)
+
+    return lookup
 
 
 def _agreement_cells(heatmap_raw: np.ndarray | None, mask: np.ndarray | None) -> list[str]:

@@ -62,6 +62,28 @@ class ReportImages:
     colormap: str = "inferno"
 
 
+def model_section_for(card) -> ModelSection:
+    """The report's model section from a :class:`~busi_viewer.inference.model_card.ModelCard`."""
+    protocol = " ".join(part for part in (card.training_data, card.protocol) if part)
+    return ModelSection(card.name, card.version, card.architecture, card.weights_sha256, protocol)
+
+
+def ensure_gui_application():
+    """The running QGuiApplication, or a new offscreen one (headless reports need fonts and painting)."""
+    from PySide6.QtGui import QGuiApplication
+
+    app = QGuiApplication.instance()
+    if app is None:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+        app = QGuiApplication([])
+    return app
+
+
+def thumbnail(rgb: np.ndarray, width: int = 2 * THUMB_WIDTH_PX) -> np.ndarray:
+    """A small copy of a display RGB for the folder summary (keeps memory flat on large folders)."""
+    return _scaled(rgb, min(width, rgb.shape[1]))
+
+
 # ----------------------------------------------------------------------------------------------- pictures
 def _qimage(rgb: np.ndarray) -> QImage:
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from busi_viewer.core.labels import CLASS_NAMES, MALIGNANT
+from busi_viewer.core.labels import CLASS_NAMES
 from busi_viewer.gui.state import AgreementState, ResultState
 from busi_viewer.gui.worker import InferenceDone, ModelState
 
@@ -20,12 +20,7 @@ def model_label(model: ModelState | None) -> str:
 
 def decision_rule(model: ModelState | None) -> str:
     card = model.card if model is not None else None
-    if card is None:
-        return ""
-    threshold = card.thresholds.get(MALIGNANT)
-    if threshold is None:
-        return "most probable class"
-    return f"malignant when p(malignant) ≥ {threshold:.2f} (chosen on validation), else the most probable"
+    return card.decision_rule() if card is not None else ""
 
 
 def pending_result(model: ModelState | None) -> ResultState:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from busi_viewer.core.errors import BundleError
+from busi_viewer.core.labels import MALIGNANT
 
 CARD_SCHEMA_VERSION = 1
 RESIZE_POLICIES = ("stretch", "letterbox", "center_crop")
@@ -80,13 +81,20 @@ class ModelCard:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def decision_rule(self) -> str:
+        """The operating rule in words, as the result panel and the reports state it."""
+        threshold = self.thresholds.get(MALIGNANT) if MALIGNANT in self.class_names else None
+        if threshold is None:
+            return "most probable class"
+        return f"malignant when p(malignant) ≥ {threshold:.2f} (chosen on validation), else the most probable"
+
     def to_json(self) -> str:
         data = asdict(self)
         data["class_names"] = list(self.class_names)
         return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelCard":
+    def from_json(cls, text: str) -> ModelCard:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
