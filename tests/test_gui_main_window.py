@@ -288,3 +288,35 @@ def test_multiframe_cine_and_per_frame_explanation(qtbot, window):
     qtbot.waitUntil(lambda: window.frame not in (10, 11), timeout=WAIT_MS)
     window.cine.play_button.setChecked(False)
     assert not window.cine.playing
+
+
+def test_ctrl_e_exports_the_report_of_the_image_on_screen(qtbot, window, image_folder, tmp_path, monkeypatch):
+    import unicodedata
+
+    pypdf = pytest.importorskip("pypdf")
+    from PySide6.QtWidgets import QFileDialog
+
+    from busi_viewer.core.report_data import case_id
+
+    assert window.export_image_report(tmp_path / "early.pdf") is None  # nothing on screen yet: says so
+    assert "no result" in window.warning_box.text()
+    window.warning_box.close()
+    window.activateWindow()
+    _open_and_wait(qtbot, window, image_folder)
+    target = tmp_path / "chosen.pdf"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), "PDF files (*.pdf)"))
+    qtbot.keyClick(window, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(target.exists, timeout=5000)
+    def text_of(pdf):
+        pages = " ".join(page.extract_text() for page in pypdf.PdfReader(pdf).pages)
+        return " ".join(unicodedata.normalize("NFKC", pages).split())
+
+    text = text_of(target)
+    done = window.result
+    assert case_id(done.sha256) in text and f"Prediction: {done.prediction.predicted_class}" in text
+    assert "For research use only — not for diagnostic use" in text
+    assert window.paths[window.index].name not in text  # de-identified by default
+    assert window.export_image_report(target) is None  # an explicit path is never replaced silently
+    window.identifiers_action.setChecked(True)
+    named = window.export_image_report(tmp_path / "named.pdf")
+    assert window.paths[window.index].name in text_of(named)

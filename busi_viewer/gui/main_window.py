@@ -35,6 +35,7 @@ from busi_viewer.core.display import render_display
 from busi_viewer.core.errors import BusiViewerError
 from busi_viewer.core.image_record import ImageRecord
 from busi_viewer.core.measure import measure_length
+from busi_viewer.core.report_data import case_id
 from busi_viewer.core.reviews import ReviewStore, ReviewStoreError
 from busi_viewer.core.scan import ScanError, scan_folder
 from busi_viewer.gui import presenters
@@ -183,6 +184,10 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "&Open folder…", QKeySequence.StandardKey.Open, self.choose_folder)
         self._action(file_menu, "Open &demo folder", None, self.open_demo)
         self._action(file_menu, "&Export reviews as CSV…", None, self.export_reviews)
+        self._action(file_menu, "Export &report for this image (PDF)…", "Ctrl+E", lambda: self.export_image_report())
+        self.identifiers_action = QAction("Include patient &identifiers in reports", self)
+        self.identifiers_action.setCheckable(True)  # off at every start: de-identified unless asked each session
+        file_menu.addAction(self.identifiers_action)
         file_menu.addSeparator()
         self._action(file_menu, "&Quit", QKeySequence.StandardKey.Quit, self.close)
 
@@ -473,6 +478,34 @@ class MainWindow(QMainWindow):
             return None
         self.statusBar().showMessage(f"{rows} review(s) written to {path}", 10_000)
         return rows
+
+    def export_image_report(self, path: Path | None = None, *, overwrite: bool = False) -> Path | None:
+        """Ctrl+E: the current image's PDF report as on screen; asks for a file (which confirms a replacement)
+        unless ``path`` is given. Returns the written path, or None (nothing to report, cancelled, failed)."""
+        from busi_viewer.gui.pdf_report import ReportError
+        from busi_viewer.gui.report_export import write_current_image_report
+
+        done, card = self.result, self.model.card if self.model is not None else None
+        if self.record is None or done is None or card is None or done.frame != self.frame:
+            self._warn("Export report", "There is no result for the image on screen yet.")
+            return None
+        if path is None:
+            start = Path(self.settings.last_folder or Path.home()) / f"{case_id(done.sha256)}.pdf"
+            chosen, _ = QFileDialog.getSaveFileName(self, "Export report", str(start), "PDF files (*.pdf)")
+            if not chosen:
+                return None
+            path, overwrite = Path(chosen), True  # the dialog has asked before replacing a file
+        try:
+            written = write_current_image_report(
+                path, record=self.record, frame=self.frame, adjust=self.display.adjust, done=done, mask=self.mask,
+                card=card, review=self.reviews.get(done.sha256) if self.reviews is not None else None,
+                opacity=self.opacity_slider.value() / 100, colormap=self.colormap_combo.currentText(),
+                include_identifiers=self.identifiers_action.isChecked(), overwrite=overwrite)
+        except (ReportError, ReviewStoreError, OSError) as exc:
+            self._warn("Export report", f"Could not write the report: {exc}")
+            return None
+        self.statusBar().showMessage(f"Report written to {written}", 10_000)
+        return written
 
     def _set_thumb(self, index: int, **changes) -> None:
         if 0 <= index < len(self.thumbs):
