@@ -320,3 +320,22 @@ def test_ctrl_e_exports_the_report_of_the_image_on_screen(qtbot, window, image_f
     window.identifiers_action.setChecked(True)
     named = window.export_image_report(tmp_path / "named.pdf")
     assert window.paths[window.index].name in text_of(named)
+
+
+def test_folder_summary_is_written_in_the_background(qtbot, window, image_folder, tmp_path):
+    import unicodedata
+
+    pypdf = pytest.importorskip("pypdf")
+    _open_and_wait(qtbot, window, image_folder)
+    target = tmp_path / "summary.pdf"
+    with qtbot.waitSignal(window.summaryExported, timeout=180_000) as written:
+        assert window.export_folder_summary(target)
+        _key(qtbot, window, Qt.Key.Key_Down)  # the window keeps working meanwhile
+    assert written.args == [target]
+    text = " ".join(unicodedata.normalize("NFKC", " ".join(p.extract_text() for p in pypdf.PdfReader(target).pages))
+                    .split())
+    assert "Folder summary" in text and f"{len(window.paths) - 1} images" in text
+    assert "1 not classified" in text and "Not classified (1)" in text  # zz_broken.png, by its case id
+    assert not any(path.name in text for path in window.paths)  # de-identified
+    assert not window.export_folder_summary(target)  # never replaces a file silently
+    assert "already exists" in window.warning_box.text()

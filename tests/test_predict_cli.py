@@ -134,7 +134,8 @@ def test_pdf_reports_headless_are_de_identified_unless_asked(image_folder, tiny_
     assert main(args) == 0
     summary = text(out / "summary.pdf")
     per_image = sorted((out / "reports").glob("case-*.pdf"))
-    assert len(per_image) == 3 and "3 images" in summary
+    assert len(per_image) == 3 and "3 images" in summary and "1 not classified" in summary
+    assert "broken.png" not in summary and "case-" in summary.split("Not classified (1)")[1]
     assert all(p.stem in summary for p in per_image)  # each report is named by the case id the summary lists
     for name in ("case (2)", "case (10)", "deep", "cases"):
         assert name not in summary, name
@@ -150,4 +151,4 @@ def test_pdf_reports_headless_are_de_identified_unless_asked(image_folder, tiny_
     assert (out / "summary.pdf").read_bytes() == before
     assert main([*args, "--force", "--include-identifiers"]) == 0
     named = text(out / "summary.pdf")
-    assert "case (2).png" in named and "deep.bmp" in named
+    assert "case (2).png" in named and "deep.bmp" in named and "broken.png" in named

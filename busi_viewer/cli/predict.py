@@ -198,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
                     if item.record is None:
                         failed += 1
                         errors.writerow([_relative(item.path, args.folder), item.error])
+                        if reports is not None:
+                            reports.add_unreadable(item.path, item.error)
                 try:
                     results = predictor.predict_batch([item.record.rgb for item in readable]) if readable else []
                 except Exception as exc:  # noqa: BLE001 - a model failure is reported per file, the run goes on
@@ -254,6 +256,7 @@ class _Reports:
         self._card = card
         self._model = pdf_report.model_section_for(card)
         self._rows: list = []
+        self._unreadable: list[tuple[str, str]] = []
         self._review_for = _review_lookup()
 
     def add(self, path: Path, record: ImageRecord, prediction, mask: np.ndarray | None) -> str | None:
@@ -279,12 +282,27 @@ class _Reports:
             return f"report: {exc}"
         return None
 
+    def add_unreadable(self, path: Path, reason: str | None) -> None:
+        from busi_viewer.core.report_data import case_id
+
+        reason = reason or "unreadable"
+        if self._args.include_identifiers:
+            self._unreadable.append((path.name, reason))
+            return
+        for text in (str(path), path.name):  # decoder messages often quote the path
+            reason = reason.replace(text, "the file")
+        try:
+            name = case_id(sha256_file(path))
+        except OSError:
+            name = "a file that cannot be read"
+        self._unreadable.append((name, reason))
+
     def write_summary(self, target: Path) -> None:
         from busi_viewer.core.report_data import folder_counts
 
         entries = [entry for entry, _ in self._rows]
         self._pdf.write_summary_report(target, self._rows, folder_counts(entries, self._card.class_names),
-                                       self._model, overwrite=self._args.force)
+                                       self._model, unreadable=self._unreadable, overwrite=self._args.force)
 
 
 def _review_lookup():

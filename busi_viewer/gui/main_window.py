@@ -67,6 +67,7 @@ class MainWindow(QMainWindow):
     folderOpened = Signal(int)
     imageShown = Signal(int)
     resultShown = Signal(int)
+    summaryExported = Signal(object)  # Path of a written folder summary
 
     def __init__(self, service: InferenceService, settings: ViewerSettings, reviews: ReviewStore | None = None,
                  review_error: str | None = None):
@@ -75,6 +76,7 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.reviews = reviews
         self.paths: list[Path] = []
+        self.folder: Path | None = None
         self.hashes: dict[int, str] = {}
         self.thumbs: list[ThumbState] = []
         self.index = -1
@@ -85,6 +87,7 @@ class MainWindow(QMainWindow):
         self.result: InferenceDone | None = None
         self.model: ModelState | None = None
         self._hasher: FolderHasher | None = None
+        self._summary = None  # SummaryExport, created on the first folder summary
         self.warning_box: QMessageBox | None = None
         self.setWindowTitle(f"BUSI Viewer {__version__} — {RESEARCH_USE_BANNER}")
         self.setAcceptDrops(True)
@@ -185,6 +188,7 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Open &demo folder", None, self.open_demo)
         self._action(file_menu, "&Export reviews as CSV…", None, self.export_reviews)
         self._action(file_menu, "Export &report for this image (PDF)…", "Ctrl+E", lambda: self.export_image_report())
+        self._action(file_menu, "Export folder &summary (PDF)…", None, lambda: self.export_folder_summary())
         self.identifiers_action = QAction("Include patient &identifiers in reports", self)
         self.identifiers_action.setCheckable(True)  # off at every start: de-identified unless asked each session
         file_menu.addAction(self.identifiers_action)
@@ -275,6 +279,7 @@ class MainWindow(QMainWindow):
             self._hasher.cancel()
             self._hasher.wait()
         self.paths = scan.images
+        self.folder = Path(folder)
         self.hashes = {}
         self.thumbs = [ThumbState(path=p) for p in self.paths]
         self.thumbnails.set_items(self.thumbs)
@@ -506,6 +511,35 @@ class MainWindow(QMainWindow):
             return None
         self.statusBar().showMessage(f"Report written to {written}", 10_000)
         return written
+
+    def export_folder_summary(self, path: Path | None = None, *, overwrite: bool = False) -> bool:
+        """The open folder's summary PDF, written by busi-predict in a separate process (the window stays
+        usable); ``summaryExported(Path)`` follows, or a warning. Returns whether it started."""
+        from busi_viewer.gui.summary_export import SummaryExport
+
+        model_dir = self.model.model_dir if self.model is not None and self.model.loaded else None
+        if not self.paths or self.folder is None or model_dir is None:
+            self._warn("Export folder summary", "Open a folder, with a model loaded, first.")
+            return False
+        if path is None:
+            start = Path(self.settings.last_folder or Path.home()) / "summary.pdf"
+            chosen, _ = QFileDialog.getSaveFileName(self, "Export folder summary", str(start), "PDF files (*.pdf)")
+            if not chosen:
+                return False
+            path, overwrite = Path(chosen), True  # the dialog has asked before replacing a file
+        if self._summary is None:
+            self._summary = SummaryExport(self)
+            self._summary.finished.connect(self._on_summary_written)
+            self._summary.failed.connect(lambda reason: self._warn("Export folder summary", reason))
+        started = self._summary.start(self.folder, path, model_dir,
+                                      include_identifiers=self.identifiers_action.isChecked(), overwrite=overwrite)
+        if started:
+            self.statusBar().showMessage(f"Writing the folder summary of {len(self.paths)} images…", 60_000)
+        return started
+
+    def _on_summary_written(self, path: Path) -> None:
+        self.statusBar().showMessage(f"Folder summary written to {path}", 10_000)
+        self.summaryExported.emit(path)
 
     def _set_thumb(self, index: int, **changes) -> None:
         if 0 <= index < len(self.thumbs):

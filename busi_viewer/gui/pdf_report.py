@@ -175,6 +175,13 @@ def _agreement_html(entry: ImageEntry) -> str:
             "<tr><th>score</th><th>this heatmap</th><th>centre prior</th></tr>" + body + "</table>")
 
 
+def _unreadable_html(unreadable: Sequence[tuple[str, str]]) -> str:
+    if not unreadable:
+        return ""
+    items = "".join(f"<li>{_e(name)}: {_e(reason)}</li>" for name, reason in unreadable)
+    return f"<h3>Not classified ({len(unreadable)})</h3><ul>{items}</ul>"
+
+
 def _review_html(entry: ImageEntry) -> str:
     r = entry.review
     if not r.reviewed and not r.note:
@@ -290,8 +297,10 @@ def write_image_report(path: Path | str, entry: ImageEntry, images: ReportImages
 
 
 def write_summary_report(path: Path | str, rows: Sequence[tuple[ImageEntry, np.ndarray]], counts: FolderCounts,
-                         model: ModelSection, *, overwrite: bool = False) -> Path:
-    """A folder summary: one row per (entry, display RGB) with a thumbnail, then counts; the model once."""
+                         model: ModelSection, *, unreadable: Sequence[tuple[str, str]] = (),
+                         overwrite: bool = False) -> Path:
+    """A folder summary: one row per (entry, display RGB) with a thumbnail, then counts; the model once.
+    ``unreadable``: (case id or, with identifiers, file name; reason) of files that could not be classified."""
     if not rows:
         raise ReportError("there is nothing to report: no image was processed")
     path = Path(path)
@@ -318,11 +327,13 @@ def write_summary_report(path: Path | str, rows: Sequence[tuple[ImageEntry, np.n
     parts = [
         _header("Folder summary"),
         (f"<p>{len(rows)} images · predicted: {per_class} · reviewed {counts.reviewed}, "
-         f"not reviewed {counts.unreviewed}</p>"),
+         f"not reviewed {counts.unreviewed}"
+         + (f" · {len(unreadable)} not classified" if unreadable else "") + "</p>"),
         ("<p>Case ids come from each file's hash; file names and patient identifiers are left out unless the user "
          "asked for them.</p>") if anonymous else "",
         ("<table border='1' cellspacing='0' cellpadding='2' style='font-size:8pt'><tr><th>image</th><th>case</th>"
          f"<th>prediction</th>{head}<th>review</th><th>agreement</th></tr>{''.join(body)}</table>"),
+        _unreadable_html(unreadable),
         _model_html(model),
     ]
     document.setHtml("".join(parts))
