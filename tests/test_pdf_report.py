@@ -27,7 +27,7 @@ from busi_viewer.core.report_data import (
     folder_counts,
     image_entry,
 )
-from busi_viewer.gui.pdf_report import (
+from busi_viewer.reports.pdf import (
     ReportError,
     ReportImages,
     write_image_report,

@@ -248,7 +248,7 @@ class _Reports:
     """PDF reports of a headless run: per-image files as it goes, the folder summary at the end."""
 
     def __init__(self, args: argparse.Namespace, card) -> None:
-        from busi_viewer.gui import pdf_report
+        from busi_viewer.reports import pdf as pdf_report
 
         pdf_report.ensure_gui_application()
         self._pdf = pdf_report

@@ -54,7 +54,13 @@ from busi_viewer.gui.state import (
     ThumbState,
 )
 from busi_viewer.gui.thumbnails import ThumbnailStrip
-from busi_viewer.gui.worker import ImageLoaded, InferenceDone, InferenceService, ModelState, WorkerFailure
+from busi_viewer.gui.worker import (
+    ImageLoaded,
+    InferenceDone,
+    InferenceService,
+    ModelState,
+    WorkerFailure,
+)
 
 PAGE_JUMP = 10
 SHUTDOWN_WAIT_MS = 10 * 60 * 1000
@@ -487,8 +493,8 @@ class MainWindow(QMainWindow):
     def export_image_report(self, path: Path | None = None, *, overwrite: bool = False) -> Path | None:
         """Ctrl+E: the current image's PDF report as on screen; asks for a file (which confirms a replacement)
         unless ``path`` is given. Returns the written path, or None (nothing to report, cancelled, failed)."""
-        from busi_viewer.gui.pdf_report import ReportError
         from busi_viewer.gui.report_export import write_current_image_report
+        from busi_viewer.reports.pdf import ReportError
 
         done, card = self.result, self.model.card if self.model is not None else None
         if self.record is None or done is None or card is None or done.frame != self.frame:

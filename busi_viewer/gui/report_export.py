@@ -10,12 +10,12 @@ from busi_viewer.core.display import DisplayAdjust, render_display
 from busi_viewer.core.image_record import ImageRecord
 from busi_viewer.core.report_data import ReviewSection, image_entry
 from busi_viewer.core.reviews import Review
-from busi_viewer.gui.pdf_report import (
+from busi_viewer.gui.worker import InferenceDone
+from busi_viewer.reports.pdf import (
     ReportImages,
     model_section_for,
     write_image_report,
 )
-from busi_viewer.gui.worker import InferenceDone
 
 
 def write_current_image_report(path: Path, *, record: ImageRecord, frame: int, adjust: DisplayAdjust, done: InferenceDone,
