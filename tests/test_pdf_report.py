@@ -164,3 +164,17 @@ def test_long_summaries_run_over_numbered_pages(qtbot, tmp_path, dicom_case):
     text = _text(pdf)
     assert pages >= 2 and f"page {pages} of {pages}" in text and RESEARCH_USE_BANNER in text
     assert all(e.case_id in text for e in entries)
+
+
+def test_report_pictures_follow_the_screen_orientation():
+    from busi_viewer.core.report_data import ScaleBar
+
+    image = np.arange(2 * 3).reshape(2, 3)  # [[0 1 2], [3 4 5]]
+    turn = ReportImages(np.zeros((2, 3, 3), np.uint8), orientation=(90, False, False))
+    assert turn.oriented(image).tolist() == [[3, 0], [4, 1], [5, 2]]  # clockwise: the left column becomes the top
+    mirrored = ReportImages(np.zeros((2, 3, 3), np.uint8), orientation=(90, True, False))
+    assert mirrored.oriented(image).tolist() == [[0, 3], [1, 4], [2, 5]]  # then mirrored left-right, as on screen
+    assert ReportImages(image, orientation=(180, False, True)).oriented(image).tolist() == [[2, 1, 0], [5, 4, 3]]
+    scale = ScaleBar(0.2, (0, 0, 2, 0))  # the top row of the 2 x 3 image
+    assert turn.oriented_scale(scale, (2, 3)).region == (1, 0, 1, 2)  # becomes the right column
+    assert turn.oriented_scale(None, (2, 3)) is None

@@ -511,7 +511,8 @@ class MainWindow(QMainWindow):
                 path, record=self.record, frame=self.frame, adjust=self.display.adjust, done=done, mask=self.mask,
                 card=card, review=self.reviews.get(done.sha256) if self.reviews is not None else None,
                 opacity=self.opacity_slider.value() / 100, colormap=self.colormap_combo.currentText(),
-                include_identifiers=self.identifiers_action.isChecked(), overwrite=overwrite)
+                include_identifiers=self.identifiers_action.isChecked(), overwrite=overwrite,
+                orientation=self.view.orientation)
         except (ReportError, ReviewStoreError, OSError) as exc:
             self._warn("Export report", f"Could not write the report: {exc}")
             return None
@@ -538,7 +539,8 @@ class MainWindow(QMainWindow):
             self._summary.finished.connect(self._on_summary_written)
             self._summary.failed.connect(lambda reason: self._warn("Export folder summary", reason))
         started = self._summary.start(self.folder, path, model_dir,
-                                      include_identifiers=self.identifiers_action.isChecked(), overwrite=overwrite)
+                                      include_identifiers=self.identifiers_action.isChecked(), overwrite=overwrite,
+                orientation=self.view.orientation)
         if started:
             self.statusBar().showMessage(f"Writing the folder summary of {len(self.paths)} images…", 60_000)
         return started

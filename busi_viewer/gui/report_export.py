@@ -20,9 +20,11 @@ from busi_viewer.reports.pdf import (
 
 def write_current_image_report(path: Path, *, record: ImageRecord, frame: int, adjust: DisplayAdjust, done: InferenceDone,
                                mask: np.ndarray | None, card, review: Review | None, opacity: float, colormap: str,
-                               include_identifiers: bool, overwrite: bool) -> Path:
-    """Write the report of the shown frame: its display rendering (window/level, brightness/contrast, invert as
-    on screen), the heatmap at the chosen opacity and colour map, the mask, scores and the saved review."""
+                               include_identifiers: bool, overwrite: bool,
+                               orientation: tuple[int, bool, bool] = (0, False, False)) -> Path:
+    """Write the report of the shown frame: its display rendering (window/level, brightness/contrast, invert and
+    orientation as on screen), the heatmap at the chosen opacity and colour map, the mask, scores and the
+    saved review."""
     shown = render_display(record, frame, adjust)
     rgb = np.repeat(shown[..., None], 3, axis=2) if shown.ndim == 2 else shown
     prediction = done.prediction
@@ -31,5 +33,5 @@ def write_current_image_report(path: Path, *, record: ImageRecord, frame: int, a
                         probabilities=prediction.probabilities, predicted=prediction.predicted_class,
                         low_confidence=prediction.low_confidence, decision_rule=card.decision_rule(),
                         agreement=done.agreement, review=section, include_identifiers=include_identifiers)
-    images = ReportImages(rgb, prediction.heatmap, mask, opacity, colormap)
+    images = ReportImages(rgb, prediction.heatmap, mask, opacity, colormap, orientation)
     return write_image_report(path, entry, images, model_section_for(card), overwrite=overwrite)

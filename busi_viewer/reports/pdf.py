@@ -60,6 +60,27 @@ class ReportImages:
     mask: np.ndarray | None = None
     opacity: float = 0.45
     colormap: str = "inferno"
+    orientation: tuple[int, bool, bool] = (0, False, False)  # as on screen: clockwise degrees, then flips
+
+    def oriented(self, array: np.ndarray) -> np.ndarray:
+        """``array`` (H, W[, C]) turned as the screen shows it: rotated clockwise, then mirrored."""
+        rotation, flip_h, flip_v = self.orientation
+        out = np.rot90(array, k=-(int(rotation) // 90) % 4)
+        if flip_h:
+            out = out[:, ::-1]
+        if flip_v:
+            out = out[::-1]
+        return np.ascontiguousarray(out)
+
+    def oriented_scale(self, scale: ScaleBar | None, shape: tuple[int, int]) -> ScaleBar | None:
+        """``scale`` with its region moved the way :meth:`oriented` moves pixels (square pixels: same mm/px)."""
+        if scale is None:
+            return None
+        marks = np.zeros(shape, np.uint8)
+        x0, y0, x1, y1 = scale.region
+        marks[y0:y1 + 1, x0:x1 + 1] = 1
+        ys, xs = np.nonzero(self.oriented(marks))
+        return ScaleBar(scale.mm_per_pixel, (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())))
 
 
 def model_section_for(card) -> ModelSection:
@@ -122,7 +143,8 @@ def _explanation(images: ReportImages) -> np.ndarray | None:
     if images.heatmap is None:
         return None
     out = blend_heatmap(images.rgb, images.heatmap, images.opacity, images.colormap)
-    return draw_mask_outline(out, images.mask) if images.mask is not None and images.mask.any() else out
+    out = draw_mask_outline(out, images.mask) if images.mask is not None and images.mask.any() else out
+    return images.oriented(out)
 
 
 def _colour_bar(colormap: str) -> np.ndarray:
@@ -271,11 +293,12 @@ def write_image_report(path: Path | str, entry: ImageEntry, images: ReportImages
     """One image's report (see the module docstring); returns the written path. ReportError on a bad target."""
     path = Path(path)
     document = _new_document()
-    shown = _with_scale_bar(images.rgb, entry.scale)
+    scale = images.oriented_scale(entry.scale, images.rgb.shape[:2])
+    shown = _with_scale_bar(images.oriented(images.rgb), scale)
     pictures = [_add_image(document, "image", shown, IMAGE_WIDTH_PX)]
     explained = _explanation(images)
     if explained is not None:
-        pictures.append(_add_image(document, "explanation", _with_scale_bar(explained, entry.scale), IMAGE_WIDTH_PX))
+        pictures.append(_add_image(document, "explanation", _with_scale_bar(explained, scale), IMAGE_WIDTH_PX))
     bar = _add_image(document, "colourbar", _colour_bar(images.colormap), IMAGE_WIDTH_PX)
     width, height = entry.size
     parts = [
