@@ -539,8 +539,7 @@ class MainWindow(QMainWindow):
             self._summary.finished.connect(self._on_summary_written)
             self._summary.failed.connect(lambda reason: self._warn("Export folder summary", reason))
         started = self._summary.start(self.folder, path, model_dir,
-                                      include_identifiers=self.identifiers_action.isChecked(), overwrite=overwrite,
-                orientation=self.view.orientation)
+                                      include_identifiers=self.identifiers_action.isChecked(), overwrite=overwrite)
         if started:
             self.statusBar().showMessage(f"Writing the folder summary of {len(self.paths)} images…", 60_000)
         return started
