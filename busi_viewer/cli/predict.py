@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from busi_viewer import RESEARCH_USE_BANNER
-from busi_viewer.core.agreement import agreement
+from busi_viewer.core.agreement import AgreementResult, agreement
 from busi_viewer.core.atomic import atomic_write
 from busi_viewer.core.errors import BusiViewerError, ImageLoadError
 from busi_viewer.core.hashing import sha256_file
@@ -214,16 +214,17 @@ def run(args: argparse.Namespace) -> int:
                         mask = mask_for_image(item.path, item.record.shape, mask_dir=args.mask_dir)
                     except ImageLoadError as exc:
                         errors.writerow([relative, f"mask: {exc.reason}"])
-                    scores = _agreement_cells(prediction.heatmap_raw, mask)
+                    scores = _agreement_of(prediction.heatmap_raw, mask)
                     predictions.writerow([
                         relative, "ok", prediction.predicted_class,
-                        *(_fmt(p) for p in prediction.probabilities), _fmt(prediction.low_confidence), *scores,
+                        *(_fmt(p) for p in prediction.probabilities), _fmt(prediction.low_confidence),
+                        *_agreement_cells(scores),
                     ])
                     if args.heatmaps:
                         png = out / "heatmaps" / Path(relative).with_suffix(".png")
                         _write_png(png, _heatmap_png(item.record, prediction.heatmap, mask, args.opacity))
                     if reports is not None:
-                        problem = reports.add(item.path, item.record, prediction, mask)
+                        problem = reports.add(item.path, item.record, prediction, mask, scores)
                         if problem:
                             errors.writerow([relative, problem])
                     processed += 1
@@ -259,12 +260,12 @@ class _Reports:
         self._unreadable: list[tuple[str, str]] = []
         self._review_for = _review_lookup()
 
-    def add(self, path: Path, record: ImageRecord, prediction, mask: np.ndarray | None) -> str | None:
+    def add(self, path: Path, record: ImageRecord, prediction, mask: np.ndarray | None,
+            scores: AgreementResult | None) -> str | None:
         """Record one image (and write its report when asked); returns a problem to log, or None."""
         from busi_viewer.core.report_data import image_entry
 
         sha256 = sha256_file(path)
-        scores = agreement(prediction.heatmap_raw, mask) if mask is not None and mask.any() else None
         entry = image_entry(record, sha256, class_names=self._card.class_names,
                             probabilities=prediction.probabilities, predicted=prediction.predicted_class,
                             low_confidence=prediction.low_confidence, decision_rule=self._card.decision_rule(),
@@ -329,10 +330,16 @@ def _review_lookup():
     return lookup
 
 
-def _agreement_cells(heatmap_raw: np.ndarray | None, mask: np.ndarray | None) -> list[str]:
+def _agreement_of(heatmap_raw: np.ndarray | None, mask: np.ndarray | None) -> AgreementResult | None:
+    """Heatmap-vs-mask scores, or None without a heatmap or a lesion in the mask."""
     if heatmap_raw is None or mask is None or not mask.any():
+        return None
+    return agreement(heatmap_raw, mask)
+
+
+def _agreement_cells(result: AgreementResult | None) -> list[str]:
+    if result is None:
         return [""] * len(AGREEMENT_COLUMNS)
-    result = agreement(heatmap_raw, mask)
     base = result.baseline
     return [_fmt(v) for v in (result.iou_otsu, result.pointing_hit, result.energy_in_mask,
                               base.iou_otsu, base.pointing_hit, base.energy_in_mask)]
