@@ -59,5 +59,5 @@ def run_export(run_dir: Path, bundle_dir: Path, name: str = "busi-us", version: 
     card = card_for_run(run_dir, name, version)
     model = build_classifier(card.architecture, card.num_classes)
     model.load_state_dict(torch.load(run_dir / BEST_WEIGHTS, map_location="cpu", weights_only=True))
-    documents = [run_dir / name for name in BUNDLE_DOCUMENTS if (run_dir / name).is_file()]
+    documents = [run_dir / doc for doc in BUNDLE_DOCUMENTS if (run_dir / doc).is_file()]
     return save_bundle(bundle_dir, model, card, overwrite=overwrite, documents=documents)

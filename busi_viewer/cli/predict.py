@@ -309,15 +309,14 @@ class _Reports:
 def _review_lookup():
     """sha256 -> the viewer's saved review as a report section (or None), read from the user's review
     database when one exists; a headless run never creates one."""
-    from busi_viewer.core import paths
     from busi_viewer.core.report_data import ReviewSection
     from busi_viewer.core.reviews import (
-        DEFAULT_FILE_NAME,
         ReviewStore,
         ReviewStoreError,
+        default_reviews_path,
     )
 
-    path = paths.user_data_dir() / DEFAULT_FILE_NAME
+    path = default_reviews_path()
     try:
         store = ReviewStore(path) if path.is_file() else None
     except ReviewStoreError:
@@ -325,7 +324,7 @@ def _review_lookup():
 
     def lookup(sha256: str):
         review = store.get(sha256) if store is not None else None
-        return None if review is None else ReviewSection(review.decision, review.chosen_class, review.note)
+        return ReviewSection.of(review)
 
     return lookup
 

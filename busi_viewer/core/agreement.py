@@ -51,10 +51,14 @@ def _as_mask(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return array if array.dtype == bool else array != 0
 
 
+def _all_zero(heatmap: np.ndarray) -> bool:
+    """True for a map with nothing in it (checked maps are >= 0, so a zero maximum means all zero)."""
+    return not heatmap.size or heatmap.max() <= 0
+
+
 def _normalised(heatmap: np.ndarray) -> np.ndarray | None:
     """The map divided by its maximum (values in [0, 1]), or None for an all-zero map."""
-    peak = heatmap.max() if heatmap.size else 0.0
-    return None if peak <= 0 else heatmap / peak
+    return None if _all_zero(heatmap) else heatmap / heatmap.max()
 
 
 def threshold_fixed(heatmap: np.ndarray, level: float = 0.5) -> np.ndarray:
@@ -161,7 +165,7 @@ def pointing_game(heatmap: np.ndarray, mask: np.ndarray, tolerance_px: float = 0
         raise ValueError(f"tolerance_px must be >= 0, got {tolerance_px}")
     h = _as_heatmap(heatmap)
     m = _as_mask(mask, h.shape)
-    if _normalised(h) is None:
+    if _all_zero(h):
         raise ValueError("heatmap is all zero: it points nowhere")
     return _points(np.unravel_index(int(np.argmax(h)), h.shape), m, tolerance_px)
 
@@ -297,7 +301,7 @@ def agreement(
         return AgreementResult(**empty, reason="empty mask", **settings)
     prior = _prior_regions(h.shape, float(fixed_level), float(top_fraction))
     baseline = AgreementResult(**_scores(prior, m, tolerance_px), **settings)
-    if not h.size or h.max() <= 0:
+    if _all_zero(h):
         return AgreementResult(**empty, baseline=baseline, reason="heatmap is all zero", **settings)
     return AgreementResult(**_scores(_regions(h, fixed_level, top_fraction), m, tolerance_px), baseline=baseline,
                            **settings)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from .agreement import AgreementResult
 from .image_record import ImageRecord
+from .reviews import Review
 
 CASE_ID_HEX = 10  # 40 bits of the SHA-256: a collision within one folder is vanishingly unlikely
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -61,6 +62,11 @@ class ReviewSection:
     @property
     def reviewed(self) -> bool:
         return self.decision is not None
+
+    @classmethod
+    def of(cls, review: Review | None) -> ReviewSection | None:
+        """The report's view of a saved review (None stays None: not reviewed)."""
+        return None if review is None else cls(review.decision, review.chosen_class, review.note)
 
 
 @dataclass(frozen=True)

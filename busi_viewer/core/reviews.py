@@ -14,7 +14,7 @@ import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from . import paths
@@ -99,6 +99,11 @@ def csv_safe(value: str) -> str:
 _COLUMNS = "sha256, decision, chosen_class, note, model_version, file_name, updated_at"
 
 
+def default_reviews_path() -> Path:
+    """Where the viewer keeps reviews: the user data folder (platformdirs) / reviews.sqlite3."""
+    return paths.user_data_dir() / DEFAULT_FILE_NAME
+
+
 class ReviewStore:
     """Reviews of images, one per SHA-256, in a SQLite file. Use from one thread; close it (or use ``with``).
 
@@ -107,7 +112,7 @@ class ReviewStore:
     """
 
     def __init__(self, path: Path | None = None):
-        self.path = Path(path) if path is not None else paths.user_data_dir() / DEFAULT_FILE_NAME
+        self.path = Path(path) if path is not None else default_reviews_path()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -259,7 +264,7 @@ class ReviewStore:
             note=note or "",
             model_version=model_version or "",
             file_name=file_name or "",
-            updated_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            updated_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
         )
         db = self._db
         try:

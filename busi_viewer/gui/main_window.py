@@ -477,11 +477,9 @@ class MainWindow(QMainWindow):
             self._warn("Export reviews", "The review database is not available.")
             return None
         if path is None:
-            start = str(Path(self.settings.last_folder or Path.home()) / "reviews.csv")
-            chosen, _ = QFileDialog.getSaveFileName(self, "Export reviews as CSV", start, "CSV files (*.csv)")
-            if not chosen:
+            path = self._ask_save_path("Export reviews as CSV", "reviews.csv", "CSV files (*.csv)")
+            if path is None:
                 return None
-            path = Path(chosen)
         try:
             rows = self.reviews.export_csv(path, self.hashes.values() if self.paths else None)
         except (ReviewStoreError, OSError) as exc:
@@ -501,11 +499,10 @@ class MainWindow(QMainWindow):
             self._warn("Export report", "There is no result for the image on screen yet.")
             return None
         if path is None:
-            start = Path(self.settings.last_folder or Path.home()) / f"{case_id(done.sha256)}.pdf"
-            chosen, _ = QFileDialog.getSaveFileName(self, "Export report", str(start), "PDF files (*.pdf)")
-            if not chosen:
+            path = self._ask_save_path("Export report", f"{case_id(done.sha256)}.pdf", "PDF files (*.pdf)")
+            if path is None:
                 return None
-            path, overwrite = Path(chosen), True  # the dialog has asked before replacing a file
+            overwrite = True  # the dialog has asked before replacing a file
         try:
             written = write_current_image_report(
                 path, record=self.record, frame=self.frame, adjust=self.display.adjust, done=done, mask=self.mask,
@@ -529,11 +526,10 @@ class MainWindow(QMainWindow):
             self._warn("Export folder summary", "Open a folder, with a model loaded, first.")
             return False
         if path is None:
-            start = Path(self.settings.last_folder or Path.home()) / "summary.pdf"
-            chosen, _ = QFileDialog.getSaveFileName(self, "Export folder summary", str(start), "PDF files (*.pdf)")
-            if not chosen:
+            path = self._ask_save_path("Export folder summary", "summary.pdf", "PDF files (*.pdf)")
+            if path is None:
                 return False
-            path, overwrite = Path(chosen), True  # the dialog has asked before replacing a file
+            overwrite = True  # the dialog has asked before replacing a file
         if self._summary is None:
             self._summary = SummaryExport(self)
             self._summary.finished.connect(self._on_summary_written)
@@ -547,6 +543,12 @@ class MainWindow(QMainWindow):
     def _on_summary_written(self, path: Path) -> None:
         self.statusBar().showMessage(f"Folder summary written to {path}", 10_000)
         self.summaryExported.emit(path)
+
+    def _ask_save_path(self, title: str, file_name: str, file_filter: str) -> Path | None:
+        """A save dialog starting in the last folder (it asks before replacing a file); None if cancelled."""
+        start = Path(self.settings.last_folder or Path.home()) / file_name
+        chosen, _ = QFileDialog.getSaveFileName(self, title, str(start), file_filter)
+        return Path(chosen) if chosen else None
 
     def _set_thumb(self, index: int, **changes) -> None:
         if 0 <= index < len(self.thumbs):

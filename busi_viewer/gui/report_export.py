@@ -28,10 +28,9 @@ def write_current_image_report(path: Path, *, record: ImageRecord, frame: int, a
     shown = render_display(record, frame, adjust)
     rgb = np.repeat(shown[..., None], 3, axis=2) if shown.ndim == 2 else shown
     prediction = done.prediction
-    section = None if review is None else ReviewSection(review.decision, review.chosen_class, review.note)
     entry = image_entry(record, done.sha256, class_names=prediction.class_names,
                         probabilities=prediction.probabilities, predicted=prediction.predicted_class,
                         low_confidence=prediction.low_confidence, decision_rule=card.decision_rule(),
-                        agreement=done.agreement, review=section, include_identifiers=include_identifiers)
+                        agreement=done.agreement, review=ReviewSection.of(review), include_identifiers=include_identifiers)
     images = ReportImages(rgb, prediction.heatmap, mask, opacity, colormap, orientation)
     return write_image_report(path, entry, images, model_section_for(card), overwrite=overwrite)
