@@ -53,8 +53,9 @@ log = logging.getLogger(__name__)
 
 _SCORES_CACHE_ITEMS = 1024  # agreement results: a few hundred bytes each
 # A forward pass is thousands of short Python calls between torch kernels, each needing the GIL; with the
-# default 5 ms switch interval every hand-over from a busy GUI thread can cost up to 5 ms. Measured on the
-# 2-core bench: uncached result p95 92 -> 84 ms, no longer event-loop stalls (bench/viewer_bench.py).
+# default 5 ms switch interval every hand-over from a busy GUI thread can cost up to 5 ms. On the 2-core VM,
+# 30 never-seen images after a pause (bench/viewer_bench.py's uncached case), one run each: result p50/p95
+# 71/92 ms at 5 ms, 66/84 ms at 1 ms; the benchmark's longest event-loop stall: 35 ms before, 25-36 ms after.
 GIL_SWITCH_INTERVAL_S = 0.001
 
 
