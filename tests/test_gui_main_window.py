@@ -13,8 +13,8 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QLabel
 
-from busi_viewer.core.phantoms import write_phantom_dataset
 from busi_viewer import RESEARCH_USE_BANNER
+from busi_viewer.core.phantoms import write_phantom_dataset
 
 SHOTS = Path(os.environ.get("BUSI_SCREENSHOTS", "")) if os.environ.get("BUSI_SCREENSHOTS") else None
 WAIT_MS = 60_000
@@ -291,12 +291,11 @@ def test_multiframe_cine_and_per_frame_explanation(qtbot, window):
 
 
 def test_ctrl_e_exports_the_report_of_the_image_on_screen(qtbot, window, image_folder, tmp_path, monkeypatch):
-    import unicodedata
-
-    pypdf = pytest.importorskip("pypdf")
+    pytest.importorskip("pypdf")
     from PySide6.QtWidgets import QFileDialog
 
     from busi_viewer.core.report_data import case_id
+    from tests.helpers.pdf import pdf_text as text_of
 
     assert window.export_image_report(tmp_path / "early.pdf") is None  # nothing on screen yet: says so
     assert "no result" in window.warning_box.text()
@@ -307,10 +306,6 @@ def test_ctrl_e_exports_the_report_of_the_image_on_screen(qtbot, window, image_f
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), "PDF files (*.pdf)"))
     qtbot.keyClick(window, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
     qtbot.waitUntil(target.exists, timeout=5000)
-    def text_of(pdf):
-        pages = " ".join(page.extract_text() for page in pypdf.PdfReader(pdf).pages)
-        return " ".join(unicodedata.normalize("NFKC", pages).split())
-
     text = text_of(target)
     done = window.result
     assert case_id(done.sha256) in text and f"Prediction: {done.prediction.predicted_class}" in text
@@ -323,17 +318,16 @@ def test_ctrl_e_exports_the_report_of_the_image_on_screen(qtbot, window, image_f
 
 
 def test_folder_summary_is_written_in_the_background(qtbot, window, image_folder, tmp_path):
-    import unicodedata
+    pytest.importorskip("pypdf")
+    from tests.helpers.pdf import pdf_text
 
-    pypdf = pytest.importorskip("pypdf")
     _open_and_wait(qtbot, window, image_folder)
     target = tmp_path / "summary.pdf"
     with qtbot.waitSignal(window.summaryExported, timeout=180_000) as written:
         assert window.export_folder_summary(target)
         _key(qtbot, window, Qt.Key.Key_Down)  # the window keeps working meanwhile
     assert written.args == [target]
-    text = " ".join(unicodedata.normalize("NFKC", " ".join(p.extract_text() for p in pypdf.PdfReader(target).pages))
-                    .split())
+    text = pdf_text(target)
     assert "Folder summary" in text and f"{len(window.paths) - 1} images" in text
     assert "1 not classified" in text and "Not classified (1)" in text  # zz_broken.png, by its case id
     assert not any(path.name in text for path in window.paths)  # de-identified

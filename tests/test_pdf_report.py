@@ -6,7 +6,6 @@ import hashlib
 import os
 import shutil
 import subprocess
-import unicodedata
 from pathlib import Path
 
 import cv2
@@ -33,6 +32,7 @@ from busi_viewer.reports.pdf import (
     write_image_report,
     write_summary_report,
 )
+from tests.helpers.pdf import pdf_text
 from tests.test_load_dicom import write_dicom
 
 IDENTIFIERS = {"PatientName": "Doe^Jane", "PatientID": "PID-0042", "PatientBirthDate": "19700101"}
@@ -64,11 +64,7 @@ def _entry(path, record, heat, mask, **kwargs):
 
 
 def _text(pdf: Path) -> str:
-    """All page text, ligatures unfolded (Qt writes "fi" as one glyph) and whitespace collapsed."""
-    reader = pypdf.PdfReader(pdf)
-    text = " ".join(page.extract_text() for page in reader.pages)
-    text += " " + " ".join(str(v) for v in (reader.metadata or {}).values())
-    return " ".join(unicodedata.normalize("NFKC", text).split())
+    return pdf_text(pdf, metadata=True)
 
 
 def test_image_report_says_what_was_on_screen_and_no_identifier(qtbot, tmp_path, dicom_case):

@@ -120,13 +120,8 @@ def test_console_script_runs_in_a_subprocess(image_folder, tiny_bundle, tmp_path
 
 
 def test_pdf_reports_headless_are_de_identified_unless_asked(image_folder, tiny_bundle, tmp_path, capsys):
-    import unicodedata
-
-    pypdf = pytest.importorskip("pypdf")
-
-    def text(pdf: Path) -> str:
-        content = " ".join(page.extract_text() for page in pypdf.PdfReader(pdf).pages)
-        return " ".join(unicodedata.normalize("NFKC", content).split())
+    pytest.importorskip("pypdf")
+    from tests.helpers.pdf import pdf_text as text
 
     out = tmp_path / "out"
     args = [str(image_folder), "--model", str(tiny_bundle), "--out", str(out), "--no-progress", "--pdf",
