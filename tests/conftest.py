@@ -46,13 +46,14 @@ def mias_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
-    """A real, loadable model bundle with random weights (tests only; never shipped)."""
+    """A real, loadable model bundle with random weights and its ONNX export (tests only; never shipped)."""
     import torch
 
     from busi_viewer.core.labels import CLASS_NAMES
     from busi_viewer.inference.architectures import build_classifier
     from busi_viewer.inference.bundle import save_bundle
     from busi_viewer.inference.model_card import ModelCard, PreprocessSpec
+    from busi_viewer.inference.onnx_export import export_onnx
 
     torch.manual_seed(0)
     model = build_classifier("tf_efficientnet_lite0", len(CLASS_NAMES))
@@ -62,4 +63,5 @@ def tiny_bundle(tmp_path_factory) -> Path:
     )
     folder = tmp_path_factory.mktemp("bundles") / "tiny"
     save_bundle(folder, model, card)
+    export_onnx(folder)  # what the viewer runs on the CPU, as the frozen app's bundles carry it
     return folder

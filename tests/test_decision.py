@@ -7,7 +7,7 @@ import numpy as np
 from busi_viewer.core.decision import apply_operating_point
 from busi_viewer.core.labels import CLASS_NAMES
 from busi_viewer.inference.model_card import ModelCard
-from busi_viewer.inference.predictor import decide
+from busi_viewer.inference.prediction import decide
 
 
 def test_threshold_overrides_argmax_both_ways():

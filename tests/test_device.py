@@ -7,13 +7,13 @@ import os
 import pytest
 import torch
 
+from busi_viewer.core.errors import DeviceError
+from busi_viewer.inference import cpu as cpu_module
 from busi_viewer.inference import device as device_module
+from busi_viewer.inference.cpu import THREADS_ENV, physical_core_count
 from busi_viewer.inference.device import (
-    THREADS_ENV,
-    DeviceError,
     configure_threads,
     describe_device,
-    physical_core_count,
     select_device,
 )
 
@@ -90,24 +90,24 @@ def test_hyperthreads_count_once_and_affinity_is_respected(tmp_path, monkeypatch
     # Two sockets, two cores each, two hyper-threads per core; core ids repeat across sockets.
     _fake_topology(tmp_path / "cpu", {0: (0, 0), 1: (0, 1), 2: (1, 0), 3: (1, 1),
                                       4: (0, 0), 5: (0, 1), 6: (1, 0), 7: (1, 1)})
-    monkeypatch.setattr(device_module, "_SYS_CPU", tmp_path / "cpu")
-    monkeypatch.setattr(device_module, "_CGROUP", tmp_path / "no-cgroup")
-    monkeypatch.setattr(device_module, "_usable_cpus", lambda: set(range(8)))
+    monkeypatch.setattr(cpu_module, "_SYS_CPU", tmp_path / "cpu")
+    monkeypatch.setattr(cpu_module, "_CGROUP", tmp_path / "no-cgroup")
+    monkeypatch.setattr(cpu_module, "_usable_cpus", lambda: set(range(8)))
     assert physical_core_count() == 4
-    monkeypatch.setattr(device_module, "_usable_cpus", lambda: {0, 4, 5})
+    monkeypatch.setattr(cpu_module, "_usable_cpus", lambda: {0, 4, 5})
     assert physical_core_count() == 2
 
     (tmp_path / "cgroup").mkdir()
     (tmp_path / "cgroup" / "cpu.max").write_text("150000 100000\n")
-    monkeypatch.setattr(device_module, "_CGROUP", tmp_path / "cgroup")
-    monkeypatch.setattr(device_module, "_usable_cpus", lambda: set(range(8)))
+    monkeypatch.setattr(cpu_module, "_CGROUP", tmp_path / "cgroup")
+    monkeypatch.setattr(cpu_module, "_usable_cpus", lambda: set(range(8)))
     assert physical_core_count() == 2
 
 
 def test_unreadable_topology_falls_back_to_usable_cpus(tmp_path, monkeypatch):
-    monkeypatch.setattr(device_module, "_SYS_CPU", tmp_path / "absent")
-    monkeypatch.setattr(device_module, "_CGROUP", tmp_path / "absent")
-    monkeypatch.setattr(device_module, "_usable_cpus", lambda: {0, 1, 2})
+    monkeypatch.setattr(cpu_module, "_SYS_CPU", tmp_path / "absent")
+    monkeypatch.setattr(cpu_module, "_CGROUP", tmp_path / "absent")
+    monkeypatch.setattr(cpu_module, "_usable_cpus", lambda: {0, 1, 2})
     assert physical_core_count() == 3
 
 

@@ -6,13 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from busi_viewer.inference.architectures import SUPPORTED_ARCHITECTURES, build_classifier
+from busi_viewer.inference.architectures import (
+    SUPPORTED_ARCHITECTURES,
+    build_classifier,
+)
 from busi_viewer.inference.gradcam import (
     fast_gradcam,
     final_feature_module,
-    normalise_per_image,
     reference_gradcam,
 )
+from busi_viewer.inference.prediction import normalise_per_image
 
 TOLERANCE = 1e-5
 

@@ -167,7 +167,7 @@ def test_holding_the_arrow_key_shows_the_result_of_the_image_landed_on(qtbot, wi
 
 
 def test_worker_errors_surface_and_the_app_keeps_working(qtbot, window, image_folder, monkeypatch):
-    from busi_viewer.inference.predictor import Predictor
+    from busi_viewer.inference.prediction import PredictorBase as Predictor
 
     _open_and_wait(qtbot, window, image_folder)
     original = Predictor.predict

@@ -215,7 +215,7 @@ def test_corrupt_model_bundle_is_reported(make_service, qtbot, tmp_path, tiny_bu
 
 
 def test_an_exception_in_inference_is_reported_and_the_thread_survives(ready, qtbot, tmp_path, monkeypatch):
-    from busi_viewer.inference.predictor import Predictor
+    from busi_viewer.inference.prediction import PredictorBase as Predictor
 
     service, rec = ready
 

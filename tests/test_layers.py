@@ -80,3 +80,15 @@ def test_the_layer_check_would_catch_a_qt_import(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("from PySide6.QtWidgets import QWidget\nimport numpy\n", encoding="utf-8")
     assert "PySide6.QtWidgets" in _imported_names(sample)
+
+
+# What the frozen app (built without torch) imports of the inference layer: torch stays out of all of it.
+TORCH_FREE_INFERENCE = ("backend", "bundle_files", "cpu", "model_card", "onnx_predictor", "prediction",
+                        "preprocessing")
+
+
+def test_the_frozen_apps_inference_modules_import_without_torch():
+    blocked = "import sys\nfor name in ('torch', 'torchvision', 'timm'):\n    sys.modules[name] = None\n"
+    imports = "".join(f"import busi_viewer.inference.{name}\n" for name in TORCH_FREE_INFERENCE)
+    result = subprocess.run([sys.executable, "-c", blocked + imports], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

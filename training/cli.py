@@ -9,6 +9,7 @@ Examples::
     busi-train evaluate runs/busi-honest-seed0
     busi-train export runs/busi-honest-seed0 --to resources/models/busi-us
     busi-train cv-summary runs/busi-honest-seed0-fold* --out training/reports/busi-honest-cv
+    busi-train export-onnx resources/models/busi-us     # for ONNX Runtime (packaging/build.sh does this)
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--name", default="busi-us")
     export.add_argument("--version", default="1.0.0")
     export.add_argument("--force", action="store_true", help="replace an existing bundle")
+
+    onnx = commands.add_parser("export-onnx", help="add an ONNX export (checked against torch) to a model bundle")
+    onnx.add_argument("bundle", type=Path, nargs="?", default=None, help="bundle folder (default: the app's default)")
+    onnx.add_argument("--out", type=Path, default=None, help="write the export here instead of into the bundle")
 
     cv = commands.add_parser("cv-summary", help="mean ± sd over evaluated cross-validation runs of one recipe")
     cv.add_argument("runs", type=Path, nargs="+")
@@ -116,6 +121,15 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         card = run_export(args.run, args.to or default_model_dir(), args.name, args.version, overwrite=args.force)
         print(f"bundle {card.name} {card.version} written (weights sha256 {card.weights_sha256[:12]}…)")
+        return 0
+    if args.command == "export-onnx":
+        from busi_viewer.core.paths import default_model_dir
+        from busi_viewer.inference.onnx_export import export_onnx
+
+        record = export_onnx(args.bundle or default_model_dir(), args.out)
+        print(f"ONNX export written (sha256 {record.onnx_sha256[:12]}…); largest difference from torch: "
+              f"{record.max_abs_difference_probabilities:.1e} (probabilities), "
+              f"{record.max_abs_difference_maps:.1e} (Grad-CAM maps)")
         return 0
     if args.command == "cv-summary":
         from training.cv import cv_markdown, write_cv_summary

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("busi-predictions"), help="output folder (default: ./busi-predictions)")
     parser.add_argument("--heatmaps", action="store_true", help="also write an explanation PNG per image")
     parser.add_argument("--device", choices=("cpu", "cuda", "mps"), default=None, help="default: CUDA if available, else MPS, else CPU")
+    parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default=None,
+                        help="inference runtime (default: $BUSI_VIEWER_BACKEND, else PyTorch when installed, "
+                             "else ONNX Runtime)")
     parser.add_argument("--mask-dir", type=Path, default=None, help="look for lesion masks in this folder too")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--opacity", type=float, default=0.45, help="heatmap opacity in the PNGs, 0..1")
@@ -140,22 +143,14 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Heavy imports after argument parsing so that --help and usage errors are instant.
-    from busi_viewer.inference.bundle import load_bundle
-    from busi_viewer.inference.device import (
-        configure_threads,
-        describe_device,
-        select_device,
-    )
-    from busi_viewer.inference.predictor import Predictor
+    from busi_viewer.inference.backend import load_predictor
 
     if args.batch_size < 1:
         print("busi-predict: error: --batch-size must be at least 1", file=sys.stderr)
         return 2
     try:
         scan = scan_folder(args.folder)
-        device = select_device(args.device)
-        configure_threads()
-        bundle = load_bundle(args.model, device=device)
+        predictor, _folder = load_predictor(args.model, args.device, args.backend)
     except BusiViewerError as exc:
         print(f"busi-predict: error: {exc}", file=sys.stderr)
         return 2
@@ -176,10 +171,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"busi-predict: error: cannot create output folder {out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
 
-    card = bundle.card
-    predictor = Predictor(bundle.model, card, device, optimise=True)
+    card = predictor.card
     reports = _Reports(args, card) if args.pdf or args.pdf_per_image else None
-    print(f"{RESEARCH_USE_BANNER}.\nModel {card.name} {card.version} ({card.architecture}) on {describe_device(device)}; "
+    print(f"{RESEARCH_USE_BANNER}.\nModel {card.name} {card.version} ({card.architecture}) on {predictor.description}; "
           f"{len(scan.images)} image(s) in {args.folder}, {len(scan.skipped)} other file(s) skipped.", file=sys.stderr)
 
     header = ["file", "status", "predicted_class", *(f"p_{name}" for name in card.class_names),

@@ -24,3 +24,7 @@ class MaskLoadError(ImageLoadError):
 
 class BundleError(BusiViewerError):
     """A model bundle is missing, incomplete, tampered with or inconsistent."""
+
+
+class DeviceError(BusiViewerError):
+    """The requested compute device does not exist on this machine, or a thread setting is invalid."""

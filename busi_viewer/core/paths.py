@@ -46,6 +46,11 @@ def user_cache_dir() -> Path:
     return _user_dir("cache", platformdirs.user_cache_dir)
 
 
+def onnx_export_cache_dir() -> Path:
+    """ONNX exports the source install makes of bundles for CPU inference, one sub-folder per weights hash."""
+    return user_cache_dir() / "onnx-exports"
+
+
 def resources_dir() -> Path:
     """The read-only ``resources/`` folder: bundled model bundles and demo data.
 
@@ -55,7 +60,7 @@ def resources_dir() -> Path:
     override = os.environ.get("BUSI_VIEWER_RESOURCES")
     if override:
         return Path(override).expanduser()
-    frozen_root = getattr(sys, "_MEIPASS", None)
+    frozen_root = getattr(sys, "_MEIPASS", None) if is_frozen() else None
     if frozen_root:
         return Path(frozen_root) / "resources"
     return Path(__file__).resolve().parents[2] / "resources"
@@ -69,3 +74,15 @@ def models_dir() -> Path:
 def default_model_dir() -> Path:
     """The bundle the tools use when the user names none."""
     return models_dir() / DEFAULT_MODEL_NAME
+
+
+def is_frozen() -> bool:
+    """True inside the PyInstaller build."""
+    return bool(getattr(sys, "frozen", False))
+
+
+def predict_command() -> list[str]:
+    """The command line that starts ``busi-predict`` with this installation's interpreter or frozen app."""
+    if is_frozen():
+        return [sys.executable, "predict"]  # packaging/entry.py dispatches it
+    return [sys.executable, "-m", "busi_viewer.cli.predict"]

@@ -20,12 +20,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--demo", action="store_true", help="open the bundled demo folder")
     parser.add_argument("--model", type=Path, default=None, help="model bundle folder (default: the bundled one)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the GPU when there is one)")
+    parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default=None,
+                        help="inference runtime (default: $BUSI_VIEWER_BACKEND, else auto: PyTorch when installed, "
+                             "else ONNX Runtime)")
     parser.add_argument("--smoke-test", action="store_true",
                         help="load the model, open the demo, run one inference, print a summary and exit (0 = ok)")
     return parser
 
 
-def build_window(model_dir: Path | None = None, device: str | None = None):
+def build_window(model_dir: Path | None = None, device: str | None = None, backend: str | None = None):
     """Create the inference service, review store and main window (a QApplication must exist)."""
     from busi_viewer.core.reviews import ReviewStore, ReviewStoreError
     from busi_viewer.gui.main_window import MainWindow
@@ -37,7 +40,7 @@ def build_window(model_dir: Path | None = None, device: str | None = None):
         reviews = ReviewStore()
     except (ReviewStoreError, OSError) as exc:
         review_error = f"{exc}\n\nReviews will not be saved in this session."
-    service = InferenceService(model_dir, device)
+    service = InferenceService(model_dir, device, backend=backend)
     window = MainWindow(service, load_settings(), reviews, review_error)
     return window
 
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("BUSI Viewer")
-    window = build_window(args.model, args.device)
+    window = build_window(args.model, args.device, args.backend)
     window.show()
     shown = time.perf_counter() - started
     window.service.start()

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, Signal
 
 from busi_viewer.cli.predict import SUMMARY_PDF
+from busi_viewer.core.paths import predict_command
 
 
 class SummaryExport(QObject):
@@ -44,7 +44,8 @@ class SummaryExport(QObject):
             return False
         self._work = Path(tempfile.mkdtemp(prefix="busi-summary-"))
         self._target = target
-        arguments = ["-m", "busi_viewer.cli.predict", str(folder), "--model", str(model_dir), "--out",
+        program, *arguments = predict_command()
+        arguments += [str(folder), "--model", str(model_dir), "--out",
                      str(self._work), "--pdf", "--no-progress", "--device", "cpu"]
         if include_identifiers:
             arguments.append("--include-identifiers")
@@ -53,7 +54,7 @@ class SummaryExport(QObject):
         process.finished.connect(self._done)
         process.errorOccurred.connect(self._error)
         self._process = process
-        process.start(sys.executable, arguments)
+        process.start(program, arguments)
         return True
 
     def _output(self) -> str:
@@ -82,7 +83,7 @@ class SummaryExport(QObject):
 
     def _error(self, error) -> None:
         if error == QProcess.ProcessError.FailedToStart:
-            self.failed.emit(f"could not start {sys.executable}")
+            self.failed.emit(f"could not start {predict_command()[0]}")
             self._cleanup()
 
     def _cleanup(self) -> None:

@@ -21,6 +21,7 @@ marked read-only because the same objects are handed out again.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import sys
@@ -45,7 +46,7 @@ from busi_viewer.core.paths import default_model_dir
 
 if TYPE_CHECKING:  # torch stays out of the import graph until the worker thread loads the model
     from busi_viewer.inference.model_card import ModelCard
-    from busi_viewer.inference.predictor import Prediction, Predictor
+    from busi_viewer.inference.prediction import Prediction, PredictorBase
 
 __all__ = ["ImageLoaded", "InferenceDone", "InferenceService", "ModelState", "WorkerFailure"]
 
@@ -105,8 +106,8 @@ class InferenceDone:
 class ModelState:
     """The outcome of (re)loading the model; ``loaded=False`` with ``error`` means a plain viewer.
 
-    ``device`` describes where inference runs, for the status bar (e.g. "CPU (2 threads)",
-    "CUDA: NVIDIA ...", "" when no device could be chosen); ``seconds`` is the load time;
+    ``device`` describes where and with what inference runs, for the status bar (e.g. "CPU (2 threads),
+    ONNX Runtime", "CUDA: NVIDIA ..., PyTorch", "" when the model did not load); ``seconds`` is the load time;
     ``model_dir`` the bundle folder that was tried.
     """
 
@@ -234,9 +235,10 @@ class _WorkerThread(QThread):
 
     event = Signal(object)
 
-    def __init__(self, device: str | None, record_cache_items: int, result_cache_bytes: int):
+    def __init__(self, device: str | None, backend: str | None, record_cache_items: int, result_cache_bytes: int):
         super().__init__()
         self._device_preference = device
+        self._backend = backend
         self._cond = threading.Condition()
         self._pending: _Job | None = None
         self._latest_id = 0
@@ -252,9 +254,8 @@ class _WorkerThread(QThread):
         self._misses = 0
 
         # Touched only by the thread itself.
-        self._predictor: Predictor | None = None
+        self._predictor: PredictorBase | None = None
         self._card: ModelCard | None = None
-        self._threads_configured = False
 
     # ---- called from the GUI thread
 
@@ -342,32 +343,27 @@ class _WorkerThread(QThread):
         with self._cache_lock:
             self._results.clear()  # a new model makes every cached prediction someone else's
             self._scores.clear()
-        device_text = ""
+        # Importing torch and building the model create hundreds of thousands of long-lived objects: collecting
+        # meanwhile cost 12-160 ms gen-2 pauses (measured) that the GUI thread felt through the GIL.
+        gc.disable()
         try:
-            import torch  # noqa: F401  (first import happens here, in this thread)
+            from busi_viewer.inference.backend import load_predictor
 
-            from busi_viewer.inference.bundle import load_bundle
-            from busi_viewer.inference.device import configure_threads, describe_device, select_device
-            from busi_viewer.inference.predictor import Predictor
-
-            if not self._threads_configured:
-                configure_threads()
-                self._threads_configured = True
-            device = select_device(self._device_preference)
-            device_text = describe_device(device)
-            bundle = load_bundle(command.model_dir, device)
-            predictor = Predictor(bundle.model, bundle.card, device, optimise=True)
+            predictor, folder = load_predictor(command.model_dir, self._device_preference, self._backend)
         except Exception as exc:
             expected = isinstance(exc, BusiViewerError)  # BundleError, DeviceError: their text is for users
             if not expected:
                 log.exception("model load failed")
                 self._emit(WorkerFailure(None, None, "model", _describe(exc)))
             error = str(exc) if expected else f"the model could not be loaded ({_describe(exc)})"
-            self._emit(ModelState(False, None, device_text, error, time.perf_counter() - started,
-                                  command.model_dir))
+            self._emit(ModelState(False, None, "", error, time.perf_counter() - started, command.model_dir))
             return
-        self._predictor, self._card = predictor, bundle.card
-        self._emit(ModelState(True, bundle.card, device_text, None, time.perf_counter() - started, bundle.folder))
+        finally:
+            gc.enable()
+        gc.freeze()  # and later collections need not walk them again
+        self._predictor, self._card = predictor, predictor.card
+        self._emit(ModelState(True, predictor.card, predictor.description, None, time.perf_counter() - started,
+                              folder))
 
     # ---- one image
 
@@ -500,14 +496,14 @@ class InferenceService(QObject):
     modelChanged = Signal(object)
     failed = Signal(object)
 
-    def __init__(self, model_dir: Path | None = None, device: str | None = None, *, record_cache_items: int = 8,
-                 result_cache_bytes: int = 128 * 2**20, parent: QObject | None = None):
+    def __init__(self, model_dir: Path | None = None, device: str | None = None, *, backend: str | None = None,
+                 record_cache_items: int = 8, result_cache_bytes: int = 128 * 2**20, parent: QObject | None = None):
         super().__init__(parent)
         self._model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         self._latest_id = 0
         self._started = False
         self._stopped = False
-        self._thread = _WorkerThread(device, record_cache_items, result_cache_bytes)
+        self._thread = _WorkerThread(device, backend, record_cache_items, result_cache_bytes)
         # Queued: the thread emits from its own context; the relay runs (and re-emits) in ours.
         self._thread.event.connect(self._relay, Qt.ConnectionType.QueuedConnection)
 

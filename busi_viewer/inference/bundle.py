@@ -21,17 +21,19 @@ import torch
 
 from busi_viewer.core.errors import BundleError
 from busi_viewer.core.hashing import sha256_file
-from busi_viewer.core.paths import default_model_dir
 from busi_viewer.inference.architectures import SUPPORTED_ARCHITECTURES, ImageClassifier
+from busi_viewer.inference.bundle_files import (
+    BUNDLE_DOCUMENTS,
+    CARD_FILENAME,
+    WEIGHTS_FILENAME,
+    bundle_folder,
+    looks_like_bundle,
+    read_verified_card,
+)
 from busi_viewer.inference.device import select_device
 from busi_viewer.inference.model_card import ModelCard
 
-WEIGHTS_FILENAME = "weights.safetensors"
-CARD_FILENAME = "model_card.json"
-# What a bundle may carry beside its weights and card, for people to read: the split, the report, its
-# figures. Never a picture of dataset images (training's gradcam_test.png stays in the run folder).
-BUNDLE_DOCUMENTS = ("split_manifest.csv", "report.md", "metrics.json", "config.toml", "epochs.csv",
-                    "learning_curves.png", "confusion_matrix.png", "roc.png", "reliability.png")
+__all__ = ["BUNDLE_DOCUMENTS", "CARD_FILENAME", "WEIGHTS_FILENAME", "LoadedBundle", "load_bundle", "save_bundle"]
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ def save_bundle(folder: str | Path, model: ImageClassifier, card: ModelCard, *, 
     if folder.exists() or folder.is_symlink():
         if not overwrite:
             raise BundleError(f"a model bundle already exists at {folder}; pass overwrite=True to replace it")
-        if not folder.is_dir() or not _looks_like_bundle(folder):
+        if not folder.is_dir() or not looks_like_bundle(folder):
             raise BundleError(f"{folder} exists and is not a model bundle; refusing to replace it")
 
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -98,33 +100,14 @@ def load_bundle(folder: str | Path | None = None, device: str | torch.device = "
     ``card.preprocess`` says; it outputs (B, card.num_classes) logits in ``card.class_names`` order.
     Raises :class:`BundleError` with a message a user can act on for anything missing or inconsistent.
     """
-    folder = Path(folder) if folder is not None else default_model_dir()
+    folder = bundle_folder(folder)
     target = select_device(device) if isinstance(device, str) else torch.device(device)
-    if folder.exists() and not folder.is_dir():
-        raise BundleError(f"{folder} is a file, not a model bundle folder")
-    if not folder.is_dir():
-        if _is_default_location(folder):
-            raise BundleError(f"no trained model is installed at {folder}; train one with busi-train "
-                              f"or copy a model bundle (weights.safetensors + model_card.json) there")
-        raise BundleError(f"model bundle folder {folder} does not exist")
-    card = _read_card(folder / CARD_FILENAME)
-    if card.architecture not in SUPPORTED_ARCHITECTURES:
-        raise BundleError(f"{folder.name}: unknown architecture {card.architecture!r} in the model card; "
-                          f"this app supports {', '.join(SUPPORTED_ARCHITECTURES)}")
-    weights_path = folder / WEIGHTS_FILENAME
-    if not weights_path.is_file():
-        raise BundleError(f"{folder.name}: {WEIGHTS_FILENAME} is missing from the bundle at {folder}")
-    _verify_checksum(weights_path, card)
-    state = _read_weights(weights_path)
+    card = read_verified_card(folder, SUPPORTED_ARCHITECTURES)
+    state = _read_weights(folder / WEIGHTS_FILENAME)
     model = ImageClassifier(card.architecture, card.num_classes)
     _check_state_fits(state, model, card, folder.name)
     model.load_state_dict(state, strict=True)
     return LoadedBundle(card=card, model=model.to(target).eval(), folder=folder)
-
-
-def _looks_like_bundle(folder: Path) -> bool:
-    # Only an empty folder or a bundle's own files: replacing anything else would destroy unrelated files.
-    return {entry.name for entry in folder.iterdir()} <= {WEIGHTS_FILENAME, CARD_FILENAME, *BUNDLE_DOCUMENTS}
 
 
 def _sibling(folder: Path, tag: str) -> Path:
@@ -151,39 +134,6 @@ def _swap_into_place(staging: Path, folder: Path) -> None:
         retired.rename(folder)
         raise
     shutil.rmtree(retired, ignore_errors=True)
-
-
-def _is_default_location(folder: Path) -> bool:
-    try:
-        return folder.resolve() == default_model_dir().resolve()
-    except OSError:
-        return False
-
-
-def _read_card(card_path: Path) -> ModelCard:
-    bundle = card_path.parent.name
-    if not card_path.is_file():
-        raise BundleError(f"{bundle}: {CARD_FILENAME} is missing from the bundle at {card_path.parent}")
-    try:
-        return ModelCard.from_json(card_path.read_text(encoding="utf-8"))
-    except BundleError as exc:
-        raise BundleError(f"{bundle}: {exc}") from exc
-    except (OSError, UnicodeDecodeError, TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise BundleError(f"{bundle}: {CARD_FILENAME} is not a valid model card: {exc}") from exc
-
-
-def _verify_checksum(weights_path: Path, card: ModelCard) -> None:
-    expected = card.weights_sha256.strip().lower()
-    if not expected:
-        raise BundleError(f"{weights_path.parent.name}: the model card has no weights_sha256, "
-                          f"so {WEIGHTS_FILENAME} cannot be verified; re-export the bundle")
-    actual = sha256_file(weights_path)
-    if actual != expected:
-        raise BundleError(
-            f"{weights_path.parent.name}: {WEIGHTS_FILENAME} does not match its model card "
-            f"(expected SHA-256 {expected[:12]}…, found {actual[:12]}…); "
-            f"the file was modified or corrupted after the bundle was written"
-        )
 
 
 def _read_weights(weights_path: Path) -> dict[str, torch.Tensor]:

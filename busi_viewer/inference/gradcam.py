@@ -11,14 +11,13 @@ When the layer is the final feature map and the head is global average pooling f
 and a test holds the two together for every supported architecture.
 
 Maps are returned "raw" (in logit units, comparable across images of one model) on the layer's grid;
-:func:`normalise_per_image` scales each map to [0, 1] by its own maximum.
+:func:`~busi_viewer.inference.prediction.normalise_per_image` scales each map to [0, 1] by its own maximum.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -144,13 +143,3 @@ def reference_gradcam(
     finally:
         handle.remove()
     return CamOutput(logits.detach().float(), target_idx, maps.detach().float())
-
-
-def normalise_per_image(maps: np.ndarray) -> np.ndarray:
-    """(B, h, w) or (h, w) raw maps >= 0 -> each map divided by its own maximum, in [0, 1].
-
-    An all-zero map (no positive evidence for the class) stays all zero rather than being stretched.
-    """
-    maps = np.asarray(maps, dtype=np.float32)
-    peak = maps.max(axis=(-2, -1), keepdims=True)
-    return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)

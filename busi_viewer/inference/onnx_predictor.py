@@ -1,0 +1,139 @@
+"""Prediction with explanation through ONNX Runtime: the frozen app's backend, with no torch at all.
+
+Runs the export :mod:`busi_viewer.inference.onnx_export` made, after checking that the bundle's weights match
+its card and that the export was made from exactly those weights and is unmodified since.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from busi_viewer.core.errors import BundleError, DeviceError
+from busi_viewer.core.hashing import sha256_file
+from busi_viewer.inference.bundle_files import (
+    ONNX_FILENAME,
+    ONNX_RECORD_FILENAME,
+    WEIGHTS_FILENAME,
+    bundle_folder,
+    read_verified_card,
+)
+from busi_viewer.inference.cpu import inference_threads
+from busi_viewer.inference.model_card import ModelCard
+from busi_viewer.inference.prediction import PredictorBase, gap_linear_gradcam
+
+CLASSIFIER_WEIGHT = "head.fc.weight"
+INPUT_NAME = "input"
+OUTPUT_NAMES = ["logits", "features"]
+
+
+class OnnxExportError(BundleError):
+    """The ONNX export is missing, unreadable, modified, or not made from the bundle's weights."""
+
+
+def has_onnx_export(folder: Path) -> bool:
+    """True when ``folder`` carries an ONNX export and its record (not yet verified)."""
+    return (folder / ONNX_FILENAME).is_file() and (folder / ONNX_RECORD_FILENAME).is_file()
+
+
+class OnnxPredictor(PredictorBase):
+    """Runs a bundle's ONNX export on RGB images; see :class:`~busi_viewer.inference.prediction.PredictorBase`."""
+
+    def __init__(self, session, card: ModelCard, classifier_weight: np.ndarray, description: str):
+        self.session = session
+        self.card = card
+        self.classifier_weight = np.ascontiguousarray(classifier_weight, dtype=np.float32)  # (K, C)
+        self.description = description
+        self.uses_fast_cam = True
+
+    def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, features = self.session.run(OUTPUT_NAMES, {INPUT_NAME: np.ascontiguousarray(batch, np.float32)})
+        return np.asarray(logits, dtype=np.float32), features
+
+    def _run(self, batch: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        logits, features = self._forward(batch)
+        if not explain:
+            return logits, None
+        return logits, gap_linear_gradcam(self.classifier_weight, features, self.decided_classes(logits))
+
+    def _class_maps(self, batch: np.ndarray, targets: list[int]) -> np.ndarray:
+        _logits, features = self._forward(batch)
+        return gap_linear_gradcam(self.classifier_weight, features, targets)
+
+
+def onnx_providers(preference: str | None) -> list[str]:
+    """ONNX Runtime execution providers for a device preference ("auto", "cpu", "cuda", "cuda:N").
+
+    Raises :class:`DeviceError` when CUDA is demanded but this ONNX Runtime build has no CUDA provider.
+    """
+    import onnxruntime
+
+    choice = (preference or "auto").strip().lower()
+    available = onnxruntime.get_available_providers()
+    if choice == "cpu":
+        return ["CPUExecutionProvider"]
+    if choice == "auto":
+        return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
+    if choice == "cuda" or choice.startswith("cuda:"):
+        if "CUDAExecutionProvider" not in available:
+            raise DeviceError("CUDA was requested but this ONNX Runtime has no CUDA provider (install "
+                              "onnxruntime-gpu, the --gpu build); use 'cpu' or 'auto'")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    raise DeviceError(f"unknown device {preference!r} for ONNX Runtime; use 'auto', 'cpu' or 'cuda'")
+
+
+def load_onnx_predictor(folder: str | Path | None, device: str | None = "auto", threads: int | None = None,
+                        export_dir: Path | None = None) -> OnnxPredictor:
+    """Verify the bundle at ``folder`` and its ONNX export, and open an ONNX Runtime session on it.
+
+    ``export_dir``: where ``model.onnx`` and its record are (default: the bundle folder itself).
+    Raises :class:`BundleError` when the export is missing, modified, or made from other weights than the
+    card's, and :class:`DeviceError` for an unavailable device.
+    """
+    import onnxruntime
+    from safetensors import SafetensorError, safe_open
+
+    folder = bundle_folder(folder)
+    card = read_verified_card(folder)
+    export_dir = Path(export_dir) if export_dir is not None else folder
+    onnx_path = export_dir / ONNX_FILENAME
+    record_path = export_dir / ONNX_RECORD_FILENAME
+    if not has_onnx_export(export_dir):
+        raise OnnxExportError(f"{folder.name}: no ONNX export ({ONNX_FILENAME}) in {export_dir}; make one with "
+                          f"busi-train export-onnx {folder}")
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        expected_onnx = str(record["onnx_sha256"]).lower()
+        made_from = str(record["weights_sha256"]).lower()
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise OnnxExportError(f"{folder.name}: {ONNX_RECORD_FILENAME} is not a valid export record ({exc})") from exc
+    if made_from != card.weights_sha256.strip().lower():
+        raise OnnxExportError(f"{folder.name}: {ONNX_FILENAME} was made from other weights than this bundle's; "
+                          f"re-export it with busi-train export-onnx")
+    if sha256_file(onnx_path) != expected_onnx:
+        raise OnnxExportError(f"{folder.name}: {ONNX_FILENAME} does not match its export record; the file was "
+                          f"modified or corrupted after export")
+    try:
+        with safe_open(str(folder / WEIGHTS_FILENAME), framework="numpy") as weights:
+            classifier_weight = weights.get_tensor(CLASSIFIER_WEIGHT)
+    except (SafetensorError, OSError, KeyError) as exc:
+        raise BundleError(f"{folder.name}: the classifier weights ({CLASSIFIER_WEIGHT}) could not be read "
+                          f"from {WEIGHTS_FILENAME} ({exc})") from exc
+    if classifier_weight.ndim != 2 or classifier_weight.shape[0] != card.num_classes:
+        raise BundleError(f"{folder.name}: {CLASSIFIER_WEIGHT} has shape {classifier_weight.shape}, "
+                          f"not ({card.num_classes}, C)")
+    providers = onnx_providers(device)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = inference_threads(threads)
+    options.inter_op_num_threads = 1
+    # Idle pool threads otherwise spin-wait for work, taking a core from the GUI thread between images.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        session = onnxruntime.InferenceSession(str(onnx_path), options, providers=providers)
+    except Exception as exc:  # ONNX Runtime raises its own exception types for malformed graphs
+        raise OnnxExportError(f"{folder.name}: ONNX Runtime could not open {ONNX_FILENAME} ({exc})") from exc
+    used = session.get_providers()[0]
+    where = "CUDA" if used == "CUDAExecutionProvider" else f"CPU ({options.intra_op_num_threads} threads)"
+    return OnnxPredictor(session, card, classifier_weight, f"{where}, ONNX Runtime")

@@ -1,0 +1,155 @@
+"""What a prediction is, and everything around the forward pass that does not depend on the runtime.
+
+The torch :class:`~busi_viewer.inference.predictor.Predictor` (source install, training, GPU) and the ONNX
+Runtime :class:`~busi_viewer.inference.onnx_predictor.OnnxPredictor` (the frozen app) share this: the one
+preprocessing function, temperature calibration, the card's operating point, and mapping the explanation
+back onto the original image. No torch here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from busi_viewer.core.decision import apply_operating_point
+from busi_viewer.core.labels import MALIGNANT
+from busi_viewer.inference.model_card import ModelCard
+from busi_viewer.inference.preprocessing import Geometry, preprocess
+
+
+@dataclass
+class Prediction:
+    """One image's result.
+
+    ``probabilities`` (K,) float32 are calibrated (softmax of logits / the card's temperature) and sum to 1.
+    ``heatmap_raw`` (H, W) float32 >= 0 is Grad-CAM for ``predicted_index`` on the original image grid, in
+    the model's logit units (comparable across images); ``heatmap`` is the same map scaled to [0, 1] per
+    image. Both are None when no explanation was asked for.
+    """
+
+    class_names: tuple[str, ...]
+    logits: np.ndarray
+    probabilities: np.ndarray
+    predicted_index: int
+    low_confidence: bool
+    heatmap_raw: np.ndarray | None
+    heatmap: np.ndarray | None
+    seconds: float
+
+    @property
+    def predicted_class(self) -> str:
+        return self.class_names[self.predicted_index]
+
+    def probability(self, class_name: str) -> float:
+        return float(self.probabilities[self.class_names.index(class_name)])
+
+
+def calibrated_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """(..., K) logits -> (..., K) float32 softmax(logits / temperature)."""
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    scaled -= scaled.max(axis=-1, keepdims=True)
+    exp = np.exp(scaled)
+    return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def decide(probabilities: np.ndarray, card: ModelCard) -> int:
+    """The predicted class index of (K,) probabilities under the card's operating point.
+
+    With a "malignant" threshold t in the card: malignant whenever p(malignant) >= t, otherwise the most
+    probable of the other classes. Without one: the arg-max.
+    """
+    threshold = card.thresholds.get(MALIGNANT)
+    if MALIGNANT not in card.class_names:
+        threshold = None
+    positive = card.class_names.index(MALIGNANT) if threshold is not None else 0
+    return int(apply_operating_point(probabilities, positive, threshold))
+
+
+def normalise_per_image(maps: np.ndarray) -> np.ndarray:
+    """(B, h, w) or (h, w) raw maps >= 0 -> each map divided by its own maximum, in [0, 1].
+
+    An all-zero map (no positive evidence for the class) stays all zero rather than being stretched.
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    peak = maps.max(axis=(-2, -1), keepdims=True)
+    return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
+
+
+def gap_linear_gradcam(classifier_weight: np.ndarray, feature_map: np.ndarray, targets) -> np.ndarray:
+    """Exact Grad-CAM at the final feature map of a GAP + linear head, in NumPy.
+
+    ``classifier_weight`` (K, C), ``feature_map`` (B, C, h, w), ``targets`` B class indices -> (B, h, w)
+    float32 raw maps ``relu(sum_c W[t, c] A_c) / (h w)`` (see :mod:`busi_viewer.inference.gradcam`).
+    """
+    feature_map = np.asarray(feature_map, dtype=np.float32)
+    weights = np.asarray(classifier_weight, dtype=np.float32)[np.asarray(targets, dtype=np.int64)]  # (B, C)
+    h, w = feature_map.shape[-2:]
+    maps = np.einsum("bc,bchw->bhw", weights, feature_map, optimize=True) / np.float32(h * w)
+    return np.maximum(maps, 0.0, out=maps).astype(np.float32, copy=False)
+
+
+class PredictorBase:
+    """Runs a model on RGB images; subclasses supply the forward pass. Not thread-safe: one per thread.
+
+    Subclasses implement :meth:`_run` (logits and the decided class's map per image) and :meth:`_class_maps`
+    (maps of given classes); ``card`` and ``description`` (device and runtime, for the status bar) are set by them.
+    """
+
+    card: ModelCard
+    description: str = ""
+
+    def predict(self, rgb: np.ndarray, explain: bool = True) -> Prediction:
+        """(H, W, 3) uint8 RGB -> :class:`Prediction`."""
+        return self.predict_batch([rgb], explain=explain)[0]
+
+    def predict_batch(self, rgbs: list[np.ndarray], explain: bool = True) -> list[Prediction]:
+        """Several (H, W, 3) uint8 RGB images (any sizes) in one forward pass."""
+        start = time.perf_counter()
+        inputs, geometries = zip(*(preprocess(rgb, self.card.preprocess) for rgb in rgbs))
+        logits, maps = self._run(np.stack(inputs), explain)
+        probabilities = calibrated_probabilities(logits, self.card.calibration_temperature)
+        elapsed_each = (time.perf_counter() - start) / len(rgbs)
+        return [
+            self._prediction(logits[i], probabilities[i], None if maps is None else maps[i], geometries[i],
+                             elapsed_each)
+            for i in range(len(rgbs))
+        ]
+
+    def explain_class(self, rgb: np.ndarray, class_index: int) -> np.ndarray:
+        """Raw Grad-CAM (H, W) float32 >= 0 of any class for one (H, W, 3) uint8 image, on its original grid."""
+        tensor, geometry = preprocess(rgb, self.card.preprocess)
+        cam = self._class_maps(tensor[None], [class_index])[0]
+        return np.maximum(geometry.to_original(cam), 0.0)
+
+    def decided_classes(self, logits: np.ndarray) -> list[int]:
+        """The class :func:`decide` picks for each row of (B, K) logits: the one the explanation is of."""
+        probabilities = calibrated_probabilities(logits, self.card.calibration_temperature)
+        return [decide(p, self.card) for p in probabilities]
+
+    def _run(self, batch: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """(B, 3, S, S) float32 -> logits (B, K) and, when explaining, raw maps (B, h, w) of the decided classes."""
+        raise NotImplementedError
+
+    def _class_maps(self, batch: np.ndarray, targets: list[int]) -> np.ndarray:
+        """(B, 3, S, S) float32 -> raw maps (B, h, w) of the given class per image."""
+        raise NotImplementedError
+
+    def _prediction(self, logits, probabilities, raw_map, geometry: Geometry, seconds: float) -> Prediction:
+        predicted = decide(probabilities, self.card)
+        heatmap_raw = heatmap = None
+        if raw_map is not None:
+            heatmap_raw = geometry.to_original(np.asarray(raw_map, dtype=np.float32))
+            np.maximum(heatmap_raw, 0.0, out=heatmap_raw)  # bilinear resampling of a >= 0 map stays >= 0
+            heatmap = normalise_per_image(heatmap_raw)
+        return Prediction(
+            class_names=self.card.class_names,
+            logits=np.asarray(logits, dtype=np.float32),
+            probabilities=probabilities,
+            predicted_index=predicted,
+            low_confidence=bool(probabilities.max() < self.card.low_confidence_below),
+            heatmap_raw=heatmap_raw,
+            heatmap=heatmap,
+            seconds=seconds,
+        )

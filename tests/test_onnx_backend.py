@@ -1,0 +1,204 @@
+"""The ONNX Runtime backend: export, parity with torch, verification, and running with no torch at all."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from busi_viewer.core.errors import BundleError, DeviceError
+from busi_viewer.inference.backend import load_predictor
+from busi_viewer.inference.bundle_files import ONNX_FILENAME, ONNX_RECORD_FILENAME
+from busi_viewer.inference.onnx_export import PARITY_TOLERANCE, export_onnx
+from busi_viewer.inference.onnx_predictor import load_onnx_predictor, onnx_providers
+
+pytest.importorskip("onnxruntime")
+
+# Runs before anything else in a child interpreter: torch (and what needs it) cannot be imported, as in the
+# frozen app, which is built without it.
+NO_TORCH = "import sys\nfor name in ('torch', 'torchvision', 'timm'):\n    sys.modules[name] = None\n"
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_bundle, tmp_path_factory):
+    """A copy of the tiny random-weight bundle, exported to ONNX anew."""
+    folder = tmp_path_factory.mktemp("onnx") / "tiny"
+    shutil.copytree(tiny_bundle, folder, ignore=shutil.ignore_patterns(ONNX_FILENAME, ONNX_RECORD_FILENAME))
+    record = export_onnx(folder)
+    return folder, record
+
+
+def _images(count: int = 4) -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    shapes = [(300, 400), (128, 128), (517, 233), (90, 700)]
+    return [(rng.random((*shapes[i % 4], 3)) * 255).astype(np.uint8) for i in range(count)]
+
+
+def test_export_records_its_sources_and_parity(exported):
+    folder, record = exported
+    saved = json.loads((folder / ONNX_RECORD_FILENAME).read_text(encoding="utf-8"))
+    card = json.loads((folder / "model_card.json").read_text(encoding="utf-8"))
+    assert saved["weights_sha256"] == card["weights_sha256"] == record.weights_sha256
+    assert saved["onnx_sha256"] == record.onnx_sha256 and len(record.onnx_sha256) == 64
+    assert record.max_abs_difference_probabilities <= PARITY_TOLERANCE
+    assert record.max_abs_difference_maps <= PARITY_TOLERANCE
+
+
+def test_onnx_and_torch_agree_on_probabilities_decisions_and_maps(exported):
+    folder, _ = exported
+    onnx, _ = load_predictor(folder, "cpu", "onnx")
+    torch_predictor, _ = load_predictor(folder, "cpu", "torch")
+    assert "ONNX Runtime" in onnx.description and "PyTorch" in torch_predictor.description
+    images = _images()
+    for ours, theirs in zip(onnx.predict_batch(images), torch_predictor.predict_batch(images)):
+        assert np.abs(ours.probabilities - theirs.probabilities).max() <= PARITY_TOLERANCE
+        assert ours.predicted_index == theirs.predicted_index
+        assert ours.heatmap_raw.shape == theirs.heatmap_raw.shape
+        assert np.abs(ours.heatmap_raw - theirs.heatmap_raw).max() <= PARITY_TOLERANCE
+        assert np.abs(ours.heatmap - theirs.heatmap).max() <= 1e-3  # per-image scaling divides by a small peak
+    for k in range(3):
+        ours = onnx.explain_class(images[0], k)
+        assert np.abs(ours - torch_predictor.explain_class(images[0], k)).max() <= PARITY_TOLERANCE
+    single = onnx.predict(images[2], explain=False)
+    assert single.heatmap is None and np.isclose(single.probabilities.sum(), 1.0)
+
+
+def _copy(exported, tmp_path):
+    folder = tmp_path / "bundle"
+    shutil.copytree(exported[0], folder)
+    return folder
+
+
+def test_a_modified_export_is_refused(exported, tmp_path):
+    folder = _copy(exported, tmp_path)
+    data = bytearray((folder / ONNX_FILENAME).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (folder / ONNX_FILENAME).write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="does not match its export record"):
+        load_onnx_predictor(folder, "cpu")
+
+
+def test_an_export_of_other_weights_is_refused(exported, tmp_path):
+    folder = _copy(exported, tmp_path)
+    record = json.loads((folder / ONNX_RECORD_FILENAME).read_text(encoding="utf-8"))
+    record["weights_sha256"] = "0" * 64
+    (folder / ONNX_RECORD_FILENAME).write_text(json.dumps(record), encoding="utf-8")
+    with pytest.raises(BundleError, match="made from other weights"):
+        load_onnx_predictor(folder, "cpu")
+
+
+def test_tampered_weights_are_refused_before_the_export_is_used(exported, tmp_path):
+    folder = _copy(exported, tmp_path)
+    weights = folder / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="does not match its model card"):
+        load_onnx_predictor(folder, "cpu")
+
+
+def test_a_bundle_without_export_says_how_to_make_one(exported, tmp_path):
+    folder = _copy(exported, tmp_path)
+    (folder / ONNX_FILENAME).unlink()
+    with pytest.raises(BundleError, match="no ONNX export.*busi-train export-onnx"):
+        load_onnx_predictor(folder, "cpu")
+
+
+def test_a_source_install_exports_once_into_the_cache_and_remakes_a_broken_export(exported, tmp_path):
+    from busi_viewer.core.paths import onnx_export_cache_dir
+
+    folder = _copy(exported, tmp_path)
+    for name in (ONNX_FILENAME, ONNX_RECORD_FILENAME):
+        (folder / name).unlink()
+    predictor, _ = load_predictor(folder, "cpu", None)  # auto on the CPU: ONNX Runtime
+    assert "ONNX Runtime" in predictor.description
+    (cached,) = [p for p in onnx_export_cache_dir().iterdir() if p.is_dir()]
+    stamp = (cached / ONNX_FILENAME).stat().st_mtime_ns
+    load_predictor(folder, "cpu", None)
+    assert (cached / ONNX_FILENAME).stat().st_mtime_ns == stamp  # reused, not made again
+    (cached / ONNX_FILENAME).write_bytes(b"garbage")
+    predictor, _ = load_predictor(folder, "cpu", None)
+    assert "ONNX Runtime" in predictor.description and (cached / ONNX_FILENAME).stat().st_size > 1000
+    assert not (folder / ONNX_FILENAME).exists()  # the bundle itself is never written to
+
+
+def test_a_garbled_record_is_a_bundle_error(exported, tmp_path):
+    folder = _copy(exported, tmp_path)
+    (folder / ONNX_RECORD_FILENAME).write_text("{not json", encoding="utf-8")
+    with pytest.raises(BundleError, match="not a valid export record"):
+        load_onnx_predictor(folder, "cpu")
+
+
+def test_devices_and_backends_are_checked():
+    import onnxruntime
+
+    assert onnx_providers("cpu") == ["CPUExecutionProvider"]
+    assert onnx_providers("auto")[-1] == "CPUExecutionProvider"
+    with pytest.raises(DeviceError, match="unknown device"):
+        onnx_providers("tpu")
+    with pytest.raises(DeviceError, match="unknown inference backend 'tensorflow'"):
+        load_predictor(None, "cpu", "tensorflow")
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(DeviceError, match="no CUDA provider.*onnxruntime-gpu"):
+            onnx_providers("cuda")
+
+
+def test_an_exported_bundle_can_be_replaced(exported, tmp_path):
+    """The export's files count as the bundle's own: re-saving the bundle over them is allowed."""
+    import torch
+
+    from busi_viewer.inference.bundle import load_bundle, save_bundle
+
+    folder = _copy(exported, tmp_path)
+    bundle = load_bundle(folder)
+    torch.nn.init.zeros_(bundle.model.get_classifier().bias)
+    save_bundle(folder, bundle.model, bundle.card, overwrite=True)
+    assert not (folder / ONNX_FILENAME).exists()  # the new bundle has no export of the old weights
+
+
+def test_the_torch_backend_can_be_asked_for(exported, monkeypatch):
+    folder, _ = exported
+    assert "PyTorch" in load_predictor(folder, "cpu", "torch")[0].description
+    monkeypatch.setenv("BUSI_VIEWER_BACKEND", "torch")
+    assert "PyTorch" in load_predictor(folder, "cpu")[0].description
+
+
+def _run_without_torch(code: str, tmp_path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", NO_TORCH + textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=300, env={**__import__("os").environ, "BUSI_VIEWER_HOME": str(tmp_path / "home")})
+
+
+def test_without_torch_the_auto_backend_runs_the_export(exported, tmp_path):
+    folder, _ = exported
+    result = _run_without_torch(f"""
+        import numpy as np
+        from busi_viewer.inference.backend import load_predictor, torch_installed
+        assert not torch_installed()
+        predictor, _ = load_predictor({str(folder)!r}, None, None)
+        prediction = predictor.predict(np.full((200, 300, 3), 90, np.uint8))
+        assert prediction.heatmap.shape == (200, 300)
+        print(predictor.description, prediction.predicted_class)
+        assert sys.modules.get('torch') is None
+    """, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "ONNX Runtime" in result.stdout
+
+
+@pytest.mark.slow
+def test_viewer_smoke_test_passes_without_torch(exported, tmp_path):
+    """What the frozen app does: the window, the demo, one inference, through ONNX Runtime only."""
+    folder, _ = exported
+    result = _run_without_torch(f"""
+        from busi_viewer.gui.app import main
+        status = main(['--smoke-test', '--model', {str(folder)!r}])
+        loaded = [name for name in ('torch', 'timm', 'torchvision') if sys.modules.get(name) is not None]
+        assert not loaded, loaded
+        sys.exit(status)
+    """, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "smoke test OK" in result.stdout and "ONNX Runtime" in result.stdout
