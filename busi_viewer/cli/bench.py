@@ -54,6 +54,7 @@ def run_benchmarks(device_name: str | None, repeats: int, listing_files: int, ba
         DEFAULT_ARCHITECTURE,
         build_classifier,
     )
+    from busi_viewer.inference.backend import load_predictor
     from busi_viewer.inference.bundle import load_bundle
     from busi_viewer.inference.device import (
         configure_threads,
@@ -97,7 +98,9 @@ def run_benchmarks(device_name: str | None, repeats: int, listing_files: int, ba
     rng = np.random.default_rng(0)
     ultrasound_sized = rng.integers(0, 256, size=(470, 560, 3), dtype=np.uint8)  # a typical BUSI frame
     predictors = {"plain": Predictor(model, card, device),
-                  "optimised": Predictor(model, card, device, optimise=True)}  # what the viewer runs
+                  "optimised": Predictor(model, card, device, optimise=True)}  # the viewer on a GPU
+    if device.type == "cpu" and weights.startswith("bundle"):
+        predictors["onnxruntime"] = load_predictor(bundle.folder, "cpu", "onnx")[0]  # the viewer on a CPU
     end_to_end = _interleaved({name: (lambda p=p: p.predict(ultrasound_sized)) for name, p in predictors.items()},
                               repeats, 3, sync)
     listing = time_listing(listing_files) if listing_files else None
@@ -121,6 +124,8 @@ def run_benchmarks(device_name: str | None, repeats: int, listing_files: int, ba
         f"batch{batch_size}_throughput_images_per_s": round(batch_size / statistics.median(batch_runs), 1),
         "predict_with_heatmap_on_560x470_image": _summary_ms(end_to_end["optimised"]),
         "predict_with_heatmap_on_560x470_image_unoptimised": _summary_ms(end_to_end["plain"]),
+        "predict_with_heatmap_on_560x470_image_onnxruntime":
+            _summary_ms(end_to_end["onnxruntime"]) if "onnxruntime" in end_to_end else None,
         "list_files": None if listing is None else {
             "n_images": listing["n_images"], "n_files": listing["n_files"], "median_s": round(listing["median_s"], 4)},
     }
