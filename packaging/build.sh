@@ -60,7 +60,9 @@ if command -v strip >/dev/null && command -v readelf >/dev/null; then
     # OpenCV's bundled OpenBLAS) breaks them ("ELF load command address/offset not page-aligned").
     find "$APP" -type f \( -name "*.so" -o -name "*.so.*" \) -not -path "*.libs/*" -print0 |
         while IFS= read -r -d '' library; do
-            if readelf -S "$library" 2>/dev/null | grep -q '\.debug_info'; then
+            # grep reads all of readelf's output: with -q it could quit early, and pipefail would then
+            # count readelf's SIGPIPE as "no debug info".
+            if readelf -S "$library" 2>/dev/null | grep '\.debug_info' >/dev/null; then
                 strip --strip-debug "$library"
             fi
         done

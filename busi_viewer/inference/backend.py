@@ -1,8 +1,9 @@
 """Which runtime runs the model: PyTorch (GPUs, training) or ONNX Runtime (CPUs, and the frozen app).
 
-On the CPU, ONNX Runtime runs the shipped model faster than torch (7.8 vs 12.5 ms per predict, measured on the
-2-core VM) and outside the GIL, so the viewer's GUI thread is not starved while it runs; a source install makes
-the ONNX export once per weights file, with torch, into the user cache. Importing this module imports neither
+On the CPU, ONNX Runtime runs the shipped model faster than torch (predict + heatmap 11.3 vs 14.3 ms in busi-bench
+on the 2-core VM) and outside the GIL, so the viewer's GUI thread is not starved while it runs (never-seen image
+p95 58-68 ms against 80-114 ms with torch); a source install makes the ONNX export once per weights file, with
+torch, into the user cache. Importing this module imports neither
 runtime: the frozen app has no torch, and torch is imported only when it is needed.
 """
 

@@ -25,6 +25,7 @@ from busi_viewer.inference.bundle import load_bundle
 from busi_viewer.inference.bundle_files import ONNX_FILENAME, ONNX_RECORD_FILENAME
 from busi_viewer.inference.gradcam import fast_gradcam_all_classes, supports_fast_gradcam
 from busi_viewer.inference.model_card import ModelCard
+from busi_viewer.inference.onnx_predictor import import_onnxruntime
 from busi_viewer.inference.prediction import calibrated_probabilities, gap_linear_gradcam
 
 INPUT_NAME = "input"
@@ -75,7 +76,7 @@ def export_onnx(bundle_dir: Path, destination: Path | None = None, *, parity_ima
     ``parity_images`` seeded random inputs (batch of all, and one at a time). Raises :class:`BundleError`
     when the architecture's head is not GAP + linear or parity fails (nothing is written then).
     """
-    import onnxruntime
+    onnxruntime = import_onnxruntime()
 
     bundle = load_bundle(bundle_dir, "cpu")
     if not supports_fast_gradcam(bundle.model):
@@ -116,7 +117,7 @@ def export_onnx(bundle_dir: Path, destination: Path | None = None, *, parity_ima
 
 def _parity(model: ImageClassifier, card: ModelCard, onnx_path: Path, count: int) -> tuple[float, float]:
     """Largest |ONNX Runtime - torch| over probabilities and over raw maps of every class."""
-    import onnxruntime
+    onnxruntime = import_onnxruntime()
 
     size = card.preprocess.input_size
     inputs = np.random.default_rng(0).standard_normal((count, 3, size, size)).astype(np.float32)

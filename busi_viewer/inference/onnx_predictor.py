@@ -7,6 +7,7 @@ its card and that the export was made from exactly those weights and is unmodifi
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,22 @@ OUTPUT_NAMES = ["logits", "features"]
 
 class OnnxExportError(BundleError):
     """The ONNX export is missing, unreadable, modified, or not made from the bundle's weights."""
+
+
+def import_onnxruntime():
+    """``onnxruntime``, imported with its telemetry off.
+
+    The Linux wheels (1.32 here) carry Microsoft's 1DS telemetry client: importing the package writes a device
+    id and an event database under ~/.cache/Microsoft and may post events to mobile.events.data.microsoft.com.
+    A workstation that sees patient data must not phone home: ``ORT_DISABLE_TELEMETRY`` (read at import time;
+    an administrator may still set it to 0) stops both, and telemetry events are switched off as well.
+    """
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    if os.environ["ORT_DISABLE_TELEMETRY"] != "0":
+        onnxruntime.disable_telemetry_events()
+    return onnxruntime
 
 
 def has_onnx_export(folder: Path) -> bool:
@@ -68,8 +85,7 @@ def onnx_providers(preference: str | None) -> list[str]:
 
     Raises :class:`DeviceError` when CUDA is demanded but this ONNX Runtime build has no CUDA provider.
     """
-    import onnxruntime
-
+    onnxruntime = import_onnxruntime()
     choice = (preference or "auto").strip().lower()
     available = onnxruntime.get_available_providers()
     if choice == "cpu":
@@ -92,8 +108,9 @@ def load_onnx_predictor(folder: str | Path | None, device: str | None = "auto", 
     Raises :class:`BundleError` when the export is missing, modified, or made from other weights than the
     card's, and :class:`DeviceError` for an unavailable device.
     """
-    import onnxruntime
     from safetensors import SafetensorError, safe_open
+
+    onnxruntime = import_onnxruntime()
 
     folder = bundle_folder(folder)
     card = read_verified_card(folder)
