@@ -101,3 +101,80 @@ def test_geometry_maps_any_size_back_to_its_shape(height, width, policy):
         assert back[height // 2, width // 2] == 1.0
     else:
         assert np.allclose(back, 1.0)
+
+
+# ---- histogram equalisation (the mammography recipe's; part of the one preprocessing function)
+
+def _low_contrast_grey(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    grey = (100 + 30 * rng.random((120, 160))).astype(np.uint8)  # values 100..129 only
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def test_no_equalisation_leaves_the_image_alone():
+    from busi_viewer.inference.preprocessing import equalise
+
+    image = _low_contrast_grey()
+    assert equalise(image, PreprocessSpec()) is image
+
+
+@pytest.mark.parametrize("method", ["global", "clahe"])
+def test_equalisation_stretches_a_grey_image_and_keeps_it_grey(method):
+    from busi_viewer.inference.preprocessing import equalise
+
+    image = _low_contrast_grey()
+    out = equalise(image, PreprocessSpec(equalisation=method))
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 0], out[..., 2])
+    assert int(out.max()) - int(out.min()) > 2 * (int(image.max()) - int(image.min()))
+    if method == "global":  # a flat histogram over 0..255: the cumulative distribution becomes linear
+        assert out.min() == 0 and out.max() == 255
+        assert abs(float(np.median(out)) - 127.5) < 12
+
+
+def test_clahe_is_local_and_differs_from_global_equalisation():
+    from busi_viewer.inference.preprocessing import equalise
+
+    image = _low_contrast_grey()
+    image[:, :80] //= 2  # a dark left half
+    global_out = equalise(image, PreprocessSpec(equalisation="global"))
+    clahe_out = equalise(image, PreprocessSpec(equalisation="clahe", clahe_tiles=4))
+    assert not np.array_equal(global_out, clahe_out)
+    # adaptive: the dark half gets contrast of its own
+    assert clahe_out[:, :80].std() > image[:, :80].std() * 2
+
+
+def test_colour_images_are_equalised_on_luminance_only():
+    import cv2
+
+    from busi_viewer.inference.preprocessing import equalise
+
+    rng = np.random.default_rng(1)
+    image = np.stack([(90 + 40 * rng.random((64, 64))).astype(np.uint8),
+                      (80 + 20 * rng.random((64, 64))).astype(np.uint8),
+                      np.full((64, 64), 60, np.uint8)], axis=2)
+    out = equalise(image, PreprocessSpec(equalisation="global"))
+    before, after = (cv2.cvtColor(x, cv2.COLOR_RGB2YCrCb).astype(int) for x in (image, out))
+    assert after[..., 0].std() > before[..., 0].std() * 2
+    # Chroma kept, except where the stretched luminance clips an RGB channel at 0 or 255.
+    change = np.abs(after[..., 1:] - before[..., 1:])
+    assert np.median(change) == 0 and change.mean() < 2
+
+
+def test_equalisation_travels_in_the_card_and_is_validated():
+    from busi_viewer.core.errors import BundleError
+    from busi_viewer.inference.model_card import ModelCard
+
+    card = ModelCard(name="m", version="1", architecture="resnet50", class_names=("benign", "malignant"),
+                     preprocess=PreprocessSpec(equalisation="clahe", clahe_clip_limit=3.0, clahe_tiles=4))
+    again = ModelCard.from_json(card.to_json())
+    assert again.preprocess == card.preprocess
+    with pytest.raises(BundleError, match="unknown equalisation"):
+        PreprocessSpec(equalisation="adaptive")
+
+
+def test_the_network_input_sees_the_equalised_image():
+    image = _low_contrast_grey()
+    plain, _ = preprocess(image, PreprocessSpec(input_size=64))
+    equalised, _ = preprocess(image, PreprocessSpec(input_size=64, equalisation="global"))
+    assert equalised.std() > plain.std() * 2

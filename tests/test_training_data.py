@@ -300,3 +300,13 @@ def test_phantom_dataset_indexes_and_caches(tmp_path):
     cache = load_or_build_cache(index, PreprocessSpec(input_size=SIZE), tmp_path / "cache", progress=False)
     lesion = cache.masks.any(axis=(1, 2))
     assert lesion.tolist() == [written["labels"][f] != "normal" for f in index.relpaths]
+
+
+def test_the_image_cache_key_includes_equalisation_only_when_it_is_used():
+    from busi_viewer.inference.model_card import PreprocessSpec
+    from training.data import _resize_settings
+
+    plain = _resize_settings(PreprocessSpec())
+    assert set(plain) == {"input_size", "resize_policy", "interpolation", "pad_value"}  # caches made before stay valid
+    clahe = _resize_settings(PreprocessSpec(equalisation="clahe"))
+    assert clahe["equalisation"] == "clahe" and clahe != _resize_settings(PreprocessSpec(equalisation="global"))

@@ -28,7 +28,7 @@ from typing import Any
 from busi_viewer.core.errors import BusiViewerError
 from busi_viewer.core.labels import CLASS_NAMES
 from busi_viewer.inference.architectures import SUPPORTED_ARCHITECTURES
-from busi_viewer.inference.model_card import INTERPOLATIONS, RESIZE_POLICIES, PreprocessSpec
+from busi_viewer.inference.model_card import EQUALISATIONS, INTERPOLATIONS, RESIZE_POLICIES, PreprocessSpec
 from busi_viewer.inference.pretrained import LITE0_ARCHITECTURE, LITE0_MEAN, LITE0_STD
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
@@ -80,6 +80,9 @@ class DataConfig:
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     decode_threads: int = 4
+    equalisation: str = "none"
+    clahe_clip_limit: float = 2.0
+    clahe_tiles: int = 8
 
     def __post_init__(self) -> None:
         _check(self.input_size >= 32, "data.input_size", f"{self.input_size} is too small (at least 32)")
@@ -89,6 +92,9 @@ class DataConfig:
                "give both with three entries each, or leave both empty for the weights' own normalisation")
         _check(all(s > 0 for s in self.std), "data.std", "entries must be > 0")
         _check(self.decode_threads >= 1, "data.decode_threads", "must be >= 1")
+        _choice(self.equalisation, EQUALISATIONS, "data.equalisation")
+        _check(self.clahe_clip_limit > 0, "data.clahe_clip_limit", "must be > 0")
+        _check(self.clahe_tiles >= 1, "data.clahe_tiles", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -193,21 +199,30 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    """Learning-rate schedule, stepped per epoch: "constant"; "step" (x gamma every ``step_size`` epochs);
-    "cosine" (linear warm-up over ``warmup_epochs``, then cosine down to lr x ``min_lr_ratio``)."""
+    """Learning-rate schedule: "constant"; "step" (x gamma every ``step_size`` epochs); "cosine" (linear warm-up
+    over ``warmup_epochs``, then cosine down to lr x ``min_lr_ratio``); all three stepped per epoch. "cyclic"
+    (Smith 2017, stepped per batch): the rate climbs linearly from ``base_lr`` to ``optim.lr`` over
+    ``cycle_step_size`` iterations and back down over as many; ``cyclic_mode`` "triangular" repeats that
+    cycle, "triangular2" halves its height after every cycle."""
 
     name: str = "constant"
     step_size: int = 7
     gamma: float = 0.1
     warmup_epochs: int = 0
     min_lr_ratio: float = 0.0
+    cyclic_mode: str = "triangular"
+    base_lr: float = 1e-5
+    cycle_step_size: int = 200
 
     def __post_init__(self) -> None:
-        _choice(self.name, ("constant", "step", "cosine"), "schedule.name")
+        _choice(self.name, ("constant", "step", "cosine", "cyclic"), "schedule.name")
         _check(self.step_size >= 1, "schedule.step_size", "must be >= 1")
         _fraction(self.gamma, "schedule.gamma", low_open=True)
         _check(self.warmup_epochs >= 0, "schedule.warmup_epochs", "must be >= 0")
         _fraction(self.min_lr_ratio, "schedule.min_lr_ratio")
+        _choice(self.cyclic_mode, ("triangular", "triangular2"), "schedule.cyclic_mode")
+        _check(self.base_lr > 0 and math.isfinite(self.base_lr), "schedule.base_lr", "must be > 0")
+        _check(self.cycle_step_size >= 1, "schedule.cycle_step_size", "must be >= 1 (iterations)")
 
 
 @dataclass(frozen=True)
@@ -335,6 +350,9 @@ class TrainConfig:
         if self.augment.enabled and self.augment.apply_to == "copies":
             _check(self.balance.oversample_minority, "augment.apply_to",
                    "'copies' augments the balancing copies only, so it needs balance.oversample_minority = true")
+        if self.schedule.name == "cyclic":
+            _check(self.schedule.base_lr < self.optim.lr, "schedule.base_lr",
+                   f"the cycle's lower bound must lie below its upper bound optim.lr = {self.optim.lr}")
 
     def normalisation(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
         """(mean, std): data.mean/std when given, else the pretrained weights' own (Lite0 0.5, others ImageNet)."""
@@ -345,10 +363,12 @@ class TrainConfig:
         return IMAGENET_MEAN, IMAGENET_STD
 
     def preprocess_spec(self) -> PreprocessSpec:
-        """The model card's preprocessing for this recipe (resize + normalisation)."""
+        """The model card's preprocessing for this recipe (equalisation, resize, normalisation)."""
         mean, std = self.normalisation()
         return PreprocessSpec(input_size=self.data.input_size, resize_policy=self.data.resize_policy,
-                              interpolation=self.data.interpolation, mean=mean, std=std)
+                              interpolation=self.data.interpolation, mean=mean, std=std,
+                              equalisation=self.data.equalisation, clahe_clip_limit=self.data.clahe_clip_limit,
+                              clahe_tiles=self.data.clahe_tiles)
 
 
 TOP_LEVEL_SCALARS = ("name", "description")

@@ -204,9 +204,14 @@ class ImageCache:
 
 
 def _resize_settings(spec: PreprocessSpec) -> dict[str, object]:
-    # Normalisation (mean/std) is applied after the cache, so it is not part of the key.
-    return {"input_size": spec.input_size, "resize_policy": spec.resize_policy,
-            "interpolation": spec.interpolation, "pad_value": spec.pad_value}
+    # Normalisation (mean/std) is applied after the cache, so it is not part of the key. Equalisation is, but
+    # only when used, so that caches made before it existed stay valid.
+    settings: dict[str, object] = {"input_size": spec.input_size, "resize_policy": spec.resize_policy,
+                                   "interpolation": spec.interpolation, "pad_value": spec.pad_value}
+    if spec.equalisation != "none":
+        settings.update(equalisation=spec.equalisation, clahe_clip_limit=spec.clahe_clip_limit,
+                        clahe_tiles=spec.clahe_tiles)
+    return settings
 
 
 def default_cache_dir() -> Path:

@@ -111,6 +111,7 @@ class FitSettings:
     progress: bool = True
     grad_clip_norm: float | None = None
     channels_last: bool = True  # NHWC: ~1.5x faster convolutions on CPU (oneDNN) and on CUDA tensor cores
+    scheduler_per_batch: bool = False  # step the scheduler after every optimiser step (cyclic schedules)
 
 
 @dataclass
@@ -134,8 +135,9 @@ def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _run_epoch(model, loader, loss_fn, device, optimizer=None, grad_clip_norm=None, progress=None,
-               memory_format=torch.contiguous_format) -> tuple[float, float]:
-    """One pass; trains when an optimiser is given. Returns (mean loss, accuracy) over all ranks."""
+               memory_format=torch.contiguous_format, batch_scheduler=None) -> tuple[float, float]:
+    """One pass; trains when an optimiser is given (stepping ``batch_scheduler`` after each of its steps).
+    Returns (mean loss, accuracy) over all ranks."""
     training = optimizer is not None
     model.train(training)
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count
@@ -153,6 +155,8 @@ def _run_epoch(model, loader, loss_fn, device, optimizer=None, grad_clip_norm=No
                 if grad_clip_norm:
                     nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
                 optimizer.step()
+                if batch_scheduler is not None:
+                    batch_scheduler.step()
             n = targets.shape[0]
             totals += torch.tensor([loss.item() * n, (logits.argmax(1) == targets).sum().item(), n], dtype=torch.float64)
             if progress is not None:
@@ -184,7 +188,7 @@ def fit(
 ) -> FitResult:
     """Train ``model`` for up to ``settings.max_epochs`` epochs, resuming from ``out_dir/last.pt`` if present.
 
-    The scheduler steps once per epoch. Each epoch appends a row to ``out_dir/epochs.csv`` and rewrites
+    The scheduler steps once per epoch, or after every batch with ``settings.scheduler_per_batch``. Each epoch appends a row to ``out_dir/epochs.csv`` and rewrites
     ``last.pt`` atomically (model, optimiser, scheduler, RNG states, best-so-far); the best weights by
     validation loss are also written to ``best.pt``. ``on_epoch_start(epoch)`` lets datasets reseed
     their augmentation per epoch.
@@ -219,11 +223,12 @@ def fit(
         lr = optimizer.param_groups[0]["lr"]
         progress = _progress(epoch, settings, train_sampler, distributed)
         train_loss, train_acc = _run_epoch(wrapped, train_loader, loss_fn, device, optimizer,
-                                           settings.grad_clip_norm, progress, memory_format)
+                                           settings.grad_clip_norm, progress, memory_format,
+                                           scheduler if settings.scheduler_per_batch else None)
         if progress is not None:
             progress.close()
         val_loss, val_acc = _run_epoch(wrapped, val_loader, loss_fn, device, memory_format=memory_format)
-        if scheduler is not None:
+        if scheduler is not None and not settings.scheduler_per_batch:
             scheduler.step()
         epoch += 1
         improved = val_loss < best_loss - settings.min_delta

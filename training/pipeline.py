@@ -8,6 +8,7 @@ and ``fit.json`` (timings, best epoch, data and cache facts). ``evaluate`` and `
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -24,7 +25,7 @@ from training.config import TrainConfig, config_hash, to_toml
 from training.data import BusiDataset, BusiIndex, index_busi, load_or_build_cache, make_datasets
 from training.data import balanced_sample_weights
 from training.engine import FitSettings, fit, init_distributed, seed_everything
-from training.recipe import build_loss, build_model, build_optimizer, build_scheduler
+from training.recipe import build_loss, build_model, build_optimizer, build_scheduler, steps_per_batch
 from training.splits import (
     SPLIT_NAMES,
     assignment_from_indices,
@@ -130,7 +131,7 @@ def run_fit(config: TrainConfig, out_dir: Path, *, seed: int | None = None, fold
                              assignment_from_indices(len(index), splits))
 
     seed_everything(seed)
-    model, load_report = build_model(config.model, len(CLASS_NAMES))
+    model, load_report, freezing = build_model(config.model, len(CLASS_NAMES))
     optimizer = build_optimizer(config, model)
     scheduler = build_scheduler(config, optimizer)
     train_labels = datasets["train"].labels
@@ -140,7 +141,7 @@ def run_fit(config: TrainConfig, out_dir: Path, *, seed: int | None = None, fold
         patience=config.train.patience if config.train.early_stopping else None, min_delta=config.train.min_delta,
         seed=seed, num_workers=config.train.num_workers, device=device, progress=progress,
         sample_weights=balanced_sample_weights(train_labels) if config.balance.sampler == "balanced" else None,
-        grad_clip_norm=config.optim.grad_clip_norm or None,
+        grad_clip_norm=config.optim.grad_clip_norm or None, scheduler_per_batch=steps_per_batch(config),
     )
     fit_started = time.perf_counter()
     result = fit(model, datasets["train"], datasets["val"], optimizer, loss_fn, settings, scheduler=scheduler,
@@ -169,6 +170,7 @@ def run_fit(config: TrainConfig, out_dir: Path, *, seed: int | None = None, fold
             "n_images": len(index), "split_sizes": {k: int(v.size) for k, v in splits.items()},
             "train_items_per_epoch": len(datasets["train"]),
             "pretrained": None if load_report is None else load_report.source,
+            "freezing": dataclasses.asdict(freezing),
             "cache": {"path": str(cache.path), "built": cache.built, "seconds": round(cache.seconds, 2)},
             "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run,
             "stopped_early": result.stopped_early, "fit_seconds": round(fit_seconds, 1),

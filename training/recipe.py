@@ -11,17 +11,16 @@ from torch import nn
 from busi_viewer.inference.architectures import ImageClassifier, build_classifier
 from busi_viewer.inference.pretrained import LoadReport, load_imagenet_backbone
 from training.config import ConfigError, ModelConfig, TrainConfig
+from training.freezing import FreezingPlan, freeze_backbone
 from training.data import class_weights
 
 
-def build_model(config: ModelConfig, num_classes: int) -> tuple[ImageClassifier, LoadReport | None]:
-    """A classifier with a new ``num_classes``-way head and the configured ImageNet backbone weights."""
-    if config.freeze_ratio:
-        raise ConfigError("model.freeze_ratio: selective freezing arrives with the mammography recipe (issue #7); "
-                          "use 0.0")
+def build_model(config: ModelConfig, num_classes: int) -> tuple[ImageClassifier, LoadReport | None, FreezingPlan]:
+    """A classifier with a new ``num_classes``-way head, the configured ImageNet backbone weights, and the
+    first stages of its backbone frozen as ``config.freeze_ratio`` says (see :mod:`training.freezing`)."""
     model = build_classifier(config.arch, num_classes, config.drop_rate)
     report = None if config.pretrained == "none" else load_imagenet_backbone(model, config.pretrained)
-    return model, report
+    return model, report, freeze_backbone(model, config.freeze_ratio)
 
 
 def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -37,11 +36,31 @@ def build_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimi
     raise ConfigError(f"optim.name: unknown optimiser {optim.name!r}")
 
 
+def cyclic_learning_rate(iteration: int, base_lr: float, max_lr: float, step_size: int, mode: str) -> float:
+    """Smith's cyclical learning rate at ``iteration`` (0-based): triangular, or triangular2 (height halved
+    after each cycle). cycle = floor(1 + i / 2s); x = |i / s - 2 cycle + 1|; lr = base + (max - base) max(0, 1 - x)
+    times 1 (triangular) or 1 / 2^(cycle - 1) (triangular2)."""
+    cycle = math.floor(1 + iteration / (2 * step_size))
+    x = abs(iteration / step_size - 2 * cycle + 1)
+    scale = 1.0 if mode == "triangular" else 1.0 / 2 ** (cycle - 1)
+    return base_lr + (max_lr - base_lr) * max(0.0, 1.0 - x) * scale
+
+
+def steps_per_batch(config: TrainConfig) -> bool:
+    """True when the schedule is stepped after every batch (cyclic) rather than every epoch."""
+    return config.schedule.name == "cyclic"
+
+
 def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-    """A per-epoch schedule: constant, StepLR, or cosine decay to ``min_lr_ratio`` after linear warm-up."""
+    """Constant, StepLR, or cosine decay to ``min_lr_ratio`` after linear warm-up (per epoch); or cyclic between
+    ``schedule.base_lr`` and ``optim.lr`` (per batch, :func:`cyclic_learning_rate`)."""
     schedule, epochs = config.schedule, config.train.max_epochs
     if schedule.name == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=schedule.step_size, gamma=schedule.gamma)
+    if schedule.name == "cyclic":
+        max_lr = config.optim.lr
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda iteration: cyclic_learning_rate(
+            iteration, schedule.base_lr, max_lr, schedule.cycle_step_size, schedule.cyclic_mode) / max_lr)
     warmup = schedule.warmup_epochs
 
     def factor(epoch: int) -> float:

@@ -16,6 +16,7 @@ from busi_viewer.core.labels import MALIGNANT
 CARD_SCHEMA_VERSION = 1
 RESIZE_POLICIES = ("stretch", "letterbox", "center_crop")
 INTERPOLATIONS = ("bicubic", "bilinear", "area", "nearest")
+EQUALISATIONS = ("none", "global", "clahe")
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,9 @@ class PreprocessSpec:
     ``resize_policy``: "stretch" resizes to input_size x input_size ignoring aspect ratio; "letterbox" keeps
     the aspect ratio and pads with ``pad_value`` (0..255, before normalisation) to a square; "center_crop"
     scales the shorter side to input_size and crops the centre square (the cut-off margins are not seen).
-    ``mean``/``std`` apply to pixel values scaled to [0, 1].
+    ``mean``/``std`` apply to pixel values scaled to [0, 1]. ``equalisation`` happens first, on the original
+    image: "global" histogram equalisation or "clahe" (contrast-limited, adaptive: ``clahe_clip_limit`` and a
+    ``clahe_tiles`` x ``clahe_tiles`` grid), on the grey values, or on the luminance of a colour image.
     """
 
     input_size: int = 224
@@ -34,6 +37,9 @@ class PreprocessSpec:
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     pad_value: int = 0
+    equalisation: str = "none"
+    clahe_clip_limit: float = 2.0
+    clahe_tiles: int = 8
 
     def __post_init__(self) -> None:
         if self.resize_policy not in RESIZE_POLICIES:
@@ -42,6 +48,10 @@ class PreprocessSpec:
             raise BundleError(f"unknown interpolation {self.interpolation!r}; expected one of {INTERPOLATIONS}")
         if self.input_size < 32:
             raise BundleError(f"input size {self.input_size} is too small (at least 32 pixels)")
+        if self.equalisation not in EQUALISATIONS:
+            raise BundleError(f"unknown equalisation {self.equalisation!r}; expected one of {EQUALISATIONS}")
+        if not self.clahe_clip_limit > 0 or self.clahe_tiles < 1:
+            raise BundleError("clahe_clip_limit must be > 0 and clahe_tiles >= 1")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise BundleError("mean and std must have three entries each, std strictly positive")
 

@@ -76,14 +76,37 @@ class Geometry:
         return (int(inside[0]), int(inside[-1]) + 1) if inside.size else (0, 0)
 
 
+def equalise(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """(H, W, 3) uint8 RGB with the card's histogram equalisation applied ("none": the image itself).
+
+    Greyscale content (three equal channels, as mammograms and most ultrasound) is equalised once and
+    replicated; colour images are equalised on their luminance (YCrCb), which leaves hues alone.
+    """
+    if spec.equalisation == "none":
+        return rgb
+    if spec.equalisation == "clahe":
+        clahe = cv2.createCLAHE(clipLimit=spec.clahe_clip_limit, tileGridSize=(spec.clahe_tiles, spec.clahe_tiles))
+        apply = clahe.apply
+    else:
+        apply = cv2.equalizeHist
+    grey = rgb[..., 0]
+    if np.array_equal(grey, rgb[..., 1]) and np.array_equal(grey, rgb[..., 2]):
+        return np.repeat(apply(np.ascontiguousarray(grey))[..., None], 3, axis=2)
+    ycrcb = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
+    ycrcb[..., 0] = apply(np.ascontiguousarray(ycrcb[..., 0]))
+    return cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2RGB)
+
+
 def resize_for_model(rgb: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, Geometry]:
     """(H, W, 3) uint8 RGB -> (S, S, 3) uint8 RGB at the card's input size and resize policy, plus geometry.
 
-    Kept separate from :func:`normalise` so that training can cache the resized uint8 images once and
-    augment them before normalising.
+    Histogram equalisation (:func:`equalise`) comes first, at full resolution. Kept separate from
+    :func:`normalise` so that training can cache the resized uint8 images once and augment them before
+    normalising.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got shape {rgb.shape} dtype {rgb.dtype}")
+    rgb = equalise(rgb, spec)
     height, width = rgb.shape[:2]
     size = spec.input_size
     interpolation = _CV2_INTERPOLATION[spec.interpolation]
