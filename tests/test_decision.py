@@ -23,3 +23,17 @@ def test_app_decision_matches_the_batch_rule():
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(3), size=50)
     assert [decide(p, card) for p in probs] == apply_operating_point(probs, 1, 0.3).tolist()
+
+
+def test_the_operating_point_may_be_on_any_output_class():
+    from busi_viewer.inference.model_card import ModelCard
+
+    card = ModelCard(name="mg", version="1", architecture="tf_efficientnet_lite0", class_names=("normal", "abnormal"),
+                     thresholds={"abnormal": 0.3})
+    assert card.operating_point() == ("abnormal", 0.3)
+    assert decide(np.array([0.65, 0.35]), card) == 1  # abnormal at p >= 0.3 although normal is more probable
+    assert decide(np.array([0.75, 0.25]), card) == 0
+    assert card.decision_rule().startswith("abnormal when p(abnormal) ≥ 0.30")
+    stale = ModelCard(name="mg", version="1", architecture="tf_efficientnet_lite0", class_names=("normal", "abnormal"),
+                      thresholds={"malignant": 0.3})  # a threshold for a class this model does not output
+    assert stale.operating_point() is None and decide(np.array([0.65, 0.35]), stale) == 0

@@ -10,6 +10,8 @@ Examples::
     busi-train export runs/busi-honest-seed0 --to resources/models/busi-us
     busi-train cv-summary runs/busi-honest-seed0-fold* --out training/reports/busi-honest-cv
     busi-train export-onnx resources/models/busi-us     # for ONNX Runtime (packaging/build.sh does this)
+    busi-train sweep-freezing --config mammo_lite0 --data /path/to/mini-mias --out training/reports/freezing-mias
+    busi-train freezing-plan --arch resnet50            # what each freezing ratio freezes
 """
 
 from __future__ import annotations
@@ -30,6 +32,18 @@ def _config_path(name: str) -> Path:
     if path.suffix == ".toml" or path.exists():
         return path
     return CONFIGS_DIR / f"{name}.toml"
+
+
+def _ratios(text: str) -> tuple[float, ...]:
+    from training.config import ConfigError
+
+    try:
+        ratios = tuple(float(value) for value in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--ratios: {text!r} is not a comma-separated list of numbers") from None
+    if not ratios or any(not 0 <= r <= 1 for r in ratios):
+        raise ConfigError(f"--ratios: every freezing ratio must lie in [0, 1], got {text!r}")
+    return ratios
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     onnx = commands.add_parser("export-onnx", help="add an ONNX export (checked against torch) to a model bundle")
     onnx.add_argument("bundle", type=Path, nargs="?", default=None, help="bundle folder (default: the app's default)")
     onnx.add_argument("--out", type=Path, default=None, help="write the export here instead of into the bundle")
+
+    sweep = commands.add_parser("sweep-freezing", help="one model per freezing ratio; table and plot of AUC vs ratio")
+    sweep.add_argument("--config", required=True, help="config name in training/configs or a .toml path")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    sweep.add_argument("--data", type=Path, default=None, help="dataset root (default: data.root, else its env var)")
+    sweep.add_argument("--ratios", default="0,0.25,0.5,0.75", help="comma-separated freezing ratios in [0, 1]")
+    sweep.add_argument("--seed", type=int, default=None)
+    sweep.add_argument("--runs", type=Path, default=None, help="where the run folders go (default: runs/)")
+    sweep.add_argument("--out", type=Path, required=True, help="folder for freezing_sweep.{md,json,png}")
+    sweep.add_argument("--no-progress", action="store_true")
+
+    plan = commands.add_parser("freezing-plan", help="stages and parameters each freezing ratio freezes")
+    plan.add_argument("--arch", default=None, help="one architecture (default: all supported)")
+    plan.add_argument("--ratios", default="0,0.25,0.5,0.75,1")
 
     cv = commands.add_parser("cv-summary", help="mean ± sd over evaluated cross-validation runs of one recipe")
     cv.add_argument("runs", type=Path, nargs="+")
@@ -130,6 +158,32 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"ONNX export written (sha256 {record.onnx_sha256[:12]}…); largest difference from torch: "
               f"{record.max_abs_difference_probabilities:.1e} (probabilities), "
               f"{record.max_abs_difference_maps:.1e} (Grad-CAM maps)")
+        return 0
+    if args.command == "sweep-freezing":
+        import dataclasses
+
+        from training.config import load_config
+        from training.pipeline import RUNS_DIR
+        from training.sweep import sweep_freezing
+
+        config = load_config(_config_path(args.config), args.overrides)
+        if args.data is not None:
+            config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=str(args.data)))
+        rows = sweep_freezing(config, _ratios(args.ratios), args.runs or RUNS_DIR, args.out, seed=args.seed,
+                              progress=not args.no_progress)
+        print((args.out / "freezing_sweep.md").read_text(encoding="utf-8"))
+        return 0 if rows else 1
+    if args.command == "freezing-plan":
+        from busi_viewer.inference.architectures import SUPPORTED_ARCHITECTURES, build_classifier
+        from training.freezing import freezing_plan
+
+        print("| architecture | ratio | stages frozen | backbone parameters frozen |\n|---|---|---|---|")
+        for arch in [args.arch] if args.arch else SUPPORTED_ARCHITECTURES:
+            model = build_classifier(arch, 2)
+            for ratio in _ratios(args.ratios):
+                p = freezing_plan(model, ratio)
+                print(f"| {arch} | {ratio:.2f} | {p.frozen_stages} of {p.stages} | {p.frozen_parameters:,} of "
+                      f"{p.backbone_parameters:,} ({100 * p.frozen_fraction_of_backbone:.1f} %) |")
         return 0
     if args.command == "cv-summary":
         from training.cv import cv_markdown, write_cv_summary

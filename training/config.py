@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from busi_viewer.core.errors import BusiViewerError
-from busi_viewer.core.labels import CLASS_NAMES
+from busi_viewer.core.labels import ABNORMAL, CLASS_NAMES, TASKS
 from busi_viewer.inference.architectures import SUPPORTED_ARCHITECTURES
 from busi_viewer.inference.model_card import EQUALISATIONS, INTERPOLATIONS, RESIZE_POLICIES, PreprocessSpec
 from busi_viewer.inference.pretrained import LITE0_ARCHITECTURE, LITE0_MEAN, LITE0_STD
@@ -35,6 +35,7 @@ CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PRETRAINED_KEYWORDS = ("package", "hub", "none")
+DATASETS = ("busi", "mini-mias")
 
 # Fields that say where and on what a run happens, not what it computes: left out of config_hash.
 ENVIRONMENT_KEYS = frozenset({
@@ -66,12 +67,17 @@ def _fraction(value: float, key: str, *, low_open: bool = False, high_open: bool
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the images are and how they become the network's input (the model card's PreprocessSpec).
+    """Which images, for which task, and how they become the network's input (the model card's PreprocessSpec).
 
-    ``root`` "" = the BUSI_DATA environment variable; ``cache_dir`` "" = user cache folder / training.
+    ``dataset``: "busi" (class folders) or "mini-mias" (Info.txt ground truth, patients from film pairs);
+    ``task``: one of busi_viewer.core.labels.TASKS, which fixes the output classes and their order.
+    ``root`` "" = the dataset's environment variable (BUSI_DATA, MIAS_DATA); ``cache_dir`` "" = user cache
+    folder / training.
     ``mean``/``std`` empty = the normalisation of the pretrained weights (Lite0: 0.5; others: ImageNet).
     """
 
+    dataset: str = "busi"
+    task: str = "three-class"
     root: str = ""
     cache_dir: str = ""
     input_size: int = 224
@@ -85,6 +91,8 @@ class DataConfig:
     clahe_tiles: int = 8
 
     def __post_init__(self) -> None:
+        _choice(self.dataset, DATASETS, "data.dataset")
+        _choice(self.task, TASKS, "data.task")
         _check(self.input_size >= 32, "data.input_size", f"{self.input_size} is too small (at least 32)")
         _choice(self.resize_policy, RESIZE_POLICIES, "data.resize_policy")
         _choice(self.interpolation, INTERPOLATIONS, "data.interpolation")
@@ -317,7 +325,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _choice(self.threshold, ("argmax", "target_sensitivity"), "eval.threshold")
-        _choice(self.threshold_class, CLASS_NAMES, "eval.threshold_class")
+        _choice(self.threshold_class, (*CLASS_NAMES, ABNORMAL), "eval.threshold_class")
         _fraction(self.target_sensitivity, "eval.target_sensitivity", low_open=True)
         _check(self.ece_bins >= 1, "eval.ece_bins", "must be >= 1")
         _check(self.bootstrap >= 0, "eval.bootstrap", "must be >= 0 (0 = no confidence intervals)")
@@ -350,9 +358,18 @@ class TrainConfig:
         if self.augment.enabled and self.augment.apply_to == "copies":
             _check(self.balance.oversample_minority, "augment.apply_to",
                    "'copies' augments the balancing copies only, so it needs balance.oversample_minority = true")
+        if self.eval.threshold == "target_sensitivity":
+            _check(self.eval.threshold_class in self.class_names, "eval.threshold_class",
+                   f"{self.eval.threshold_class!r} is not an output of task {self.data.task!r} "
+                   f"({', '.join(self.class_names)})")
         if self.schedule.name == "cyclic":
             _check(self.schedule.base_lr < self.optim.lr, "schedule.base_lr",
                    f"the cycle's lower bound must lie below its upper bound optim.lr = {self.optim.lr}")
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The model's output classes, in order, for ``data.task``."""
+        return TASKS[self.data.task]
 
     def normalisation(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
         """(mean, std): data.mean/std when given, else the pretrained weights' own (Lite0 0.5, others ImageNet)."""

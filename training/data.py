@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 from busi_viewer.core.atomic import atomic_write
 from busi_viewer.core.errors import BusiViewerError
 from busi_viewer.core.hashing import sha256_file
-from busi_viewer.core.labels import CLASS_NAMES
+from busi_viewer.core.labels import CLASS_NAMES, TASKS, task_class
 from busi_viewer.core.loader import load_image
 from busi_viewer.core.masks import find_mask_files, mask_for_image
 from busi_viewer.core.paths import user_cache_dir
@@ -58,25 +58,32 @@ class DataError(BusiViewerError, ValueError):
 
 @dataclass(frozen=True)
 class Sample:
-    """One image: absolute ``path``, class index into CLASS_NAMES and name, its mask files (merge order), and
-    ``relpath``, the POSIX path relative to the data root ("benign/benign (1).png") used in manifests."""
+    """One image: absolute ``path``, class index into the index's class names and the name, its mask files
+    (merge order), and ``relpath``, the POSIX path relative to the data root ("benign/benign (1).png") used in
+    manifests. mini-MIAS images have lesion ``circles`` instead of mask files ((row, column, radius) in image
+    pixels) and their ``patient`` as the group a split must keep together ("" = none known)."""
 
     path: Path
     label_index: int
     class_name: str
     mask_paths: tuple[Path, ...]
     relpath: str
+    circles: tuple[tuple[int, int, int], ...] = ()
+    patient: str = ""
 
 
 @dataclass(frozen=True)
 class BusiIndex:
-    """The samples of a BUSI-layout folder, classes in CLASS_NAMES order, images in natural order within each.
+    """The samples of a dataset for one task, classes in ``class_names`` order (BUSI: class folders in natural
+    order; mini-MIAS: reference order).
 
     Behaves as a read-only sequence of :class:`Sample`. Content hashes are computed on first use and kept.
     """
 
     root: Path
     samples: tuple[Sample, ...]
+    class_names: tuple[str, ...] = CLASS_NAMES
+    dataset: str = "busi"
     _hashes: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -98,8 +105,8 @@ class BusiIndex:
         return [s.relpath for s in self.samples]
 
     def class_counts(self) -> dict[str, int]:
-        counts = np.bincount(self.labels, minlength=len(CLASS_NAMES))
-        return {name: int(counts[i]) for i, name in enumerate(CLASS_NAMES)}
+        counts = np.bincount(self.labels, minlength=len(self.class_names))
+        return {name: int(counts[i]) for i, name in enumerate(self.class_names)}
 
     def sha256s(self, threads: int = 4) -> list[str]:
         """SHA-256 of every image file, in sample order (read in parallel, computed once)."""
@@ -117,6 +124,8 @@ class BusiIndex:
             digest = hashlib.sha256()
             for sample, image_hash in zip(self.samples, images):
                 masks = ",".join(mask_hash[m] for m in sample.mask_paths)
+                if sample.circles:
+                    masks += "circles:" + ";".join(",".join(map(str, c)) for c in sample.circles)
                 digest.update(f"{sample.relpath}\t{sample.class_name}\t{image_hash}\t{masks}\n".encode("utf-8"))
             self._hashes["manifest"] = digest.hexdigest()
         return self._hashes["manifest"]
@@ -142,8 +151,10 @@ def resolve_data_root(root: Path | str | None = None) -> Path:
     return path
 
 
-def index_busi(root: Path | str | None = None) -> BusiIndex:
-    """Index a BUSI-layout folder: one sub-folder per class of CLASS_NAMES, images with ``*_mask*.png`` beside.
+def index_busi(root: Path | str | None = None, task: str = "three-class") -> BusiIndex:
+    """Index a BUSI-layout folder for ``task``: one sub-folder per finding (benign/, malignant/, normal/),
+    images with ``*_mask*.png`` beside; images the task leaves out (normal ones in benign-vs-malignant) are
+    not indexed.
 
     Images are found by busi_viewer's scanner (masks are not images), in natural order ("benign (2)" before
     "benign (10)"); masks by busi_viewer's mask discovery. Raises DataError for a missing or empty class folder.
@@ -155,16 +166,74 @@ def index_busi(root: Path | str | None = None) -> BusiIndex:
         raise DataError(f"{base} is not a BUSI folder: class folder(s) {', '.join(m + '/' for m in missing)} "
                         f"missing (expected {', '.join(c + '/' for c in CLASS_NAMES)}; found "
                         f"{', '.join(found) or 'no sub-folders'})")
+    class_names = TASKS[task]
     samples = []
-    for label, name in enumerate(CLASS_NAMES):
-        images = scan_folder(base / name, recursive=False).images
+    for finding in _in_task_order(task):
+        name = task_class(finding, task)
+        if name is None:
+            continue
+        images = scan_folder(base / finding, recursive=False).images
         if not images:
-            raise DataError(f"class folder {base / name} holds no images")
+            raise DataError(f"class folder {base / finding} holds no images")
         for image in images:
-            samples.append(Sample(path=image, label_index=label, class_name=name,
+            samples.append(Sample(path=image, label_index=class_names.index(name), class_name=name,
                                   mask_paths=tuple(find_mask_files(image)),
                                   relpath=image.relative_to(base).as_posix()))
-    return BusiIndex(root=base, samples=tuple(samples))
+    return BusiIndex(root=base, samples=tuple(samples), class_names=class_names)
+
+
+def _in_task_order(task: str) -> list[str]:
+    """The findings (BUSI folders) ordered by their class in ``task``, so samples come class by class."""
+    order = TASKS[task]
+    return sorted(CLASS_NAMES, key=lambda f: (order.index(task_class(f, task)) if task_class(f, task) else len(order),
+                                              CLASS_NAMES.index(f)))
+
+
+def index_mias(root: Path | str | None = None, task: str = "benign-vs-malignant") -> BusiIndex:
+    """Index mini-MIAS for ``task`` from its Info.txt (see :mod:`training.mias`): ``png/mdbNNN.png`` in reference
+    order, lesion circles as masks, the patient (film pair) of every image as its split group."""
+    from training.mias import image_path, read_info, resolve_mias_root
+
+    base = resolve_mias_root(root)
+    class_names = TASKS[task]
+    samples = []
+    for image in read_info(base):
+        name = task_class(image.severity, task)
+        if name is None:
+            continue
+        circles = tuple((f.centre[0], f.centre[1], f.radius) for f in image.findings if f.centre is not None)
+        path = image_path(base, image)
+        if not path.is_file():
+            raise DataError(f"{path} is listed in Info.txt but missing")
+        samples.append(Sample(path=path, label_index=class_names.index(name), class_name=name, mask_paths=(),
+                              relpath=path.relative_to(base).as_posix(), circles=circles,
+                              patient=f"patient-{image.patient:03d}"))
+    return BusiIndex(root=base, samples=tuple(samples), class_names=class_names, dataset="mini-mias")
+
+
+def index_dataset(dataset: str, root: Path | str | None, task: str) -> BusiIndex:
+    """The index of ``dataset`` ("busi" or "mini-mias") at ``root`` for ``task``."""
+    if dataset == "mini-mias":
+        return index_mias(root, task)
+    return index_busi(root, task)
+
+
+def circles_mask(circles: Sequence[tuple[int, int, int]], shape: tuple[int, int]) -> np.ndarray | None:
+    """(H, W) bool union of (row, column, radius) circles given in pixels of an image of ``shape``; None if none."""
+    if not circles:
+        return None
+    rows, cols = np.ogrid[: shape[0], : shape[1]]
+    mask = np.zeros(shape, dtype=bool)
+    for row, col, radius in circles:
+        mask |= (rows + 0.5 - row) ** 2 + (cols + 0.5 - col) ** 2 <= radius**2
+    return mask
+
+
+def sample_mask(sample: Sample, shape: tuple[int, int]) -> np.ndarray | None:
+    """The lesion mask of ``sample`` on its image grid: its mask files merged, or its circles; None without."""
+    if sample.mask_paths:
+        return mask_for_image(sample.path, shape, mask_path=list(sample.mask_paths))
+    return circles_mask(sample.circles, shape)
 
 
 # ------------------------------------------------------------------------------------------------ cache
@@ -228,7 +297,7 @@ def cache_path(index: BusiIndex, spec: PreprocessSpec, cache_dir: Path | str | N
                          sort_keys=True)
     key = hashlib.sha256(payload.encode("utf-8")).hexdigest()
     folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    name = f"busi-{spec.input_size}px-{spec.resize_policy}-{spec.interpolation}-{key[:16]}.npz"
+    name = f"{index.dataset}-{spec.input_size}px-{spec.resize_policy}-{spec.interpolation}-{key[:16]}.npz"
     return folder / name, key
 
 
@@ -247,9 +316,7 @@ def decode_sample(sample: Sample, spec: PreprocessSpec) -> tuple[np.ndarray, np.
     """One sample as the cache stores it: ((S, S, 3) uint8 image, (S, S) bool mask)."""
     rgb = load_image(sample.path).rgb
     image, _ = resize_for_model(rgb, spec)
-    mask = mask_for_image(sample.path, rgb.shape[:2], mask_path=list(sample.mask_paths)) if sample.mask_paths \
-        else None
-    return image, resize_mask_for_model(mask, rgb.shape[:2], spec)
+    return image, resize_mask_for_model(sample_mask(sample, rgb.shape[:2]), rgb.shape[:2], spec)
 
 
 def load_or_build_cache(index: BusiIndex, spec: PreprocessSpec, cache_dir: Path | str | None = None, *,

@@ -15,15 +15,15 @@ import numpy as np
 import torch
 
 from busi_viewer.core.atomic import atomic_write
-from busi_viewer.core.labels import CLASS_NAMES, MALIGNANT
 from busi_viewer.core.loader import load_image
-from busi_viewer.core.masks import mask_for_image
 from busi_viewer.inference.architectures import build_classifier
 from busi_viewer.inference.model_card import ModelCard
 from busi_viewer.inference.predictor import Predictor
 from training import plots
 from training.config import TrainConfig, load_config
+from training.data import Sample, index_dataset, sample_mask
 from training.engine import BEST_WEIGHTS
+from training.export import DATASET_CITATION
 from training.explain_eval import randomisation_check, score_maps, summarise_scores, tune_threshold
 from training.metrics import fit_temperature, roc_curve, softmax, summarise, threshold_for_sensitivity
 from training.pipeline import Predictions, audit_groups_csv
@@ -40,7 +40,7 @@ def operating_point(config: TrainConfig, val: Predictions) -> tuple[float, float
     choice: dict = {"temperature": temperature, "calibrated_on": "validation" if config.eval.calibrate else None}
     threshold = None
     if config.eval.threshold == "target_sensitivity":
-        positive = CLASS_NAMES.index(config.eval.threshold_class)
+        positive = config.class_names.index(config.eval.threshold_class)
         probs = softmax(val.logits, temperature)
         picked = threshold_for_sensitivity(probs[:, positive], val.labels == positive, config.eval.target_sensitivity)
         threshold = picked.threshold
@@ -52,6 +52,8 @@ def operating_point(config: TrainConfig, val: Predictions) -> tuple[float, float
 
 def duplicate_free_mask(run_dir: Path, config: TrainConfig, test: Predictions) -> tuple[np.ndarray | None, str]:
     """(N,) bool: test images with no audit-group member in train or val; None without an audit."""
+    if config.data.dataset != "busi":
+        return None, "no near-duplicate audit for this dataset (its split keeps patients together)"
     groups_csv = audit_groups_csv(config)
     if not groups_csv.is_file():
         return None, f"no audit groups at {groups_csv}"
@@ -65,16 +67,16 @@ def duplicate_free_mask(run_dir: Path, config: TrainConfig, test: Predictions) -
 
 
 def _load_model(run_dir: Path, config: TrainConfig, device: torch.device):
-    model = build_classifier(config.model.arch, len(CLASS_NAMES), config.model.drop_rate)
+    model = build_classifier(config.model.arch, len(config.class_names), config.model.drop_rate)
     model.load_state_dict(torch.load(run_dir / BEST_WEIGHTS, map_location="cpu", weights_only=True))
     return model.to(device).eval()
 
 
-def _images_with_masks(data_root: Path, predictions: Predictions):
+def _images_with_masks(samples: dict[str, Sample], predictions: Predictions):
     for file, label in zip(predictions.files, predictions.labels):
-        path = data_root / str(file)
-        record = load_image(path)
-        mask = mask_for_image(path, record.shape)
+        sample = samples[str(file)]
+        record = load_image(sample.path)
+        mask = sample_mask(sample, record.shape)
         yield record.rgb, (mask if mask is not None else np.zeros(record.shape, bool)), int(label)
 
 
@@ -89,11 +91,15 @@ def run_evaluate(run_dir: Path, progress: bool = True) -> dict:
     options = dict(n_boot=config.eval.bootstrap, confidence=config.eval.confidence, seed=0,
                    ece_bins=config.eval.ece_bins)
 
+    class_names, positive = config.class_names, config.eval.threshold_class
+    if positive not in class_names:
+        positive = class_names[-1]
+
     def metrics_of(p: Predictions, t: float, keep: np.ndarray | None = None, operating_point: bool = True) -> dict:
         keep = np.ones(len(p.labels), bool) if keep is None else keep
         groups = p.groups[keep] if config.eval.bootstrap_by_group and np.all(p.groups != "") else None
         return summarise(p.labels[keep], softmax(p.logits[keep], t), threshold=threshold if operating_point else None,
-                         groups=groups, **options)
+                         groups=groups, class_names=class_names, positive_class=positive, **options)
 
     results = {
         "run": fit_info, "operating_point": choice,
@@ -115,36 +121,39 @@ def run_evaluate(run_dir: Path, progress: bool = True) -> dict:
 
     device = torch.device("cpu")
     model = _load_model(run_dir, config, device)
-    card = ModelCard(name=config.name, version="eval", architecture=config.model.arch, class_names=CLASS_NAMES,
+    card = ModelCard(name=config.name, version="eval", architecture=config.model.arch, class_names=class_names,
                      preprocess=config.preprocess_spec(), calibration_temperature=temperature,
-                     thresholds={MALIGNANT: threshold} if threshold is not None else {})
+                     thresholds={positive: threshold} if threshold is not None else {})
     predictor = Predictor(model, card, device)
-    data_root = Path(fit_info["data_root"])
-    level = tune_threshold(score_maps(predictor, _images_with_masks(data_root, val)))
-    test_scores = score_maps(predictor, _images_with_masks(data_root, test))
-    results["explanations"] = summarise_scores(test_scores, CLASS_NAMES, level)
-    lesion_files = [f for f, label in zip(test.files, test.labels) if CLASS_NAMES[int(label)] != "normal"]
-    sample = [load_image(data_root / str(f)).rgb for f in lesion_files[:RANDOMISATION_IMAGES]]
+    index = index_dataset(config.data.dataset, fit_info["data_root"], config.data.task)
+    samples = {sample.relpath: sample for sample in index}
+    level = tune_threshold(score_maps(predictor, _images_with_masks(samples, val)))
+    test_scores = score_maps(predictor, _images_with_masks(samples, test))
+    results["explanations"] = summarise_scores(test_scores, class_names, level)
+    lesion_files = [f for f, label in zip(test.files, test.labels) if class_names[int(label)] != "normal"]
+    sample = [load_image(samples[str(f)].path).rgb for f in lesion_files[:RANDOMISATION_IMAGES]]
     results["explanations"]["randomisation_check"] = randomisation_check(predictor, sample)
 
-    _figures(run_dir, results, test, temperature, predictor, data_root)
+    _figures(run_dir, results, test, temperature, predictor, samples, class_names)
     with atomic_write(run_dir / "metrics.json", encoding="utf-8") as handle:
         json.dump(results, handle, indent=2)
-    write_report(run_dir, results, f"{config.name}: {config.description}")
+    write_report(run_dir, results, f"{config.name}: {config.description}", class_names=class_names,
+                 positive=positive, data=DATASET_CITATION[config.data.dataset],
+                 groups="patient" if config.data.dataset == "mini-mias" else "near-duplicate group")
     return results
 
 
 def _figures(run_dir: Path, results: dict, test: Predictions, temperature: float, predictor: Predictor,
-             data_root: Path) -> None:
+             samples: dict[str, Sample], class_names: tuple[str, ...]) -> None:
     with (run_dir / "epochs.csv").open(newline="", encoding="utf-8") as handle:
         history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
     title = results["run"]["config"]
     plots.learning_curves(history, run_dir / "learning_curves.png", title)
-    plots.confusion_matrix_plot(np.array(results["test"]["confusion_matrix"]), CLASS_NAMES,
+    plots.confusion_matrix_plot(np.array(results["test"]["confusion_matrix"]), class_names,
                                 run_dir / "confusion_matrix.png", f"{title}: test")
     probs = softmax(test.logits, temperature)
     curves = {}
-    for c, name in enumerate(CLASS_NAMES):
+    for c, name in enumerate(class_names):
         fpr, tpr, _ = roc_curve(probs[:, c], test.labels == c)
         curves[name] = (fpr, tpr, results["test"]["per_class"][name]["auc"] or float("nan"))
     plots.roc_plot(curves, run_dir / "roc.png", f"{title}: test, one-vs-rest")
@@ -155,10 +164,10 @@ def _figures(run_dir: Path, results: dict, test: Predictions, temperature: float
                          np.array([v if v is not None else np.nan for v in rel["accuracy"]]),
                          np.array(rel["count"]), results[key]["ece"])
     plots.reliability_plot(panels, run_dir / "reliability.png")
-    plots.gradcam_grid(_grid_items(test, predictor, data_root), run_dir / "gradcam_test.png")
+    plots.gradcam_grid(_grid_items(test, predictor, samples), run_dir / "gradcam_test.png")
 
 
-def _grid_items(test: Predictions, predictor: Predictor, data_root: Path) -> list[dict]:
+def _grid_items(test: Predictions, predictor: Predictor, samples: dict[str, Sample]) -> list[dict]:
     """Up to GRID_IMAGES test images: failures first (they teach most), then correct ones, classes mixed."""
     items, wrong, right = [], [], []
     for i, (file, label) in enumerate(zip(test.files, test.labels)):
@@ -167,12 +176,12 @@ def _grid_items(test: Predictions, predictor: Predictor, data_root: Path) -> lis
     rng = np.random.default_rng(0)
     chosen = wrong[: GRID_IMAGES // 2] + list(rng.permutation(right)[: GRID_IMAGES - min(len(wrong), GRID_IMAGES // 2)])
     for i in chosen:
-        path = data_root / str(test.files[i])
-        record = load_image(path)
+        sample = samples[str(test.files[i])]
+        record = load_image(sample.path)
         prediction = predictor.predict(record.rgb)
-        true_name = CLASS_NAMES[int(test.labels[i])]
+        true_name = predictor.card.class_names[int(test.labels[i])]
         items.append({
-            "rgb": record.rgb, "heatmap": prediction.heatmap, "mask": mask_for_image(path, record.shape),
+            "rgb": record.rgb, "heatmap": prediction.heatmap, "mask": sample_mask(sample, record.shape),
             "caption": f"{Path(str(test.files[i])).name}\ntrue {true_name} / pred {prediction.predicted_class} "
                        f"({prediction.probabilities.max():.2f})",
             "failure": prediction.predicted_class != true_name,

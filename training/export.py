@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 
 from busi_viewer import __version__
-from busi_viewer.core.labels import CLASS_NAMES, MALIGNANT
 from busi_viewer.inference.architectures import build_classifier
 from busi_viewer.inference.bundle import BUNDLE_DOCUMENTS, save_bundle
 from busi_viewer.inference.model_card import ModelCard
@@ -17,8 +16,14 @@ from training.config import load_config
 from training.engine import BEST_WEIGHTS
 
 # Calibrated top-class probability under which the app shows "low confidence": with three classes, a top
-# probability below 0.6 means the model gives the other two together at least 40 %.
-LOW_CONFIDENCE_BELOW = 0.6
+# probability below 0.6 means the model gives the other two together at least 40 %; with two, 0.7 means the
+# other class has at least 30 %.
+LOW_CONFIDENCE_BELOW = {3: 0.6, 2: 0.7}
+MODALITY = {"busi": "US", "mini-mias": "MG"}
+DATASET_CITATION = {
+    "busi": "BUSI (Al-Dhabyani et al., Data in Brief 28, 2020)",
+    "mini-mias": "mini-MIAS (Suckling et al., Excerpta Medica ICS 1069, 1994; 200 µm film-screen digitisations)",
+}
 
 
 def card_for_run(run_dir: Path, name: str, version: str) -> ModelCard:
@@ -27,27 +32,35 @@ def card_for_run(run_dir: Path, name: str, version: str) -> ModelCard:
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     fit_info, point = metrics["run"], metrics["operating_point"]
     test = metrics["test"]
-    headline = {key: test.get(key) for key in ("accuracy", "macro_f1", "auc_macro", "ece", f"sensitivity_{MALIGNANT}",
-                                               f"specificity_{MALIGNANT}")}
+    positive = config.eval.threshold_class if config.eval.threshold_class in config.class_names else None
+    keys = ["accuracy", "macro_f1", "auc_macro", "ece"]
+    if positive:
+        keys += [f"sensitivity_{positive}", f"specificity_{positive}"]
+    headline = {key: test.get(key) for key in keys}
     headline["confidence_intervals"] = test["bootstrap"]["intervals"]
     headline["n_test"] = test["n"]
     if "explanations" in metrics:
-        headline["explanations"] = {k: metrics["explanations"]["per_class"][k] for k in ("benign", "malignant")}
-    protocol = (f"{config.name}: {config.description}. Split {config.split.strategy} "
-                f"{'/'.join(str(f) for f in config.split.fractions)} (seed {config.split.seed}); "
+        lesion_classes = [k for k in metrics["explanations"]["per_class"] if k != "normal"]
+        headline["explanations"] = {k: metrics["explanations"]["per_class"][k] for k in lesion_classes}
+    split_unit = "patients" if config.data.dataset == "mini-mias" else "near-duplicate groups"
+    protocol = (f"{config.name}: {config.description}. Task {config.data.task}; split {config.split.strategy} "
+                f"({split_unit}) {'/'.join(str(f) for f in config.split.fractions)} (seed {config.split.seed}); "
                 f"seed {fit_info['seed']}; best epoch {fit_info['best_epoch']} of {fit_info['epochs_run']}; "
-                f"temperature and malignant threshold fitted on validation; numbers on the held-out test split "
-                f"({test['n']} images) with percentile bootstrap 95% CIs.")
+                f"temperature{f' and {positive} threshold' if point.get('threshold') is not None else ''} fitted "
+                f"on validation; numbers on the held-out test split ({test['n']} images) with percentile "
+                f"bootstrap 95% CIs.")
     return ModelCard(
-        name=name, version=version, architecture=config.model.arch, class_names=CLASS_NAMES,
-        preprocess=config.preprocess_spec(), modality="US",
+        name=name, version=version, architecture=config.model.arch, class_names=config.class_names,
+        preprocess=config.preprocess_spec(), modality=MODALITY[config.data.dataset],
         data_manifest_sha256=fit_info["data_manifest_sha256"],
-        training_data=(f"BUSI (Al-Dhabyani et al., Data in Brief 28, 2020): {fit_info['n_images']} images, "
+        training_data=(f"{DATASET_CITATION[config.data.dataset]}: {fit_info['n_images']} images, "
                        f"split sizes {fit_info['split_sizes']}"),
         protocol=protocol, metrics={"test": headline},
         calibration_temperature=float(point["temperature"]),
-        thresholds={MALIGNANT: float(point["threshold"])} if point.get("threshold") is not None else {},
-        low_confidence_below=LOW_CONFIDENCE_BELOW,
+        thresholds={positive: float(point["threshold"])} if positive and point.get("threshold") is not None else {},
+        low_confidence_below=LOW_CONFIDENCE_BELOW.get(len(config.class_names), 0.5),
+        intended_use=(f"Research on explainable classification of {'mammograms' if config.data.dataset == 'mini-mias' else 'breast ultrasound'}. "
+                      "Not for diagnostic use."),
         created=f"{dt.date.today().isoformat()} with busi-viewer {__version__}",
     )
 

@@ -19,10 +19,9 @@ import numpy as np
 import torch
 
 from busi_viewer.core.atomic import atomic_write
-from busi_viewer.core.labels import CLASS_NAMES
 from busi_viewer.inference.device import configure_threads, describe_device, select_device
 from training.config import TrainConfig, config_hash, to_toml
-from training.data import BusiDataset, BusiIndex, index_busi, load_or_build_cache, make_datasets
+from training.data import BusiDataset, BusiIndex, index_dataset, load_or_build_cache, make_datasets
 from training.data import balanced_sample_weights
 from training.engine import FitSettings, fit, init_distributed, seed_everything
 from training.recipe import build_loss, build_model, build_optimizer, build_scheduler, steps_per_batch
@@ -71,6 +70,14 @@ def audit_groups_csv(config: TrainConfig) -> Path:
     return Path(config.split.groups_csv) if config.split.groups_csv else default_audit_dir() / "groups.csv"
 
 
+def split_groups(config: TrainConfig, index: BusiIndex) -> tuple[list[str], frozenset[str]]:
+    """(group of every sample, groups that must stay in training) for a grouped split: the patient where the
+    dataset knows it (mini-MIAS: the two films of one woman), else the audit's near-duplicate groups (BUSI)."""
+    if index.samples and all(sample.patient for sample in index.samples):
+        return [sample.patient for sample in index.samples], frozenset()
+    return read_audit_groups(audit_groups_csv(config), index.relpaths)
+
+
 def make_splits(config: TrainConfig, index: BusiIndex, fold: int | None) -> tuple[dict[str, np.ndarray], list[str]]:
     """Index arrays per split name, and the group id of every sample ("" when the protocol has no groups)."""
     labels = index.labels
@@ -78,7 +85,7 @@ def make_splits(config: TrainConfig, index: BusiIndex, fold: int | None) -> tupl
     if split.strategy == "stratified_random":
         parts = stratified_random_split(labels, split.fractions, split.seed)
         return dict(zip(SPLIT_NAMES, parts)), [""] * len(index)
-    groups, conflicting = read_audit_groups(audit_groups_csv(config), index.relpaths)
+    groups, conflicting = split_groups(config, index)
     if fold is None or split.folds == 0:
         parts = grouped_stratified_split(labels, groups, conflicting, split.fractions, split.seed)
         return dict(zip(SPLIT_NAMES, parts)), groups
@@ -101,7 +108,7 @@ def predict_logits(model: torch.nn.Module, dataset: BusiDataset, device: torch.d
         if tta_hflip:
             logits = (logits + model(torch.flip(batch, dims=[3]))) / 2
         out.append(logits.float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(CLASS_NAMES)), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, model.num_classes), np.float32)
 
 
 def run_fit(config: TrainConfig, out_dir: Path, *, seed: int | None = None, fold: int | None = None,
@@ -118,7 +125,7 @@ def run_fit(config: TrainConfig, out_dir: Path, *, seed: int | None = None, fold
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    index = index_busi(config.data.root or None)
+    index = index_dataset(config.data.dataset, config.data.root or None, config.data.task)
     spec = config.preprocess_spec()
     cache = load_or_build_cache(index, spec, config.data.cache_dir or None, threads=config.data.decode_threads,
                                 progress=progress and distributed.is_main)
@@ -131,11 +138,12 @@ def run_fit(config: TrainConfig, out_dir: Path, *, seed: int | None = None, fold
                              assignment_from_indices(len(index), splits))
 
     seed_everything(seed)
-    model, load_report, freezing = build_model(config.model, len(CLASS_NAMES))
+    classes = len(config.class_names)
+    model, load_report, freezing = build_model(config.model, classes)
     optimizer = build_optimizer(config, model)
     scheduler = build_scheduler(config, optimizer)
     train_labels = datasets["train"].labels
-    loss_fn = build_loss(config, train_labels, len(CLASS_NAMES), device)
+    loss_fn = build_loss(config, train_labels, classes, device)
     settings = FitSettings(
         max_epochs=config.train.max_epochs, batch_size=config.train.batch_size, out_dir=out_dir,
         patience=config.train.patience if config.train.early_stopping else None, min_delta=config.train.min_delta,

@@ -21,43 +21,52 @@ def _with_ci(block: dict, key: str) -> str:
     return f"{point} [{_num(interval['low'])}, {_num(interval['high'])}]"
 
 
-def _metrics_table(sets: dict[str, dict]) -> list[str]:
-    keys = ("accuracy", "macro_f1", "auc_macro", f"auc_{MALIGNANT}", f"sensitivity_{MALIGNANT}",
-            f"specificity_{MALIGNANT}")
+def _metrics_table(sets: dict[str, dict], positive: str) -> list[str]:
+    keys = ("accuracy", "macro_f1", "auc_macro", f"auc_{positive}", f"sensitivity_{positive}",
+            f"specificity_{positive}")
     lines = ["| evaluation set | n | " + " | ".join(keys) + " | ECE | MSE | RMSE | MAE |",
              "|---|---|" + "---|" * (len(keys) + 4)]
     for label, block in sets.items():
-        if block.get(f"auc_{MALIGNANT}") is None and block.get("per_class"):
-            block = {**block, f"auc_{MALIGNANT}": block["per_class"][MALIGNANT]["auc"]}
+        if block.get(f"auc_{positive}") is None and block.get("per_class"):
+            block = {**block, f"auc_{positive}": block["per_class"][positive]["auc"]}
         lines.append(f"| {label} | {block['n']} | " + " | ".join(_with_ci(block, k) for k in keys)
                      + f" | {_num(block.get('ece'))} | {_num(block.get('mse'))} | {_num(block.get('rmse'))}"
                        f" | {_num(block.get('mae'))} |")
     return lines
 
 
-def write_report(run_dir: Path, results: dict, title: str) -> Path:
-    """Write ``run_dir/report.md`` from the dict :func:`training.evaluate.run_evaluate` returns."""
+def write_report(run_dir: Path, results: dict, title: str, *, class_names: tuple[str, ...] = CLASS_NAMES,
+                 positive: str = MALIGNANT, data: str = "BUSI (Al-Dhabyani et al., 2020)",
+                 groups: str = "near-duplicate group") -> Path:
+    """Write ``run_dir/report.md`` from the dict :func:`training.evaluate.run_evaluate` returns.
+
+    ``class_names``: the outputs in order; ``positive``: the class the operating point and the headline
+    sensitivity are about; ``data``: the dataset as cited; ``groups``: what a bootstrap resamples together.
+    """
     run, point = results["run"], results["operating_point"]
     lines = [f"# {title}", "", f"**{RESEARCH_USE_BANNER}.**", "",
              "## Data and protocol", "",
-             f"- Data: BUSI (Al-Dhabyani et al., 2020), {run['n_images']} images at `{run['data_root']}` "
+             f"- Data: {data}, {run['n_images']} images at `{run['data_root']}` "
              f"(manifest SHA-256 `{run['data_manifest_sha256'][:16]}…`); split sizes {run['split_sizes']}; "
              f"{run['train_items_per_epoch']} training items per epoch.",
              f"- Recipe `{run['config']}` (hash `{run['config_hash']}`, resolved in `config.toml`), seed {run['seed']}"
              + (f", fold {run['fold']}" if run.get("fold") is not None else "") + ".",
              f"- Backbone weights: {run['pretrained']}. Trained on {run['device']}, torch {run['torch']}: "
              f"{run['epochs_run']} epochs in {run['fit_seconds']:.0f} s (best epoch {run['best_epoch']}"
-             + (", stopped early" if run["stopped_early"] else "") + ").",
+             + (", stopped early" if run["stopped_early"] else "") + ")."
+             + (f" Frozen: the first {run['freezing']['frozen_stages']} of {run['freezing']['stages']} backbone "
+                f"stages ({run['freezing']['frozen_parameters']:,} of {run['freezing']['backbone_parameters']:,} "
+                f"backbone parameters)." if run.get("freezing", {}).get("frozen_stages") else ""),
              f"- Calibration: temperature {point['temperature']:.3f}"
              + (" fitted on validation." if point.get("calibrated_on") else " (not calibrated).")
-             + (f" Malignant threshold {point['threshold']:.3f}, chosen on validation for sensitivity ≥ "
+             + (f" Threshold on p({positive}) {point['threshold']:.3f}, chosen on validation for sensitivity ≥ "
                 f"{point['target_sensitivity']} (validation: sensitivity {point['validation_sensitivity']:.3f}, "
                 f"specificity {point['validation_specificity']:.3f})." if point.get("threshold") is not None
                 else " Decisions: arg-max."),
              "- The test split is read once, by this evaluation; nothing was chosen on it. Intervals are percentile "
              f"bootstrap {int(100 * results['test']['bootstrap']['confidence'])} % CIs over test images "
              f"({results['test']['bootstrap']['n_boot']} resamples"
-             + (", by near-duplicate group" if results["test"]["bootstrap"]["by_group"] else "") + ").",
+             + (f", by {groups}" if results["test"]["bootstrap"]["by_group"] else "") + ").",
              "- MSE / RMSE / MAE are computed on the predicted probability vectors against one-hot labels "
              "(mean over images and classes).", "",
              "## Classification", ""]
@@ -66,24 +75,24 @@ def write_report(run_dir: Path, results: dict, title: str) -> Path:
     else:
         sets = {"test": results["test"]}
     if "test_argmax" in results:
-        sets["test, arg-max decisions (no malignant threshold)"] = results["test_argmax"]
+        sets[f"test, arg-max decisions (no {positive} threshold)"] = results["test_argmax"]
     sets["validation"] = results["validation"]
     if "test_overlaid" in results:
         sets["test, images overlaid with their masks (what the paper's pipeline tests)"] = results["test_overlaid"]
     if "test_duplicate_free" in results:
         sets["test without near-duplicates in train/val"] = results["test_duplicate_free"]
-    lines += _metrics_table(sets)
+    lines += _metrics_table(sets, positive)
     duplicates = results.get("duplicates", {})
     if "n_test" in duplicates:
         lines += ["", f"{duplicates['n_test_with_near_duplicate_in_train']} of {duplicates['n_test']} test images "
                       f"have an exact or near-duplicate (audit group) in train or validation."]
     lines += ["", "Per class (test):", "", "| class | precision | recall | F1 | AUC | support |",
               "|---|---|---|---|---|---|"]
-    for name in CLASS_NAMES:
+    for name in class_names:
         c = results["test"]["per_class"][name]
         lines.append(f"| {name} | {_num(c['precision'])} | {_num(c['recall'])} | {_num(c['f1'])} | {_num(c['auc'])} "
                      f"| {c['support']} |")
-    lines += ["", f"Confusion matrix (rows true, columns predicted; {', '.join(CLASS_NAMES)}): "
+    lines += ["", f"Confusion matrix (rows true, columns predicted; {', '.join(class_names)}): "
                   f"`{results['test']['confusion_matrix']}`", ""]
     if "explanations" in results:
         ex = results["explanations"]

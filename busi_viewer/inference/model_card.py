@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from busi_viewer.core.errors import BundleError
-from busi_viewer.core.labels import MALIGNANT
 
 CARD_SCHEMA_VERSION = 1
 RESIZE_POLICIES = ("stretch", "letterbox", "center_crop")
@@ -91,12 +90,19 @@ class ModelCard:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def operating_point(self) -> tuple[str, float] | None:
+        """(class, threshold) of the card's operating rule: the output class named in ``thresholds``
+        ("malignant" for the ultrasound models, "abnormal" for normal-vs-abnormal); None for the arg-max."""
+        known = [(name, float(t)) for name, t in self.thresholds.items() if name in self.class_names]
+        return known[0] if len(known) == 1 else None
+
     def decision_rule(self) -> str:
         """The operating rule in words, as the result panel and the reports state it."""
-        threshold = self.thresholds.get(MALIGNANT) if MALIGNANT in self.class_names else None
-        if threshold is None:
+        point = self.operating_point()
+        if point is None:
             return "most probable class"
-        return f"malignant when p(malignant) ≥ {threshold:.2f} (chosen on validation), else the most probable"
+        name, threshold = point
+        return f"{name} when p({name}) ≥ {threshold:.2f} (chosen on validation), else the most probable"
 
     def to_json(self) -> str:
         data = asdict(self)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from busi_viewer.core.decision import apply_operating_point
-from busi_viewer.core.labels import MALIGNANT
 from busi_viewer.inference.model_card import ModelCard
 from busi_viewer.inference.preprocessing import Geometry, preprocess
 
@@ -57,14 +56,13 @@ def calibrated_probabilities(logits: np.ndarray, temperature: float) -> np.ndarr
 def decide(probabilities: np.ndarray, card: ModelCard) -> int:
     """The predicted class index of (K,) probabilities under the card's operating point.
 
-    With a "malignant" threshold t in the card: malignant whenever p(malignant) >= t, otherwise the most
-    probable of the other classes. Without one: the arg-max.
+    With a threshold t for one class in the card (e.g. "malignant"): that class whenever its probability
+    >= t, otherwise the most probable of the other classes. Without one: the arg-max.
     """
-    threshold = card.thresholds.get(MALIGNANT)
-    if MALIGNANT not in card.class_names:
-        threshold = None
-    positive = card.class_names.index(MALIGNANT) if threshold is not None else 0
-    return int(apply_operating_point(probabilities, positive, threshold))
+    point = card.operating_point()
+    if point is None:
+        return int(apply_operating_point(probabilities, 0, None))
+    return int(apply_operating_point(probabilities, card.class_names.index(point[0]), point[1]))
 
 
 def normalise_per_image(maps: np.ndarray) -> np.ndarray:
