@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.dataset import Dataset
 
 from busi_viewer.core.dicom import IDENTIFYING_KEYWORDS, apply_window
 from busi_viewer.core.loader import load_image, looks_like_dicom
+from tests.helpers.dicom import write_dicom
 
 REAL_FILES = [
     "us/OBXXXX1A.dcm",
@@ -26,31 +25,6 @@ REAL_FILES = [
     "mg/MG1_J2KI.dcm",
     "mg/MG_Explicit_Little.dcm",
 ]
-
-
-def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", **elements) -> Path:
-    """A minimal single-frame greyscale Secondary Capture file in the DICOM File Format."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MG"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = pixels.dtype.itemsize * 8
-    ds.BitsStored = elements.pop("BitsStored", ds.BitsAllocated)
-    ds.HighBit = ds.BitsStored - 1
-    ds.PixelRepresentation = 1 if pixels.dtype.kind == "i" else 0
-    for keyword, value in elements.items():
-        setattr(ds, keyword, value)
-    ds.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def _colourfulness(rgb: np.ndarray) -> float:

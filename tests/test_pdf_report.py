@@ -33,7 +33,7 @@ from busi_viewer.reports.pdf import (
     write_summary_report,
 )
 from tests.helpers.pdf import pdf_text
-from tests.test_load_dicom import write_dicom
+from tests.helpers.dicom import write_dicom
 
 IDENTIFIERS = {"PatientName": "Doe^Jane", "PatientID": "PID-0042", "PatientBirthDate": "19700101"}
 MODEL = ModelSection("busi-us", "0.2.0", "tf_efficientnet_lite0", "47081f4e713f" + "0" * 52,

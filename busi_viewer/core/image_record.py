@@ -75,6 +75,13 @@ class ImageRecord:
         """(height, width) in pixels."""
         return int(self.pixels.shape[0]), int(self.pixels.shape[1])
 
+    @property
+    def laterality_and_view(self) -> str:
+        """"L MLO", "R CC", "L" ... from the DICOM attributes (ImageLaterality, else Laterality; ViewPosition);
+        "" when the file says neither (rasters never do)."""
+        laterality = self.attributes.get("ImageLaterality") or self.attributes.get("Laterality") or ""
+        return " ".join(part.strip() for part in (laterality, self.attributes.get("ViewPosition", "")) if part.strip())
+
     def frame(self, index: int) -> np.ndarray:
         """Native pixels of frame ``index`` (0-based), same layout as ``pixels``."""
         if not 0 <= index < self.n_frames:

@@ -38,12 +38,14 @@ from busi_viewer.core.measure import measure_length
 from busi_viewer.core.report_data import case_id
 from busi_viewer.core.reviews import ReviewStore, ReviewStoreError
 from busi_viewer.core.scan import ScanError, scan_folder
+from busi_viewer.inference.catalogue import image_modality, installed_models
 from busi_viewer.gui import presenters
 from busi_viewer.gui.attributes_panel import AttributesPanel
 from busi_viewer.gui.cine_bar import CineBar
 from busi_viewer.gui.display_panel import DisplayPanel
 from busi_viewer.gui.folder_hasher import FolderHasher
 from busi_viewer.gui.image_view import ImageView
+from busi_viewer.gui.model_menu import ModelChooser
 from busi_viewer.gui.result_panel import ResultPanel
 from busi_viewer.gui.review_panel import ReviewPanel
 from busi_viewer.gui.settings import COLORMAPS, ViewerSettings, save_settings
@@ -94,6 +96,7 @@ class MainWindow(QMainWindow):
         self.model: ModelState | None = None
         self._hasher: FolderHasher | None = None
         self._summary = None  # SummaryExport, created on the first folder summary
+        self._reclassify = False  # classify the image shown again when the model now loading is ready
         self.warning_box: QMessageBox | None = None
         self.setWindowTitle(f"BUSI Viewer {__version__} — {RESEARCH_USE_BANNER}")
         self.setAcceptDrops(True)
@@ -222,6 +225,9 @@ class MainWindow(QMainWindow):
             action.setAutoRepeat(True)
         self._action(go_menu, "First image", "Home", lambda: self.go_to(0))
         self._action(go_menu, "Last image", "End", lambda: self.go_to(len(self.paths) - 1))
+
+        self.model_chooser = ModelChooser(menu.addMenu("&Model"), installed_models(), self.service.model_dir)
+        self.model_chooser.modelChosen.connect(self._switch_model)
 
         review_menu = menu.addMenu("&Review")
         self._action(review_menu, "Agree with the model", "A", lambda: self.review_panel.apply_decision("agree"))
@@ -371,10 +377,12 @@ class MainWindow(QMainWindow):
                                              record.modality)
         self._show_review()
         mask_note = f" · mask: {loaded.mask_error}" if loaded.mask_error else ""
-        self.view.set_corner_text("top_right", f"{record.format} · {record.modality} · "
+        side = f" · {record.laterality_and_view}" if record.laterality_and_view else ""
+        self.view.set_corner_text("top_right", f"{record.format} · {record.modality}{side} · "
                                                f"{record.shape[1]}×{record.shape[0]}{mask_note}")
-        self.result_panel.set_state(presenters.pending_result(self.model))
+        self.result_panel.set_state(presenters.pending_result(self.model, self._image_modality()))
         self.result_panel.set_agreement(None)
+        self.model_chooser.image_shown(record.modality)
         self.imageShown.emit(self.index)
 
     def _show_unreadable(self, loaded: ImageLoaded) -> None:
@@ -407,7 +415,7 @@ class MainWindow(QMainWindow):
         self.result = done
         prediction = done.prediction
         self._show_heatmap()
-        self.result_panel.set_state(presenters.result_state(self.model, done))
+        self.result_panel.set_state(presenters.result_state(self.model, done, self._image_modality()))
         self.result_panel.set_agreement(presenters.agreement_state(done))
         self._set_thumb(self.index, predicted=prediction.predicted_class)
         self.resultShown.emit(self.index)
@@ -426,8 +434,22 @@ class MainWindow(QMainWindow):
         self.view.set_heatmap_visible(self.heatmap_check.isChecked())
 
     # ----------------------------------------------------------------------------------------------- model state
+    def _image_modality(self) -> str | None:
+        return image_modality(self.record.modality) if self.record is not None else None
+
+    def _switch_model(self, folder: Path) -> None:
+        """Load another bundle; the image shown is classified again once it has loaded."""
+        self._reclassify = True
+        self.model_label.setText(f"Loading {folder.name}…")
+        self.service.set_model(folder)
+
     def _on_model_changed(self, state: ModelState) -> None:
         self.model = state
+        self.model_chooser.model_loaded(state.model_dir, state.loaded)
+        if self._reclassify and self.record is not None and 0 <= self.index < len(self.paths):
+            self._reclassify = False
+            self.result = None
+            self.service.request(self.paths[self.index], self.frame, prefetch=[])
         if state.loaded and state.card is not None:
             self.model_label.setText(f"{presenters.model_label(self.model)} · {state.device} · loaded in {state.seconds:.1f} s")
         else:
@@ -435,7 +457,7 @@ class MainWindow(QMainWindow):
             self._warn("Model not available",
                        f"{state.error}\n\nBUSI Viewer keeps working as a plain image viewer.")
         if self.record is not None and self.result is None:
-            self.result_panel.set_state(presenters.pending_result(self.model))
+            self.result_panel.set_state(presenters.pending_result(self.model, self._image_modality()))
 
     def _on_failure(self, failure: WorkerFailure) -> None:
         where = f" ({failure.path.name})" if failure.path is not None else ""

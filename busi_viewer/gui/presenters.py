@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from busi_viewer.core.labels import CLASS_NAMES
 from busi_viewer.gui.state import AgreementState, ResultState
+from busi_viewer.inference.catalogue import modality_warning
 from busi_viewer.gui.worker import InferenceDone, ModelState
 
 
@@ -23,8 +24,9 @@ def decision_rule(model: ModelState | None) -> str:
     return card.decision_rule() if card is not None else ""
 
 
-def pending_result(model: ModelState | None) -> ResultState:
-    """What the result panel says before the current image's result arrives."""
+def pending_result(model: ModelState | None, image_modality: str | None = None) -> ResultState:
+    """What the result panel says before the current image's result arrives (``image_modality``: "US", "MG"
+    or None when the image does not say; a model of another modality is warned about)."""
     if model is None:
         message = "Loading model…"
     elif not model.loaded:
@@ -32,10 +34,11 @@ def pending_result(model: ModelState | None) -> ResultState:
     else:
         message = "Computing…"
     return ResultState(class_names=class_names(model), message=message, model_label=model_label(model),
-                       device=model.device if model else "")
+                       device=model.device if model else "",
+                       modality_warning=modality_warning(model.card if model else None, image_modality))
 
 
-def result_state(model: ModelState | None, done: InferenceDone) -> ResultState:
+def result_state(model: ModelState | None, done: InferenceDone, image_modality: str | None = None) -> ResultState:
     card = model.card if model is not None else None
     prediction = done.prediction
     return ResultState(
@@ -50,6 +53,7 @@ def result_state(model: ModelState | None, done: InferenceDone) -> ResultState:
         device=model.device if model else "",
         seconds=done.seconds,
         cached=done.cached,
+        modality_warning=modality_warning(card, image_modality),
     )
 
 

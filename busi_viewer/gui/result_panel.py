@@ -30,6 +30,7 @@ _BAR_STEPS = 1000  # QProgressBar is integer-valued: 0..1000 keeps three decimal
 _BADGE_STYLE = (
     "QLabel { background-color: #f0a800; color: #111111; font-weight: bold; border-radius: 3px; padding: 3px 6px; }"
 )
+_WARNING_STYLE = "QLabel { color: #ffffff; background-color: #b3261e; font-weight: bold; padding: 3px 6px; }"
 
 
 def format_timing(device: str, seconds: float | None, cached: bool) -> str:
@@ -143,7 +144,7 @@ class ResultPanel(QWidget):
     """Shows a :class:`ResultState` and an optional :class:`AgreementState` (read-only, emits nothing).
 
     Children have objectNames for tests and stylesheets: ``prob_bar_<class>``, ``prob_value_<class>``,
-    ``prob_name_<class>``, ``predicted_label``, ``low_confidence_badge``, ``result_message``,
+    ``prob_name_<class>``, ``predicted_label``, ``low_confidence_badge``, ``result_message``, ``modality_warning``,
     ``decision_rule``, ``calibration_label``, ``model_label``, ``timing_label``, ``agreement_box``,
     ``agreement_iou``/``agreement_pointing``/``agreement_energy`` (+ ``_baseline``), ``agreement_note``.
     """
@@ -162,6 +163,9 @@ class ResultPanel(QWidget):
 
         self._message = self._label("result_message", wrap=True)
         layout.addWidget(self._message)
+        self._modality_warning = self._label("modality_warning", wrap=True)
+        self._modality_warning.setStyleSheet(_WARNING_STYLE)
+        layout.addWidget(self._modality_warning)
 
         self._predicted_row = QWidget(self)
         row = QHBoxLayout(self._predicted_row)
@@ -213,6 +217,8 @@ class ResultPanel(QWidget):
         self._timing_label.setVisible(bool(timing) and state.probabilities is not None)
 
         has_result = state.probabilities is not None
+        self._modality_warning.setText(state.modality_warning)
+        self._modality_warning.setVisible(bool(state.modality_warning))
         self._message.setText(state.message or "")
         self._message.setVisible(not has_result and bool(state.message))
         self._bars.setVisible(has_result)

@@ -31,6 +31,7 @@ class ResultState:
     seconds: float | None = None
     cached: bool = False
     message: str | None = None
+    modality_warning: str = ""  # the model sees an image of another modality than it was trained on
 
 
 @dataclass(frozen=True)

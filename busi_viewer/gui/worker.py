@@ -545,6 +545,11 @@ class InferenceService(QObject):
         if self._started and not self._stopped:
             self._thread.submit_model(self._model_dir)
 
+    @property
+    def model_dir(self) -> Path:
+        """The bundle folder the service loads (or has loaded, or failed to load)."""
+        return self._model_dir
+
     def stop(self, timeout_ms: int = 10000) -> bool:
         """Ask the thread to finish (an inference already running completes first) and join it.
 

@@ -1,0 +1,74 @@
+"""The installed model bundles and which one suits an image, from their cards alone (no weights read, no torch).
+
+A card states the modality its model was trained on (DICOM Modality codes: "US" ultrasound, "MG" mammography).
+The viewer picks the bundle whose modality matches the image's, lets the user switch, and warns when a model
+sees an image of another modality; loading (with the checksum verified) happens only when a bundle is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from busi_viewer.core.paths import models_dir
+from busi_viewer.inference.bundle_files import CARD_FILENAME, WEIGHTS_FILENAME
+from busi_viewer.inference.model_card import ModelCard
+
+MODALITY_NAMES = {"US": "ultrasound", "MG": "mammography"}
+
+
+@dataclass(frozen=True)
+class InstalledModel:
+    """A bundle folder and what its card says (not yet verified: that happens when it is loaded)."""
+
+    folder: Path
+    card: ModelCard
+
+    @property
+    def label(self) -> str:
+        """"busi-us 0.2.0 — ultrasound (benign, malignant, normal)"."""
+        modality = MODALITY_NAMES.get(self.card.modality, self.card.modality)
+        return f"{self.card.name} {self.card.version} — {modality} ({', '.join(self.card.class_names)})"
+
+
+def installed_models(folder: Path | None = None) -> list[InstalledModel]:
+    """Every sub-folder of ``folder`` (default: :func:`paths.models_dir`) with weights and a readable card, by name.
+
+    Folders whose card cannot be read are left out here; loading one by hand reports why.
+    """
+    root = Path(folder) if folder is not None else models_dir()
+    found = []
+    for bundle in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else ():
+        card_path = bundle / CARD_FILENAME
+        if not (card_path.is_file() and (bundle / WEIGHTS_FILENAME).is_file()):
+            continue
+        try:
+            card = ModelCard.from_json(card_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        found.append(InstalledModel(bundle, card))
+    return found
+
+
+def image_modality(modality: str) -> str | None:
+    """The modality code a model can be chosen by ("US", "MG"), or None when the image does not say (rasters
+    are "OT"; a mammogram stored as "RG", computed radiography, is not assumed to be one)."""
+    code = (modality or "").strip().upper()
+    return code if code in MODALITY_NAMES else None
+
+
+def model_for(models: list[InstalledModel], modality: str | None) -> InstalledModel | None:
+    """The first installed model trained on ``modality``; None when the modality is unknown or none matches."""
+    if modality is None:
+        return None
+    return next((m for m in models if m.card.modality == modality), None)
+
+
+def modality_warning(card: ModelCard | None, modality: str | None) -> str:
+    """A sentence for the result panel when ``card``'s model sees an image of another known modality, else ""."""
+    if card is None or modality is None or card.modality == modality:
+        return ""
+    trained = MODALITY_NAMES.get(card.modality, card.modality)
+    seen = MODALITY_NAMES.get(modality, modality)
+    return (f"Out of scope: this model was trained on {trained} images and this image is {seen}; "
+            f"its output here means nothing.")
