@@ -27,6 +27,9 @@ cp -r resources "$STAGE/resources"
 for bundle in "$STAGE"/resources/models/*/; do
     [[ -f "$bundle/model_card.json" ]] || continue
     "$EXPORT_PYTHON" -m training export-onnx "$bundle"
+    # The export carries the weights (and the head's, for Grad-CAM) and is bound to the card's weights hash by
+    # its record: the installer need not carry weights.safetensors too (13 MB per model).
+    rm "$bundle/weights.safetensors"
 done
 
 echo "== 2/5 build venv ($VARIANT) without torch"

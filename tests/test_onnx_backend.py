@@ -133,6 +133,34 @@ def test_a_garbled_record_is_a_bundle_error(exported, tmp_path):
         load_onnx_predictor(folder, "cpu")
 
 
+def test_an_installed_bundle_may_carry_its_export_instead_of_its_weights(exported, tmp_path):
+    folder = _copy(exported, tmp_path)
+    with_weights = load_onnx_predictor(folder, "cpu")
+    (folder / "weights.safetensors").unlink()
+    without = load_onnx_predictor(folder, "cpu")
+    image = _images(1)[0]
+    a, b = with_weights.predict(image), without.predict(image)
+    assert np.array_equal(a.probabilities, b.probabilities) and np.array_equal(a.heatmap_raw, b.heatmap_raw)
+    assert np.array_equal(with_weights.classifier_weight, without.classifier_weight)
+    card = json.loads((folder / "model_card.json").read_text(encoding="utf-8"))
+    card["weights_sha256"] = "f" * 64  # a card that names other weights than the export was made from
+    (folder / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
+    with pytest.raises(BundleError, match="made from other weights"):
+        load_onnx_predictor(folder, "cpu")
+    (folder / ONNX_FILENAME).unlink()
+    with pytest.raises(BundleError, match="weights.safetensors is missing"):
+        load_onnx_predictor(folder, "cpu")
+
+
+def test_an_export_of_an_older_format_is_refused(exported, tmp_path):
+    folder = _copy(exported, tmp_path)
+    record = json.loads((folder / ONNX_RECORD_FILENAME).read_text(encoding="utf-8"))
+    record["format"] = 1
+    (folder / ONNX_RECORD_FILENAME).write_text(json.dumps(record), encoding="utf-8")
+    with pytest.raises(BundleError, match="export format 1"):
+        load_onnx_predictor(folder, "cpu")
+
+
 def test_devices_and_backends_are_checked():
     onnxruntime = import_onnxruntime()
     assert onnx_providers("cpu") == ["CPUExecutionProvider"]

@@ -47,6 +47,11 @@ def bundle_folder(folder: str | Path | None) -> Path:
     return folder
 
 
+def read_card(folder: Path) -> ModelCard:
+    """The card of the bundle at ``folder``, read and validated but not checked against any weights."""
+    return _read_card(folder / CARD_FILENAME)
+
+
 def read_verified_card(folder: Path, architectures: Collection[str] | None = None) -> ModelCard:
     """The card of the bundle at ``folder``, once its weights file is there and matches the card's SHA-256.
 

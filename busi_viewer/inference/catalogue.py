@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from busi_viewer.core.paths import models_dir
-from busi_viewer.inference.bundle_files import CARD_FILENAME, WEIGHTS_FILENAME
+from busi_viewer.inference.bundle_files import CARD_FILENAME, ONNX_FILENAME, WEIGHTS_FILENAME
 from busi_viewer.inference.model_card import ModelCard
 
 MODALITY_NAMES = {"US": "ultrasound", "MG": "mammography"}
@@ -32,7 +32,8 @@ class InstalledModel:
 
 
 def installed_models(folder: Path | None = None) -> list[InstalledModel]:
-    """Every sub-folder of ``folder`` (default: :func:`paths.models_dir`) with weights and a readable card, by name.
+    """Every sub-folder of ``folder`` (default: :func:`paths.models_dir`) with a readable card and weights (or the
+    ONNX export the installer carries instead), by folder name.
 
     Folders whose card cannot be read are left out here; loading one by hand reports why.
     """
@@ -40,7 +41,7 @@ def installed_models(folder: Path | None = None) -> list[InstalledModel]:
     found = []
     for bundle in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else ():
         card_path = bundle / CARD_FILENAME
-        if not (card_path.is_file() and (bundle / WEIGHTS_FILENAME).is_file()):
+        if not (card_path.is_file() and ((bundle / WEIGHTS_FILENAME).is_file() or (bundle / ONNX_FILENAME).is_file())):
             continue
         try:
             card = ModelCard.from_json(card_path.read_text(encoding="utf-8"))

@@ -1,10 +1,11 @@
 """ONNX export of a model bundle for the torch-free runtime, checked against torch before it is kept.
 
-The graph takes the (B, 3, S, S) float32 input the card's preprocessing makes and returns two outputs:
-``logits`` (B, K) and ``features`` (B, C, h, w), the final feature map. With the classifier weights from the
-bundle's safetensors, the exact closed-form Grad-CAM (:func:`~busi_viewer.inference.prediction.gap_linear_gradcam`)
-needs nothing else. Beside ``model.onnx`` a record (``model.onnx.json``) binds the export to the weights it was
-made from (their SHA-256), holds the export's own SHA-256 and the parity measured at export time.
+The graph takes the (B, 3, S, S) float32 input the card's preprocessing makes and returns ``logits`` (B, K),
+``features`` (B, C, h, w), the final feature map, and ``classifier_weight`` (K, C), the linear head's weights:
+with those, the exact closed-form Grad-CAM (:func:`~busi_viewer.inference.prediction.gap_linear_gradcam`) needs
+nothing else, so an installed bundle may carry the export instead of its safetensors weights. Beside
+``model.onnx`` a record (``model.onnx.json``) binds the export to the weights it was made from (their SHA-256,
+as the card states it), holds the export's own SHA-256 and the parity measured at export time.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ from busi_viewer.inference.onnx_predictor import import_onnxruntime
 from busi_viewer.inference.prediction import calibrated_probabilities, gap_linear_gradcam
 
 INPUT_NAME = "input"
-OUTPUT_NAMES = ("logits", "features")
+OUTPUT_NAMES = ("logits", "features", "classifier_weight")
 OPSET = 17
 # The issue's bound for ONNX Runtime vs torch on probabilities and raw Grad-CAM maps.
 PARITY_TOLERANCE = 1e-4
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2  # 1 had no classifier_weight output
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,9 @@ class _LogitsAndFeatures(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         features = self.model.forward_features(x)
-        return self.model.forward_head(features), features
+        return self.model.forward_head(features), features, self.model.get_classifier().weight
 
 
 def export_onnx(bundle_dir: Path, destination: Path | None = None, *, parity_images: int = 8) -> OnnxRecord:
@@ -93,7 +94,7 @@ def export_onnx(bundle_dir: Path, destination: Path | None = None, *, parity_ima
         torch.onnx.export(
             _LogitsAndFeatures(bundle.model).eval(), (example,), handle, input_names=[INPUT_NAME],
             output_names=list(OUTPUT_NAMES), opset_version=OPSET, dynamo=False,
-            dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)},
+            dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES[:2])},
         )
     try:
         probability_gap, map_gap = _parity(bundle.model, bundle.card, onnx_path, parity_images)
@@ -124,12 +125,11 @@ def _parity(model: ImageClassifier, card: ModelCard, onnx_path: Path, count: int
     logits, maps = fast_gradcam_all_classes(model, torch.from_numpy(inputs))
     expected_probabilities = calibrated_probabilities(logits.numpy(), card.calibration_temperature)
     expected_maps = maps.numpy()
-    weight = model.get_classifier().weight.detach().numpy()
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     probability_gap = map_gap = 0.0
     # The whole set as one batch, then each input alone: the batch axis is dynamic in the graph.
     for rows in [slice(0, count)] + [slice(i, i + 1) for i in range(count)]:
-        onnx_logits, features = session.run(list(OUTPUT_NAMES), {INPUT_NAME: inputs[rows]})
+        onnx_logits, features, weight = session.run(list(OUTPUT_NAMES), {INPUT_NAME: inputs[rows]})
         probabilities = calibrated_probabilities(onnx_logits, card.calibration_temperature)
         probability_gap = max(probability_gap, float(np.abs(probabilities - expected_probabilities[rows]).max()))
         for k in range(card.num_classes):

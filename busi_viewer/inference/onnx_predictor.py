@@ -1,7 +1,8 @@
 """Prediction with explanation through ONNX Runtime: the frozen app's backend, with no torch at all.
 
-Runs the export :mod:`busi_viewer.inference.onnx_export` made, after checking that the bundle's weights match
-its card and that the export was made from exactly those weights and is unmodified since.
+Runs the export :mod:`busi_viewer.inference.onnx_export` made, after checking that it is unmodified since and
+was made from exactly the weights the card names (and, where the bundle still carries its safetensors
+weights, that those match the card too). The installer's bundles carry the export instead of the weights.
 """
 
 from __future__ import annotations
@@ -19,15 +20,17 @@ from busi_viewer.inference.bundle_files import (
     ONNX_RECORD_FILENAME,
     WEIGHTS_FILENAME,
     bundle_folder,
+    read_card,
     read_verified_card,
 )
 from busi_viewer.inference.cpu import inference_threads
 from busi_viewer.inference.model_card import ModelCard
 from busi_viewer.inference.prediction import PredictorBase, gap_linear_gradcam
 
-CLASSIFIER_WEIGHT = "head.fc.weight"
 INPUT_NAME = "input"
 OUTPUT_NAMES = ["logits", "features"]
+WEIGHT_OUTPUT = "classifier_weight"
+RECORD_FORMAT = 2
 
 
 class OnnxExportError(BundleError):
@@ -108,39 +111,36 @@ def load_onnx_predictor(folder: str | Path | None, device: str | None = "auto", 
     Raises :class:`BundleError` when the export is missing, modified, or made from other weights than the
     card's, and :class:`DeviceError` for an unavailable device.
     """
-    from safetensors import SafetensorError, safe_open
-
     onnxruntime = import_onnxruntime()
-
     folder = bundle_folder(folder)
-    card = read_verified_card(folder)
+    # With its weights, a bundle is checked exactly as for torch; without (the installer's), the card is read
+    # and the export below must have been made from the weights the card names.
+    card = read_verified_card(folder) if (folder / WEIGHTS_FILENAME).is_file() else read_card(folder)
     export_dir = Path(export_dir) if export_dir is not None else folder
     onnx_path = export_dir / ONNX_FILENAME
     record_path = export_dir / ONNX_RECORD_FILENAME
     if not has_onnx_export(export_dir):
+        if not (folder / WEIGHTS_FILENAME).is_file():
+            raise BundleError(f"{folder.name}: {WEIGHTS_FILENAME} is missing from the bundle at {folder}")
         raise OnnxExportError(f"{folder.name}: no ONNX export ({ONNX_FILENAME}) in {export_dir}; make one with "
-                          f"busi-train export-onnx {folder}")
+                              f"busi-train export-onnx {folder}")
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
         expected_onnx = str(record["onnx_sha256"]).lower()
         made_from = str(record["weights_sha256"]).lower()
+        record_format = int(record.get("format", 1))
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise OnnxExportError(f"{folder.name}: {ONNX_RECORD_FILENAME} is not a valid export record ({exc})") from exc
-    if made_from != card.weights_sha256.strip().lower():
+    if record_format != RECORD_FORMAT:
+        raise OnnxExportError(f"{folder.name}: {ONNX_FILENAME} was made by another version of BUSI Viewer "
+                              f"(export format {record_format}, this one reads {RECORD_FORMAT}); re-export it with "
+                              f"busi-train export-onnx")
+    if not made_from or made_from != card.weights_sha256.strip().lower():
         raise OnnxExportError(f"{folder.name}: {ONNX_FILENAME} was made from other weights than this bundle's; "
-                          f"re-export it with busi-train export-onnx")
+                              f"re-export it with busi-train export-onnx")
     if sha256_file(onnx_path) != expected_onnx:
         raise OnnxExportError(f"{folder.name}: {ONNX_FILENAME} does not match its export record; the file was "
-                          f"modified or corrupted after export")
-    try:
-        with safe_open(str(folder / WEIGHTS_FILENAME), framework="numpy") as weights:
-            classifier_weight = weights.get_tensor(CLASSIFIER_WEIGHT)
-    except (SafetensorError, OSError, KeyError) as exc:
-        raise BundleError(f"{folder.name}: the classifier weights ({CLASSIFIER_WEIGHT}) could not be read "
-                          f"from {WEIGHTS_FILENAME} ({exc})") from exc
-    if classifier_weight.ndim != 2 or classifier_weight.shape[0] != card.num_classes:
-        raise BundleError(f"{folder.name}: {CLASSIFIER_WEIGHT} has shape {classifier_weight.shape}, "
-                          f"not ({card.num_classes}, C)")
+                              f"modified or corrupted after export")
     providers = onnx_providers(device)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = inference_threads(threads)
@@ -151,6 +151,11 @@ def load_onnx_predictor(folder: str | Path | None, device: str | None = "auto", 
         session = onnxruntime.InferenceSession(str(onnx_path), options, providers=providers)
     except Exception as exc:  # ONNX Runtime raises its own exception types for malformed graphs
         raise OnnxExportError(f"{folder.name}: ONNX Runtime could not open {ONNX_FILENAME} ({exc})") from exc
+    size = card.preprocess.input_size
+    (classifier_weight,) = session.run([WEIGHT_OUTPUT], {INPUT_NAME: np.zeros((1, 3, size, size), np.float32)})
+    if classifier_weight.ndim != 2 or classifier_weight.shape[0] != card.num_classes:
+        raise OnnxExportError(f"{folder.name}: the export's classifier has shape {classifier_weight.shape}, not "
+                              f"({card.num_classes}, C) for the card's {card.num_classes} classes")
     used = session.get_providers()[0]
     where = "CUDA" if used == "CUDAExecutionProvider" else f"CPU ({options.intra_op_num_threads} threads)"
     return OnnxPredictor(session, card, classifier_weight, f"{where}, ONNX Runtime")
