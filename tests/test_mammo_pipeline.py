@@ -128,6 +128,8 @@ def test_the_freezing_sweep_writes_its_table_and_plot(mias_root, tmp_path, monke
     rows = json.loads((out / "freezing_sweep.json").read_text())["rows"]
     assert [r["ratio"] for r in rows] == [0.0, 0.75] and [r["frozen_stages"] for r in rows] == [0, 6]
     assert rows[1]["frozen_parameters"] > rows[0]["frozen_parameters"] == 0
+    variant = load_config(tmp_path / "runs" / rows[1]["run"] / "config.toml")
+    assert variant.model.freeze_ratio == 0.75 and variant.description.endswith("freezing ratio 0.75")
     table = (out / "freezing_sweep.md").read_text()
     assert "| 0.75 | 6 of 8 |" in table and "abnormal" in table
     assert (out / "freezing_sweep.png").stat().st_size > 5000

@@ -46,6 +46,7 @@ def card_for_run(run_dir: Path, name: str, version: str) -> ModelCard:
     protocol = (f"{config.name}: {config.description}. Task {config.data.task}; split {config.split.strategy} "
                 f"({split_unit}) {'/'.join(str(f) for f in config.split.fractions)} (seed {config.split.seed}); "
                 f"seed {fit_info['seed']}; best epoch {fit_info['best_epoch']} of {fit_info['epochs_run']}; "
+                f"{_freezing_text(fit_info)}"
                 f"temperature{f' and {positive} threshold' if point.get('threshold') is not None else ''} fitted "
                 f"on validation; numbers on the held-out test split ({test['n']} images) with percentile "
                 f"bootstrap 95% CIs.")
@@ -63,6 +64,14 @@ def card_for_run(run_dir: Path, name: str, version: str) -> ModelCard:
                       "Not for diagnostic use."),
         created=f"{dt.date.today().isoformat()} with busi-viewer {__version__}",
     )
+
+
+def _freezing_text(fit_info: dict) -> str:
+    plan = fit_info.get("freezing") or {}
+    if not plan.get("stages"):
+        return ""
+    return (f"freezing ratio {plan['ratio']:g} ({plan['frozen_stages']} of {plan['stages']} backbone stages, "
+            f"{plan['frozen_parameters']:,} parameters, frozen); ")
 
 
 def run_export(run_dir: Path, bundle_dir: Path, name: str = "busi-us", version: str = "1.0.0",

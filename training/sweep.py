@@ -32,7 +32,8 @@ def sweep_freezing(config: TrainConfig, ratios: tuple[float, ...], runs_dir: Pat
     seed = config.train.seeds[0] if seed is None else seed
     rows = []
     for ratio in ratios:
-        variant = dataclasses.replace(config, model=dataclasses.replace(config.model, freeze_ratio=ratio))
+        variant = dataclasses.replace(config, description=f"{config.description}; freezing ratio {ratio:g}",
+                                      model=dataclasses.replace(config.model, freeze_ratio=ratio))
         folder = run_folder(runs_dir, config, ratio, seed)
         if not (folder / "metrics.json").is_file():
             run_fit(variant, folder, seed=seed, progress=progress)

@@ -3,8 +3,8 @@
 On the CPU, ONNX Runtime runs the shipped model faster than torch (predict + heatmap 11.3 vs 14.3 ms in busi-bench
 on the 2-core VM) and outside the GIL, so the viewer's GUI thread is not starved while it runs (never-seen image
 p95 58-68 ms against 80-114 ms with torch); a source install makes the ONNX export once per weights file, with
-torch, into the user cache. Importing this module imports neither
-runtime: the frozen app has no torch, and torch is imported only when it is needed.
+torch, into the user cache. Importing this module imports neither runtime: the frozen app has no torch, and
+torch is imported only when it is needed.
 """
 
 from __future__ import annotations
