@@ -191,3 +191,22 @@ def test_config_hash_tracks_the_recipe_not_the_machine():
     assert config_hash(apply_overrides(c, ["optim.lr=1e-4"])) != h
     assert config_hash(apply_overrides(c, ["split.seed=1"])) != h
     assert config_hash(TrainConfig()) != h
+
+
+@pytest.mark.parametrize("name, arch, frozen", [("mammo_paper_resnet50", "resnet50", (3, 5)),
+                                                ("mammo_paper_vgg19", "vgg19", (8, 16)),
+                                                ("mammo_lite0", "tf_efficientnet_lite0", (4, 8))])
+def test_mammography_configs_hold_the_methods_parts(name, arch, frozen):
+    import dataclasses
+
+    from training.recipe import build_model
+
+    config = load_config(CONFIGS_DIR / f"{name}.toml")
+    assert config.model.arch == arch and config.model.freeze_ratio == 0.5
+    assert config.schedule.name == "cyclic" and config.schedule.base_lr < config.optim.lr
+    assert config.preprocess_spec().equalisation == "clahe"
+    assert config.data.dataset == "mini-mias" and config.class_names == ("benign", "malignant")
+    assert config.split.fractions == (0.80, 0.15, 0.05) and config.split.strategy == "grouped"
+    # The paper's networks need ImageNet weights from the hub or a file; without them they still build and freeze.
+    _, _, plan = build_model(dataclasses.replace(config.model, pretrained="none"), len(config.class_names))
+    assert (plan.frozen_stages, plan.stages) == frozen
