@@ -42,6 +42,7 @@ from busi_viewer.core.paths import user_cache_dir
 from busi_viewer.core.scan import scan_folder
 from busi_viewer.inference.model_card import PreprocessSpec
 from busi_viewer.inference.preprocessing import normalise, resize_for_model
+from training.mias import circles_mask
 
 if TYPE_CHECKING:
     from training.config import AugmentConfig, TrainConfig
@@ -216,17 +217,6 @@ def index_dataset(dataset: str, root: Path | str | None, task: str) -> BusiIndex
     if dataset == "mini-mias":
         return index_mias(root, task)
     return index_busi(root, task)
-
-
-def circles_mask(circles: Sequence[tuple[int, int, int]], shape: tuple[int, int]) -> np.ndarray | None:
-    """(H, W) bool union of (row, column, radius) circles given in pixels of an image of ``shape``; None if none."""
-    if not circles:
-        return None
-    rows, cols = np.ogrid[: shape[0], : shape[1]]
-    mask = np.zeros(shape, dtype=bool)
-    for row, col, radius in circles:
-        mask |= (rows + 0.5 - row) ** 2 + (cols + 0.5 - col) ** 2 <= radius**2
-    return mask
 
 
 def sample_mask(sample: Sample, shape: tuple[int, int]) -> np.ndarray | None:

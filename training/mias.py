@@ -130,19 +130,25 @@ def image_path(root: Path, image: MiasImage) -> Path:
     return root / "png" / f"{image.reference}.png"
 
 
-def lesion_mask(image: MiasImage, shape: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE)) -> np.ndarray:
-    """(H, W) bool: the union of the circles of the image's localised findings (all False for normal images)."""
-    height, width = shape
-    rows, cols = np.ogrid[:height, :width]
+def circles_mask(circles, shape: tuple[int, int]) -> np.ndarray | None:
+    """(H, W) bool union of (row, column, radius) circles in pixels of an image of ``shape``; None without any."""
+    if not circles:
+        return None
+    rows, cols = np.ogrid[: shape[0], : shape[1]]
     mask = np.zeros(shape, dtype=bool)
-    scale_r, scale_c = height / IMAGE_SIZE, width / IMAGE_SIZE
-    for finding in image.findings:
-        if finding.centre is None:
-            continue
-        row, col = finding.centre[0] * scale_r, finding.centre[1] * scale_c
-        radius = finding.radius * min(scale_r, scale_c)
+    for row, col, radius in circles:
         mask |= (rows + 0.5 - row) ** 2 + (cols + 0.5 - col) ** 2 <= radius**2
     return mask
+
+
+def lesion_mask(image: MiasImage, shape: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE)) -> np.ndarray:
+    """(H, W) bool: the union of the circles of the image's localised findings (all False for normal images),
+    scaled from the 1024 x 1024 film to ``shape``."""
+    scale_r, scale_c = shape[0] / IMAGE_SIZE, shape[1] / IMAGE_SIZE
+    circles = [(f.centre[0] * scale_r, f.centre[1] * scale_c, f.radius * min(scale_r, scale_c))
+               for f in image.findings if f.centre is not None]
+    mask = circles_mask(circles, shape)
+    return mask if mask is not None else np.zeros(shape, dtype=bool)
 
 
 def lesion_crop_box(image: MiasImage, margin: float = 1.5, minimum: int = 224) -> tuple[int, int, int, int] | None:
