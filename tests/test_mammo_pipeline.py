@@ -79,6 +79,29 @@ def test_the_patient_split_never_separates_a_womans_two_films(mias_root, tmp_pat
         assert groups == [s.patient for s in index] and len(set(groups)) == FILMS // 2
 
 
+def test_lesion_centred_crops_cut_the_film_and_move_the_mask_with_it(mias_root):
+    from busi_viewer.inference.model_card import PreprocessSpec
+    from training.data import decode_sample, sample_image, sample_mask
+
+    whole = {s.relpath: s for s in index_mias(mias_root, "benign-vs-malignant")}
+    cropped = index_mias(mias_root, "benign-vs-malignant", lesion_crops=True)
+    assert len(cropped) == len(whole) and all(s.crop is not None for s in cropped)  # every synthetic lesion is located
+    sample = cropped[0]
+    top, left, bottom, right = sample.crop
+    row, col, radius = sample.circles[0]
+    assert top <= row < bottom and left <= col < right
+    rgb = sample_image(sample)
+    assert rgb.shape[:2] == (bottom - top, right - left)
+    mask = sample_mask(sample, rgb.shape[:2])
+    assert mask[row - top, col - left] and mask.sum() == pytest.approx(np.pi * radius**2, rel=0.05)
+    full_mask = sample_mask(whole[sample.relpath], (1024, 1024))
+    assert np.array_equal(mask, full_mask[top:bottom, left:right])
+    image, small_mask = decode_sample(sample, PreprocessSpec(input_size=64))
+    assert image.shape == (64, 64, 3) and small_mask.any()
+    normal_vs_abnormal = index_mias(mias_root, "normal-vs-abnormal", lesion_crops=True)
+    assert all(s.class_name == "abnormal" for s in normal_vs_abnormal)  # normal films have no region to crop
+
+
 @pytest.fixture(scope="module")
 def mammo_run(mias_root, tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("home")

@@ -210,3 +210,11 @@ def test_mammography_configs_hold_the_methods_parts(name, arch, frozen):
     # The paper's networks need ImageNet weights from the hub or a file; without them they still build and freeze.
     _, _, plan = build_model(dataclasses.replace(config.model, pretrained="none"), len(config.class_names))
     assert (plan.frozen_stages, plan.stages) == frozen
+
+
+def test_lesion_crops_need_a_dataset_with_lesion_coordinates():
+    from training.config import ConfigError
+
+    assert load_config(CONFIGS_DIR / "mammo_lite0.toml", ["data.lesion_crops=true"]).data.lesion_crops
+    with pytest.raises(ConfigError, match="data.lesion_crops"):
+        load_config(CONFIGS_DIR / "busi_bm_freeze.toml", ["data.lesion_crops=true"])

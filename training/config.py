@@ -72,7 +72,8 @@ class DataConfig:
     ``dataset``: "busi" (class folders) or "mini-mias" (Info.txt ground truth, patients from film pairs);
     ``task``: one of busi_viewer.core.labels.TASKS, which fixes the output classes and their order.
     ``root`` "" = the dataset's environment variable (BUSI_DATA, MIAS_DATA); ``cache_dir`` "" = user cache
-    folder / training.
+    folder / training. ``lesion_crops`` (mini-MIAS): train on the square around each film's first localised
+    finding instead of the whole film (films without one are left out): a region-of-interest classifier.
     ``mean``/``std`` empty = the normalisation of the pretrained weights (Lite0: 0.5; others: ImageNet).
     """
 
@@ -89,6 +90,7 @@ class DataConfig:
     equalisation: str = "none"
     clahe_clip_limit: float = 2.0
     clahe_tiles: int = 8
+    lesion_crops: bool = False
 
     def __post_init__(self) -> None:
         _choice(self.dataset, DATASETS, "data.dataset")
@@ -103,6 +105,8 @@ class DataConfig:
         _choice(self.equalisation, EQUALISATIONS, "data.equalisation")
         _check(self.clahe_clip_limit > 0, "data.clahe_clip_limit", "must be > 0")
         _check(self.clahe_tiles >= 1, "data.clahe_tiles", "must be >= 1")
+        _check(not self.lesion_crops or self.dataset == "mini-mias", "data.lesion_crops",
+               "lesion-centred crops need lesion coordinates, which only mini-MIAS's Info.txt gives")
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ class Sample:
     relpath: str
     circles: tuple[tuple[int, int, int], ...] = ()
     patient: str = ""
+    crop: tuple[int, int, int, int] | None = None  # (top, left, bottom, right) of the region used, in image pixels
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,8 @@ class BusiIndex:
                 masks = ",".join(mask_hash[m] for m in sample.mask_paths)
                 if sample.circles:
                     masks += "circles:" + ";".join(",".join(map(str, c)) for c in sample.circles)
+                if sample.crop:
+                    masks += "crop:" + ",".join(map(str, sample.crop))
                 digest.update(f"{sample.relpath}\t{sample.class_name}\t{image_hash}\t{masks}\n".encode("utf-8"))
             self._hashes["manifest"] = digest.hexdigest()
         return self._hashes["manifest"]
@@ -190,17 +193,24 @@ def _in_task_order(task: str) -> list[str]:
                                               CLASS_NAMES.index(f)))
 
 
-def index_mias(root: Path | str | None = None, task: str = "benign-vs-malignant") -> BusiIndex:
+def index_mias(root: Path | str | None = None, task: str = "benign-vs-malignant",
+               lesion_crops: bool = False) -> BusiIndex:
     """Index mini-MIAS for ``task`` from its Info.txt (see :mod:`training.mias`): ``png/mdbNNN.png`` in reference
-    order, lesion circles as masks, the patient (film pair) of every image as its split group."""
-    from training.mias import image_path, read_info, resolve_mias_root
+    order, lesion circles as masks, the patient (film pair) of every image as its split group.
+
+    ``lesion_crops``: each film is replaced by the square around its first localised finding
+    (:func:`training.mias.lesion_crop_box`); films without one (normal films, findings without coordinates)
+    are left out. A model trained so classifies regions of interest, not whole films.
+    """
+    from training.mias import image_path, lesion_crop_box, read_info, resolve_mias_root
 
     base = resolve_mias_root(root)
     class_names = TASKS[task]
     samples = []
     for image in read_info(base):
         name = task_class(image.severity, task)
-        if name is None:
+        crop = lesion_crop_box(image) if lesion_crops else None
+        if name is None or (lesion_crops and crop is None):
             continue
         circles = tuple((f.centre[0], f.centre[1], f.radius) for f in image.findings if f.centre is not None)
         path = image_path(base, image)
@@ -208,22 +218,33 @@ def index_mias(root: Path | str | None = None, task: str = "benign-vs-malignant"
             raise DataError(f"{path} is listed in Info.txt but missing")
         samples.append(Sample(path=path, label_index=class_names.index(name), class_name=name, mask_paths=(),
                               relpath=path.relative_to(base).as_posix(), circles=circles,
-                              patient=f"patient-{image.patient:03d}"))
+                              patient=f"patient-{image.patient:03d}", crop=crop))
     return BusiIndex(root=base, samples=tuple(samples), class_names=class_names, dataset="mini-mias")
 
 
-def index_dataset(dataset: str, root: Path | str | None, task: str) -> BusiIndex:
-    """The index of ``dataset`` ("busi" or "mini-mias") at ``root`` for ``task``."""
+def index_dataset(dataset: str, root: Path | str | None, task: str, lesion_crops: bool = False) -> BusiIndex:
+    """The index of ``dataset`` ("busi" or "mini-mias") at ``root`` for ``task`` (crops: mini-MIAS only)."""
     if dataset == "mini-mias":
-        return index_mias(root, task)
+        return index_mias(root, task, lesion_crops)
     return index_busi(root, task)
 
 
+def sample_image(sample: Sample) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of ``sample`` as training sees it: the decoded file, cropped when the sample says."""
+    rgb = load_image(sample.path).rgb
+    if sample.crop is not None:
+        top, left, bottom, right = sample.crop
+        rgb = np.ascontiguousarray(rgb[top:bottom, left:right])
+    return rgb
+
+
 def sample_mask(sample: Sample, shape: tuple[int, int]) -> np.ndarray | None:
-    """The lesion mask of ``sample`` on its image grid: its mask files merged, or its circles; None without."""
+    """The lesion mask of ``sample`` on the grid :func:`sample_image` returns (``shape``): its mask files merged,
+    or its circles (moved with the crop); None without."""
     if sample.mask_paths:
         return mask_for_image(sample.path, shape, mask_path=list(sample.mask_paths))
-    return circles_mask(sample.circles, shape)
+    top, left = sample.crop[:2] if sample.crop is not None else (0, 0)
+    return circles_mask([(row - top, col - left, radius) for row, col, radius in sample.circles], shape)
 
 
 # ------------------------------------------------------------------------------------------------ cache
@@ -304,7 +325,7 @@ def resize_mask_for_model(mask: np.ndarray | None, shape: tuple[int, int], spec:
 
 def decode_sample(sample: Sample, spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
     """One sample as the cache stores it: ((S, S, 3) uint8 image, (S, S) bool mask)."""
-    rgb = load_image(sample.path).rgb
+    rgb = sample_image(sample)
     image, _ = resize_for_model(rgb, spec)
     return image, resize_mask_for_model(sample_mask(sample, rgb.shape[:2]), rgb.shape[:2], spec)
 

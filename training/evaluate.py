@@ -15,13 +15,12 @@ import numpy as np
 import torch
 
 from busi_viewer.core.atomic import atomic_write
-from busi_viewer.core.loader import load_image
 from busi_viewer.inference.architectures import build_classifier
 from busi_viewer.inference.model_card import ModelCard
 from busi_viewer.inference.predictor import Predictor
 from training import plots
 from training.config import TrainConfig, load_config
-from training.data import Sample, index_dataset, sample_mask
+from training.data import Sample, index_dataset, sample_image, sample_mask
 from training.engine import BEST_WEIGHTS
 from training.export import DATASET_CITATION
 from training.explain_eval import randomisation_check, score_maps, summarise_scores, tune_threshold
@@ -75,9 +74,9 @@ def _load_model(run_dir: Path, config: TrainConfig, device: torch.device):
 def _images_with_masks(samples: dict[str, Sample], predictions: Predictions):
     for file, label in zip(predictions.files, predictions.labels):
         sample = samples[str(file)]
-        record = load_image(sample.path)
-        mask = sample_mask(sample, record.shape)
-        yield record.rgb, (mask if mask is not None else np.zeros(record.shape, bool)), int(label)
+        rgb = sample_image(sample)
+        mask = sample_mask(sample, rgb.shape[:2])
+        yield rgb, (mask if mask is not None else np.zeros(rgb.shape[:2], bool)), int(label)
 
 
 def run_evaluate(run_dir: Path, progress: bool = True) -> dict:
@@ -125,13 +124,13 @@ def run_evaluate(run_dir: Path, progress: bool = True) -> dict:
                      preprocess=config.preprocess_spec(), calibration_temperature=temperature,
                      thresholds={positive: threshold} if threshold is not None else {})
     predictor = Predictor(model, card, device)
-    index = index_dataset(config.data.dataset, fit_info["data_root"], config.data.task)
+    index = index_dataset(config.data.dataset, fit_info["data_root"], config.data.task, config.data.lesion_crops)
     samples = {sample.relpath: sample for sample in index}
     level = tune_threshold(score_maps(predictor, _images_with_masks(samples, val)))
     test_scores = score_maps(predictor, _images_with_masks(samples, test))
     results["explanations"] = summarise_scores(test_scores, class_names, level)
     lesion_files = [f for f, label in zip(test.files, test.labels) if class_names[int(label)] != "normal"]
-    sample = [load_image(samples[str(f)].path).rgb for f in lesion_files[:RANDOMISATION_IMAGES]]
+    sample = [sample_image(samples[str(f)]) for f in lesion_files[:RANDOMISATION_IMAGES]]
     results["explanations"]["randomisation_check"] = randomisation_check(predictor, sample)
 
     _figures(run_dir, results, test, temperature, predictor, samples, class_names)
@@ -177,11 +176,11 @@ def _grid_items(test: Predictions, predictor: Predictor, samples: dict[str, Samp
     chosen = wrong[: GRID_IMAGES // 2] + list(rng.permutation(right)[: GRID_IMAGES - min(len(wrong), GRID_IMAGES // 2)])
     for i in chosen:
         sample = samples[str(test.files[i])]
-        record = load_image(sample.path)
-        prediction = predictor.predict(record.rgb)
+        rgb = sample_image(sample)
+        prediction = predictor.predict(rgb)
         true_name = predictor.card.class_names[int(test.labels[i])]
         items.append({
-            "rgb": record.rgb, "heatmap": prediction.heatmap, "mask": sample_mask(sample, record.shape),
+            "rgb": rgb, "heatmap": prediction.heatmap, "mask": sample_mask(sample, rgb.shape[:2]),
             "caption": f"{Path(str(test.files[i])).name}\ntrue {true_name} / pred {prediction.predicted_class} "
                        f"({prediction.probabilities.max():.2f})",
             "failure": prediction.predicted_class != true_name,

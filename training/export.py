@@ -60,10 +60,17 @@ def card_for_run(run_dir: Path, name: str, version: str) -> ModelCard:
         calibration_temperature=float(point["temperature"]),
         thresholds={positive: float(point["threshold"])} if positive and point.get("threshold") is not None else {},
         low_confidence_below=LOW_CONFIDENCE_BELOW.get(len(config.class_names), 0.5),
-        intended_use=(f"Research on explainable classification of {'mammograms' if config.data.dataset == 'mini-mias' else 'breast ultrasound'}. "
-                      "Not for diagnostic use."),
+        intended_use=_intended_use(config),
         created=f"{dt.date.today().isoformat()} with busi-viewer {__version__}",
     )
+
+
+def _intended_use(config) -> str:
+    subject = "mammograms" if config.data.dataset == "mini-mias" else "breast ultrasound"
+    if config.data.lesion_crops:
+        subject = ("regions of interest cropped around a known lesion in mammograms (trained on lesion-centred "
+                   "crops: whole films are out of scope)")
+    return f"Research on explainable classification of {subject}. Not for diagnostic use."
 
 
 def _freezing_text(fit_info: dict) -> str:

@@ -125,7 +125,7 @@ def run_fit(config: TrainConfig, out_dir: Path, *, seed: int | None = None, fold
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    index = index_dataset(config.data.dataset, config.data.root or None, config.data.task)
+    index = index_dataset(config.data.dataset, config.data.root or None, config.data.task, config.data.lesion_crops)
     spec = config.preprocess_spec()
     cache = load_or_build_cache(index, spec, config.data.cache_dir or None, threads=config.data.decode_threads,
                                 progress=progress and distributed.is_main)
