@@ -147,3 +147,18 @@ def test_pdf_reports_headless_are_de_identified_unless_asked(image_folder, tiny_
     assert main([*args, "--force", "--include-identifiers"]) == 0
     named = text(out / "summary.pdf")
     assert "case (2).png" in named and "deep.bmp" in named and "broken.png" in named
+
+
+def test_images_of_another_modality_are_classified_but_flagged(tiny_bundle, tmp_path):
+    from tests.helpers.dicom import write_dicom
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    write_dicom(folder / "us.dcm", (rng.random((90, 120)) * 255).astype(np.uint8), Modality="US")
+    write_dicom(folder / "mg.dcm", (rng.random((120, 90)) * 4095).astype(np.uint16), Modality="MG", BitsStored=12)
+    out = tmp_path / "out"
+    assert main([str(folder), "--model", str(tiny_bundle), "--out", str(out), "--no-progress"]) == 0
+    assert sorted(r["file"] for r in _rows(out / "predictions.csv")) == ["mg.dcm", "us.dcm"]
+    (flag,) = _rows(out / "errors.csv")  # the ultrasound model saw a mammogram: said, not hidden
+    assert flag["file"] == "mg.dcm" and "trained on ultrasound images and this image is mammography" in flag["reason"]

@@ -144,6 +144,7 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
 def run(args: argparse.Namespace) -> int:
     # Heavy imports after argument parsing so that --help and usage errors are instant.
     from busi_viewer.inference.backend import load_predictor
+    from busi_viewer.inference.catalogue import image_modality, modality_warning
 
     if args.batch_size < 1:
         print("busi-predict: error: --batch-size must be at least 1", file=sys.stderr)
@@ -203,6 +204,9 @@ def run(args: argparse.Namespace) -> int:
                     readable, results = [], []
                 for item, prediction in zip(readable, results):
                     relative = _relative(item.path, args.folder)
+                    scope = modality_warning(card, image_modality(item.record.modality))
+                    if scope:  # still classified, as asked, but never silently
+                        errors.writerow([relative, scope])
                     mask = None
                     try:
                         mask = mask_for_image(item.path, item.record.shape, mask_dir=args.mask_dir)
