@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QApplication, QLabel
 
 from busi_viewer import RESEARCH_USE_BANNER
 from busi_viewer.core.phantoms import write_phantom_dataset
+from tests.helpers.gui import open_window
 
 SHOTS = Path(os.environ.get("BUSI_SCREENSHOTS", "")) if os.environ.get("BUSI_SCREENSHOTS") else None
 WAIT_MS = 60_000
@@ -28,21 +29,9 @@ def image_folder(tmp_path) -> Path:
     return folder
 
 
-def _make_window(qtbot, model_dir: Path | None):
-    from busi_viewer.gui.app import build_window
-
-    window = build_window(model_dir, "cpu")
-    qtbot.addWidget(window)
-    window.resize(1300, 850)
-    window.show()
-    qtbot.waitExposed(window)
-    window.service.start()
-    return window
-
-
 @pytest.fixture
 def window(qtbot, tiny_bundle):
-    win = _make_window(qtbot, tiny_bundle)
+    win = open_window(qtbot, tiny_bundle)
     yield win
     win.close()
 
@@ -130,7 +119,7 @@ def test_heatmap_toggle_opacity_and_mask_change_rendered_pixels(qtbot, window, i
 
 
 def test_review_is_saved_at_once_and_survives_a_restart(qtbot, tiny_bundle, image_folder):
-    first = _make_window(qtbot, tiny_bundle)
+    first = open_window(qtbot, tiny_bundle)
     _open_and_wait(qtbot, first, image_folder)
     _key(qtbot, first, Qt.Key.Key_A)  # agree
     with qtbot.waitSignal(first.resultShown, timeout=WAIT_MS):
@@ -145,7 +134,7 @@ def test_review_is_saved_at_once_and_survives_a_restart(qtbot, tiny_bundle, imag
         assert other.get(saved_sha) is not None and other.get(saved_sha).decision == "disagree"
     first.close()
 
-    second = _make_window(qtbot, tiny_bundle)
+    second = open_window(qtbot, tiny_bundle)
     try:
         _open_and_wait(qtbot, second, image_folder)
         qtbot.waitUntil(lambda: "2 of 6 reviewed" in second.progress_label.text(), timeout=WAIT_MS)
@@ -187,7 +176,7 @@ def test_worker_errors_surface_and_the_app_keeps_working(qtbot, window, image_fo
 
 
 def test_missing_model_leaves_a_plain_viewer(qtbot, tmp_path, image_folder):
-    win = _make_window(qtbot, tmp_path / "no-such-bundle")
+    win = open_window(qtbot, tmp_path / "no-such-bundle")
     try:
         qtbot.waitUntil(lambda: win.model is not None, timeout=WAIT_MS)
         assert not win.model.loaded and win.model.error
@@ -209,7 +198,7 @@ def test_missing_model_leaves_a_plain_viewer(qtbot, tmp_path, image_folder):
 def test_settings_persist_between_sessions(qtbot, tiny_bundle):
     from busi_viewer.gui.settings import load_settings
 
-    first = _make_window(qtbot, tiny_bundle)
+    first = open_window(qtbot, tiny_bundle)
     first.opacity_slider.setValue(70)
     first.colormap_combo.setCurrentText("viridis")
     first.close()

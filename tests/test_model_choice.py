@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QLabel
 
 from busi_viewer.inference.catalogue import image_modality, installed_models, modality_warning, model_for
 from tests.helpers.dicom import write_dicom
+from tests.helpers.gui import open_window
 
 WAIT_MS = 60_000
 SHOTS = Path(os.environ["BUSI_SCREENSHOTS"]) if os.environ.get("BUSI_SCREENSHOTS") else None
@@ -71,18 +72,6 @@ def test_the_catalogue_reads_cards_and_matches_modalities(resources):
     assert modality_warning(models[1].card, "US") == "" and modality_warning(models[1].card, None) == ""
 
 
-def _window(qtbot, model_dir: Path):
-    from busi_viewer.gui.app import build_window
-
-    window = build_window(model_dir, "cpu")
-    qtbot.addWidget(window)
-    window.resize(1300, 850)
-    window.show()
-    qtbot.waitExposed(window)
-    window.service.start()
-    return window
-
-
 def _result_of(qtbot, window, name: str) -> None:
     qtbot.waitUntil(lambda: window.result is not None and window.result.path.name == name, timeout=WAIT_MS)
 
@@ -92,7 +81,7 @@ def _warning(window) -> QLabel:
 
 
 def test_the_viewer_switches_to_the_model_of_each_images_modality(qtbot, resources, mixed_folder):
-    window = _window(qtbot, resources / "models" / "test-us")
+    window = open_window(qtbot, resources / "models" / "test-us")
     try:
         assert window.open_folder(mixed_folder)
         _result_of(qtbot, window, "a_ultrasound.dcm")
@@ -116,7 +105,7 @@ def test_the_viewer_switches_to_the_model_of_each_images_modality(qtbot, resourc
 
 
 def test_a_hand_picked_model_stays_and_is_warned_about_outside_its_modality(qtbot, resources, mixed_folder):
-    window = _window(qtbot, resources / "models" / "test-us")
+    window = open_window(qtbot, resources / "models" / "test-us")
     try:
         assert window.open_folder(mixed_folder)
         _result_of(qtbot, window, "a_ultrasound.dcm")

@@ -375,6 +375,13 @@ class TrainConfig:
         """The model's output classes, in order, for ``data.task``."""
         return TASKS[self.data.task]
 
+    @property
+    def positive_class(self) -> str:
+        """The class the operating point and the headline sensitivity are about: ``eval.threshold_class`` when
+        the task outputs it, else the task's last class (malignant, abnormal)."""
+        wanted = self.eval.threshold_class
+        return wanted if wanted in self.class_names else self.class_names[-1]
+
     def normalisation(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
         """(mean, std): data.mean/std when given, else the pretrained weights' own (Lite0 0.5, others ImageNet)."""
         if self.data.mean:

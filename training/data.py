@@ -174,8 +174,6 @@ def index_busi(root: Path | str | None = None, task: str = "three-class") -> Bus
     samples = []
     for finding in _in_task_order(task):
         name = task_class(finding, task)
-        if name is None:
-            continue
         images = scan_folder(base / finding, recursive=False).images
         if not images:
             raise DataError(f"class folder {base / finding} holds no images")
@@ -187,10 +185,8 @@ def index_busi(root: Path | str | None = None, task: str = "three-class") -> Bus
 
 
 def _in_task_order(task: str) -> list[str]:
-    """The findings (BUSI folders) ordered by their class in ``task``, so samples come class by class."""
-    order = TASKS[task]
-    return sorted(CLASS_NAMES, key=lambda f: (order.index(task_class(f, task)) if task_class(f, task) else len(order),
-                                              CLASS_NAMES.index(f)))
+    """The findings (BUSI folders) that ``task`` uses, ordered by their class in it, so samples come class by class."""
+    return [finding for name in TASKS[task] for finding in CLASS_NAMES if task_class(finding, task) == name]
 
 
 def index_mias(root: Path | str | None = None, task: str = "benign-vs-malignant",

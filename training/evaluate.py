@@ -90,9 +90,7 @@ def run_evaluate(run_dir: Path, progress: bool = True) -> dict:
     options = dict(n_boot=config.eval.bootstrap, confidence=config.eval.confidence, seed=0,
                    ece_bins=config.eval.ece_bins)
 
-    class_names, positive = config.class_names, config.eval.threshold_class
-    if positive not in class_names:
-        positive = class_names[-1]
+    class_names, positive = config.class_names, config.positive_class
 
     def metrics_of(p: Predictions, t: float, keep: np.ndarray | None = None, operating_point: bool = True) -> dict:
         keep = np.ones(len(p.labels), bool) if keep is None else keep

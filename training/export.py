@@ -32,10 +32,8 @@ def card_for_run(run_dir: Path, name: str, version: str) -> ModelCard:
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
     fit_info, point = metrics["run"], metrics["operating_point"]
     test = metrics["test"]
-    positive = config.eval.threshold_class if config.eval.threshold_class in config.class_names else None
-    keys = ["accuracy", "macro_f1", "auc_macro", "ece"]
-    if positive:
-        keys += [f"sensitivity_{positive}", f"specificity_{positive}"]
+    positive = config.positive_class
+    keys = ("accuracy", "macro_f1", "auc_macro", "ece", f"sensitivity_{positive}", f"specificity_{positive}")
     headline = {key: test.get(key) for key in keys}
     headline["confidence_intervals"] = test["bootstrap"]["intervals"]
     headline["n_test"] = test["n"]
@@ -58,7 +56,7 @@ def card_for_run(run_dir: Path, name: str, version: str) -> ModelCard:
                        f"split sizes {fit_info['split_sizes']}"),
         protocol=protocol, metrics={"test": headline},
         calibration_temperature=float(point["temperature"]),
-        thresholds={positive: float(point["threshold"])} if positive and point.get("threshold") is not None else {},
+        thresholds={positive: float(point["threshold"])} if point.get("threshold") is not None else {},
         low_confidence_below=LOW_CONFIDENCE_BELOW.get(len(config.class_names), 0.5),
         intended_use=_intended_use(config),
         created=f"{dt.date.today().isoformat()} with busi-viewer {__version__}",

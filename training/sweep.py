@@ -13,7 +13,7 @@ from pathlib import Path
 
 from busi_viewer import RESEARCH_USE_BANNER
 from busi_viewer.core.atomic import atomic_write
-from training.config import TrainConfig, to_toml
+from training.config import TrainConfig, load_config, to_toml
 
 DEFAULT_RATIOS = (0.0, 0.25, 0.5, 0.75)
 
@@ -51,7 +51,7 @@ def sweep_freezing(config: TrainConfig, ratios: tuple[float, ...], runs_dir: Pat
 def _row(folder: Path, ratio: float) -> dict:
     metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     test, fit = metrics["test"], metrics["run"]
-    positive = test["decision"]["class"] if isinstance(test["decision"], dict) else test["class_names"][-1]
+    positive = load_config(folder / "config.toml").positive_class
     key = f"auc_{positive}"
     interval = test["bootstrap"]["intervals"].get(key, {})
     freezing = fit.get("freezing", {})

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from busi_viewer.core.errors import BundleError, DeviceError
 from busi_viewer.core.paths import onnx_export_cache_dir
-from busi_viewer.inference.bundle_files import bundle_folder, read_verified_card
+from busi_viewer.inference.bundle_files import bundle_folder, read_card
 from busi_viewer.inference.prediction import PredictorBase
 
 BACKEND_ENV = "BUSI_VIEWER_BACKEND"
@@ -102,8 +102,7 @@ def _onnx_predictor(folder: Path, device: str | None) -> PredictorBase:
     if has_onnx_export(folder) or not torch_installed():
         return load_onnx_predictor(folder, device)
     # A source install: the bundle carries no export, so make one (once per weights file) into the cache.
-    card = read_verified_card(folder)
-    cache = onnx_export_cache_dir() / card.weights_sha256[:16]
+    cache = onnx_export_cache_dir() / read_card(folder).weights_sha256[:16]  # the weights are verified on loading
     if has_onnx_export(cache):
         try:
             return load_onnx_predictor(folder, device, export_dir=cache)

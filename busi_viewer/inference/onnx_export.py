@@ -26,15 +26,19 @@ from busi_viewer.inference.bundle import load_bundle
 from busi_viewer.inference.bundle_files import ONNX_FILENAME, ONNX_RECORD_FILENAME
 from busi_viewer.inference.gradcam import fast_gradcam_all_classes, supports_fast_gradcam
 from busi_viewer.inference.model_card import ModelCard
-from busi_viewer.inference.onnx_predictor import import_onnxruntime
+from busi_viewer.inference.onnx_predictor import (
+    BATCH_OUTPUTS,
+    INPUT_NAME,
+    RECORD_FORMAT,
+    WEIGHT_OUTPUT,
+    import_onnxruntime,
+)
 from busi_viewer.inference.prediction import calibrated_probabilities, gap_linear_gradcam
 
-INPUT_NAME = "input"
-OUTPUT_NAMES = ("logits", "features", "classifier_weight")
+OUTPUT_NAMES = (*BATCH_OUTPUTS, WEIGHT_OUTPUT)
 OPSET = 17
 # The bound for ONNX Runtime vs torch on probabilities and raw Grad-CAM maps.
 PARITY_TOLERANCE = 1e-4
-RECORD_FORMAT = 2  # 1 had no classifier_weight output
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,7 @@ def export_onnx(bundle_dir: Path, destination: Path | None = None, *, parity_ima
         torch.onnx.export(
             _LogitsAndFeatures(bundle.model).eval(), (example,), handle, input_names=[INPUT_NAME],
             output_names=list(OUTPUT_NAMES), opset_version=OPSET, dynamo=False,
-            dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES[:2])},
+            dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *BATCH_OUTPUTS)},
         )
     try:
         probability_gap, map_gap = _parity(bundle.model, bundle.card, onnx_path, parity_images)

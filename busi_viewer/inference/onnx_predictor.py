@@ -27,8 +27,10 @@ from busi_viewer.inference.cpu import inference_threads
 from busi_viewer.inference.model_card import ModelCard
 from busi_viewer.inference.prediction import PredictorBase, gap_linear_gradcam
 
+# The export's graph (busi_viewer.inference.onnx_export writes it): one input, two outputs per image, and the
+# head's weights; format 1 had no weights output.
 INPUT_NAME = "input"
-OUTPUT_NAMES = ["logits", "features"]
+BATCH_OUTPUTS = ("logits", "features")
 WEIGHT_OUTPUT = "classifier_weight"
 RECORD_FORMAT = 2
 
@@ -66,10 +68,9 @@ class OnnxPredictor(PredictorBase):
         self.card = card
         self.classifier_weight = np.ascontiguousarray(classifier_weight, dtype=np.float32)  # (K, C)
         self.description = description
-        self.uses_fast_cam = True
 
     def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, features = self.session.run(OUTPUT_NAMES, {INPUT_NAME: np.ascontiguousarray(batch, np.float32)})
+        logits, features = self.session.run(list(BATCH_OUTPUTS), {INPUT_NAME: np.ascontiguousarray(batch, np.float32)})
         return np.asarray(logits, dtype=np.float32), features
 
     def _run(self, batch: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray | None]:

@@ -42,8 +42,7 @@ class Predictor(PredictorBase):
         if self.uses_fast_cam and explain:
             logits, all_maps = fast_gradcam_all_classes(self.model, x)
             logits = logits.cpu().numpy()
-            targets = torch.as_tensor(self.decided_classes(logits), device=all_maps.device)
-            return logits, all_maps[torch.arange(len(targets), device=all_maps.device), targets].cpu().numpy()
+            return logits, _maps_of(all_maps, self.decided_classes(logits))
         with torch.inference_mode():
             logits = self.model(x).float().cpu().numpy()
         if not explain:
@@ -54,6 +53,11 @@ class Predictor(PredictorBase):
         x = self._tensor(batch)
         if self.uses_fast_cam:
             _logits, all_maps = fast_gradcam_all_classes(self.model, x)
-            index = torch.as_tensor(targets, device=all_maps.device)
-            return all_maps[torch.arange(len(targets), device=all_maps.device), index].cpu().numpy()
+            return _maps_of(all_maps, targets)
         return reference_gradcam(self.model, x, targets=targets).maps.cpu().numpy()
+
+
+def _maps_of(all_maps: torch.Tensor, targets: list[int]) -> np.ndarray:
+    """(B, K, h, w) maps of every class -> (B, h, w) NumPy maps of one class per image."""
+    index = torch.as_tensor(targets, device=all_maps.device)
+    return all_maps[torch.arange(len(targets), device=all_maps.device), index].cpu().numpy()
