@@ -13,6 +13,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("BUSI_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_qapplication(qapp):
+    """The widget QApplication exists before any test runs: headless PDF writing (busi-predict --pdf called
+    in-process) would otherwise create a plain QGuiApplication, and a later widget test would abort."""
+    return qapp
+
+
 @pytest.fixture(autouse=True)
 def _isolated_user_dirs(tmp_path_factory, monkeypatch):
     """Point every platformdirs location at a throw-away folder."""

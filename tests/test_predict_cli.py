@@ -157,8 +157,15 @@ def test_images_of_another_modality_are_classified_but_flagged(tiny_bundle, tmp_
     rng = np.random.default_rng(3)
     write_dicom(folder / "us.dcm", (rng.random((90, 120)) * 255).astype(np.uint8), Modality="US")
     write_dicom(folder / "mg.dcm", (rng.random((120, 90)) * 4095).astype(np.uint16), Modality="MG", BitsStored=12)
+    from tests.helpers.pdf import pdf_text
+
     out = tmp_path / "out"
-    assert main([str(folder), "--model", str(tiny_bundle), "--out", str(out), "--no-progress"]) == 0
+    assert main([str(folder), "--model", str(tiny_bundle), "--out", str(out), "--no-progress", "--pdf",
+                 "--pdf-per-image"]) == 0
     assert sorted(r["file"] for r in _rows(out / "predictions.csv")) == ["mg.dcm", "us.dcm"]
     (flag,) = _rows(out / "errors.csv")  # the ultrasound model saw a mammogram: said, not hidden
     assert flag["file"] == "mg.dcm" and "trained on ultrasound images and this image is mammography" in flag["reason"]
+    reports = {pdf: pdf_text(pdf) for pdf in (out / "reports").glob("*.pdf")}
+    flagged = [pdf for pdf, text in reports.items() if "Out of scope: this model was trained on ultrasound" in text]
+    assert len(reports) == 2 and len(flagged) == 1 and "MG" in reports[flagged[0]]  # the mammogram's report says it
+    assert pdf_text(out / "summary.pdf").count("(out of scope)") == 1

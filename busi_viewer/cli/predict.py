@@ -144,7 +144,7 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
 def run(args: argparse.Namespace) -> int:
     # Heavy imports after argument parsing so that --help and usage errors are instant.
     from busi_viewer.inference.backend import load_predictor
-    from busi_viewer.inference.catalogue import image_modality, modality_warning
+    from busi_viewer.inference.catalogue import modality_warning
 
     if args.batch_size < 1:
         print("busi-predict: error: --batch-size must be at least 1", file=sys.stderr)
@@ -204,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
                     readable, results = [], []
                 for item, prediction in zip(readable, results):
                     relative = _relative(item.path, args.folder)
-                    scope = modality_warning(card, image_modality(item.record.modality))
+                    scope = modality_warning(card, item.record.modality)
                     if scope:  # still classified, as asked, but never silently
                         errors.writerow([relative, scope])
                     mask = None
@@ -262,11 +262,13 @@ class _Reports:
             scores: AgreementResult | None) -> str | None:
         """Record one image (and write its report when asked); returns a problem to log, or None."""
         from busi_viewer.core.report_data import image_entry
+        from busi_viewer.inference.catalogue import modality_warning
 
         sha256 = sha256_file(path)
         entry = image_entry(record, sha256, class_names=self._card.class_names,
                             probabilities=prediction.probabilities, predicted=prediction.predicted_class,
                             low_confidence=prediction.low_confidence, decision_rule=self._card.decision_rule(),
+                            out_of_scope=modality_warning(self._card, record.modality),
                             agreement=scores, review=self._review_for(sha256),
                             include_identifiers=self._args.include_identifiers)
         self._rows.append((entry, self._pdf.thumbnail(record.rgb)))

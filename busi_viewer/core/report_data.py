@@ -99,7 +99,8 @@ class ImageEntry:
     """One image as a report shows it. ``probabilities`` are calibrated, in ``class_names`` order.
 
     ``source_name`` and ``identifiers`` are empty unless identifiers were explicitly included; ``scale`` is set
-    only when the image is calibrated; ``agreement`` only when a lesion mask exists.
+    only when the image is calibrated; ``agreement`` only when a lesion mask exists; ``out_of_scope`` says why
+    the model's output means nothing here (an image of another modality than it was trained on), or is "".
     """
 
     case_id: str
@@ -116,6 +117,7 @@ class ImageEntry:
     scale: ScaleBar | None = None
     source_name: str = ""
     identifiers: Mapping[str, str] = field(default_factory=dict)
+    out_of_scope: str = ""
 
     def __post_init__(self) -> None:
         if len(self.probabilities) != len(self.class_names):
@@ -126,7 +128,8 @@ class ImageEntry:
 
 def image_entry(record: ImageRecord, sha256: str, *, class_names: Sequence[str], probabilities: Sequence[float],
                 predicted: str, low_confidence: bool, decision_rule: str, agreement: AgreementResult | None = None,
-                review: ReviewSection | None = None, include_identifiers: bool = False) -> ImageEntry:
+                review: ReviewSection | None = None, include_identifiers: bool = False,
+                out_of_scope: str = "") -> ImageEntry:
     """The report entry of ``record`` (identified by its file's ``sha256``); de-identified by default."""
     height, width = record.shape[:2]
     return ImageEntry(
@@ -138,6 +141,7 @@ def image_entry(record: ImageRecord, sha256: str, *, class_names: Sequence[str],
         scale=scale_for(record),
         source_name=record.path.name if include_identifiers else "",
         identifiers=dict(record.identifiers) if include_identifiers else {},
+        out_of_scope=out_of_scope,
     )
 
 

@@ -66,7 +66,9 @@ def model_for(models: list[InstalledModel], modality: str | None) -> InstalledMo
 
 
 def modality_warning(card: ModelCard | None, modality: str | None) -> str:
-    """A sentence for the result panel when ``card``'s model sees an image of another known modality, else ""."""
+    """A sentence for the result panel, reports and busi-predict when ``card``'s model sees an image of another
+    known modality (``modality``: the image's DICOM Modality, e.g. "MG"; "OT" or None say nothing), else ""."""
+    modality = image_modality(modality) if modality else None
     if card is None or modality is None or card.modality == modality:
         return ""
     trained = MODALITY_NAMES.get(card.modality, card.modality)

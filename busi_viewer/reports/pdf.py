@@ -219,7 +219,8 @@ def _probabilities_html(entry: ImageEntry) -> str:
         f"<tr><td>{'<b>' if n == entry.predicted else ''}{_e(n)}{'</b>' if n == entry.predicted else ''}</td>"
         f"<td align='right'>{p:.2f}</td></tr>" for n, p in zip(entry.class_names, entry.probabilities))
     confidence = (" <b style='color:#a15c00'>LOW CONFIDENCE</b>" if entry.low_confidence else "")
-    return (f"<h3>Prediction: {_e(entry.predicted)}{confidence}</h3>"
+    scope = f"<p><b style='color:#b3261e'>{_e(entry.out_of_scope)}</b></p>" if entry.out_of_scope else ""
+    return (f"{scope}<h3>Prediction: {_e(entry.predicted)}{confidence}</h3>"
             "<table border='1' cellspacing='0' cellpadding='3'><tr><th>class</th><th>probability</th></tr>"
             f"{rows}</table><p>Calibrated probabilities (temperature scaling). {_e(entry.decision_rule)}</p>")
 
@@ -341,7 +342,7 @@ def write_summary_report(path: Path | str, rows: Sequence[tuple[ImageEntry, np.n
         agreement = "—" if a is None or a.iou_otsu is None else (
             f"IoU {a.iou_otsu:.2f}, {'hit' if a.pointing_hit else 'miss'}")
         name = _e(entry.case_id) + (f"<br>{_e(entry.source_name)}" if entry.source_name else "")
-        low = " (low confidence)" if entry.low_confidence else ""
+        low = (" (low confidence)" if entry.low_confidence else "") + (" (out of scope)" if entry.out_of_scope else "")
         body.append(f"<tr><td>{thumb}</td><td style='white-space:nowrap'>{name}</td>"
                     f"<td style='white-space:nowrap'>{_e(entry.predicted)}{low}</td>{probs}"
                     f"<td>{_e(review)}</td><td>{_e(agreement)}</td></tr>")
