@@ -142,17 +142,64 @@ def test_the_exported_bundle_is_a_mammography_model(mammo_run, mias_root, tmp_pa
     assert {row["group"] for row in rows} <= {f"patient-{k:03d}" for k in range(1, FILMS // 2 + 1)}
 
 
-def test_the_freezing_sweep_writes_its_table_and_plot(mias_root, tmp_path, monkeypatch):
+def _split_of(run: Path) -> dict[str, str]:
+    return {row["file"]: row["split"] for row in csv.DictReader((run / "split_manifest.csv").open(newline=""))}
+
+
+def test_the_freezing_sweep_writes_its_table_and_plot(mias_root, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BUSI_VIEWER_HOME", str(tmp_path / "home"))
-    out = tmp_path / "sweep"
-    assert train_main(["sweep-freezing", "--config", "mammo_lite0_abnormal", *SMALL, "--set", "train.max_epochs=1",
-                       "--data", str(mias_root), "--ratios", "0,0.75", "--runs", str(tmp_path / "runs"),
-                       "--out", str(out), "--no-progress"]) == 0
-    rows = json.loads((out / "freezing_sweep.json").read_text())["rows"]
-    assert [r["ratio"] for r in rows] == [0.0, 0.75] and [r["frozen_stages"] for r in rows] == [0, 6]
+    out, runs = tmp_path / "sweep", tmp_path / "runs"
+    command = ["sweep-freezing", "--config", "mammo_lite0_abnormal", *SMALL, "--set", "train.max_epochs=1",
+               "--data", str(mias_root), "--ratios", "0,0.75", "--seeds", "3,4", "--runs", str(runs),
+               "--out", str(out), "--no-progress"]
+    assert train_main(command) == 0
+    sweep = json.loads((out / "freezing_sweep.json").read_text())
+    rows = sweep["rows"]
+    assert [(r["seed"], r["ratio"]) for r in rows] == [(3, 0.0), (3, 0.75), (4, 0.0), (4, 0.75)]
+    assert [r["frozen_stages"] for r in rows] == [0, 6, 0, 6]
     assert rows[1]["frozen_parameters"] > rows[0]["frozen_parameters"] == 0
-    variant = load_config(tmp_path / "runs" / rows[1]["run"] / "config.toml")
+    variant = load_config(runs / rows[1]["run"] / "config.toml")
     assert variant.model.freeze_ratio == 0.75 and variant.description.endswith("freezing ratio 0.75")
+    assert variant.split.seed == 3
+    # Paired within a seed (one split for every ratio), a new split for each seed.
+    splits = [_split_of(runs / r["run"]) for r in rows]
+    assert splits[0] == splits[1] and splits[2] == splits[3] and splits[0] != splits[2]
+
+    by_ratio = {s["ratio"]: s for s in sweep["summary"]}
+    for ratio, summary in by_ratio.items():
+        aucs = [r["auc"] for r in rows if r["ratio"] == ratio]
+        assert summary["seeds"] == [3, 4] and summary["test_auc"]["n"] == 2
+        assert math.isclose(summary["test_auc"]["mean"], sum(aucs) / 2)
+        assert math.isclose(summary["test_auc"]["sd"], abs(aucs[0] - aucs[1]) / math.sqrt(2))
+    assert sum(s["best_on_validation"] for s in by_ratio.values()) >= 2  # each seed's best (ties count twice)
     table = (out / "freezing_sweep.md").read_text()
-    assert "| 0.75 | 6 of 8 |" in table and "abnormal" in table
+    assert "## Over seeds" in table and "| 0.75 | 6 of 8 |" in table and "| 0.75 | 4 | 6 of 8 |" in table
+    assert "abnormal" in table and "seeds 3, 4" in table
     assert (out / "freezing_sweep.png").stat().st_size > 5000
+
+    # Finished runs are reused, not refitted ...
+    weights = runs / rows[0]["run"] / "best.pt"
+    stamp = weights.stat().st_mtime_ns
+    assert train_main(command) == 0 and weights.stat().st_mtime_ns == stamp
+    # ... unless they hold another recipe: then the sweep says so instead of mixing recipes.
+    capsys.readouterr()
+    assert train_main([*command, "--set", "optim.lr=0.5"]) == 2
+    assert "another recipe" in capsys.readouterr().err
+
+
+def test_the_sweep_summary_counts_each_seeds_best_validation_ratio():
+    def row(ratio, seed, auc, validation):
+        return {"ratio": ratio, "seed": seed, "auc": auc, "validation_auc": validation, "accuracy": 0.5,
+                "fit_seconds": 10.0, "frozen_stages": int(ratio * 8), "stages": 8}
+
+    rows = [row(0.0, 0, 0.6, 0.7), row(0.5, 0, 0.8, 0.9), row(0.0, 1, 0.7, 0.8), row(0.5, 1, 0.9, 0.8),
+            row(0.0, 2, None, 0.6), row(0.5, 2, 0.5, None)]
+    from training.sweep import summarise
+
+    first, second = summarise(rows)
+    assert (first["ratio"], second["ratio"]) == (0.0, 0.5)
+    assert first["best_on_validation"] == 2 and second["best_on_validation"] == 2  # seed 1 ties; seed 2 has one
+    assert first["test_auc"]["n"] == 2 and math.isclose(first["test_auc"]["mean"], 0.65)
+    assert second["test_auc"] == {"mean": 0.7333333333333334, "sd": second["test_auc"]["sd"], "min": 0.5,
+                                  "max": 0.9, "n": 3}
+    assert math.isclose(second["validation_auc"]["mean"], 0.85) and second["validation_auc"]["n"] == 2

@@ -10,7 +10,7 @@ Examples::
     busi-train export runs/busi-honest-seed0 --to resources/models/busi-us
     busi-train cv-summary runs/busi-honest-seed0-fold* --out training/reports/busi-honest-cv
     busi-train export-onnx resources/models/busi-us     # for ONNX Runtime (packaging/build.sh does this)
-    busi-train sweep-freezing --config mammo_lite0 --data /path/to/mini-mias --out training/reports/freezing-mias
+    busi-train sweep-freezing --config mammo_lite0 --data /path/to/mini-mias --seeds 0,1,2 --out training/reports/freezing-mias
     busi-train freezing-plan --arch resnet50            # what each freezing ratio freezes
 """
 
@@ -32,6 +32,18 @@ def _config_path(name: str) -> Path:
     if path.suffix == ".toml" or path.exists():
         return path
     return CONFIGS_DIR / f"{name}.toml"
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    from training.config import ConfigError
+
+    try:
+        seeds = tuple(int(value) for value in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--seeds: {text!r} is not a comma-separated list of integers") from None
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds: {text!r} repeats a seed")
+    return seeds
 
 
 def _ratios(text: str) -> tuple[float, ...]:
@@ -83,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     sweep.add_argument("--data", type=Path, default=None, help="dataset root (default: data.root, else its env var)")
     sweep.add_argument("--ratios", default="0,0.25,0.5,0.75", help="comma-separated freezing ratios in [0, 1]")
-    sweep.add_argument("--seed", type=int, default=None)
+    sweep.add_argument("--seeds", default=None,
+                       help="comma-separated seeds, one repetition each: its split and training (default: the recipe's)")
     sweep.add_argument("--runs", type=Path, default=None, help="where the run folders go (default: runs/)")
     sweep.add_argument("--out", type=Path, required=True, help="folder for freezing_sweep.{md,json,png}")
     sweep.add_argument("--no-progress", action="store_true")
@@ -169,8 +182,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         config = load_config(_config_path(args.config), args.overrides)
         if args.data is not None:
             config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=str(args.data)))
-        rows = sweep_freezing(config, _ratios(args.ratios), args.runs or RUNS_DIR, args.out, seed=args.seed,
-                              progress=not args.no_progress)
+        rows = sweep_freezing(config, _ratios(args.ratios), args.runs or RUNS_DIR, args.out,
+                              seeds=_seeds(args.seeds) if args.seeds else (), progress=not args.no_progress)
         print((args.out / "freezing_sweep.md").read_text(encoding="utf-8"))
         return 0 if rows else 1
     if args.command == "freezing-plan":
