@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,18 @@ def test_missing_model_is_a_clear_error(image_folder, tmp_path, capsys):
     code = main([str(image_folder), "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_an_installed_model_can_be_named(image_folder, tiny_bundle, tmp_path, monkeypatch, capsys):
+    resources = tmp_path / "resources"
+    shutil.copytree(tiny_bundle, resources / "models" / "tiny-us")
+    monkeypatch.setenv("BUSI_VIEWER_RESOURCES", str(resources))
+    monkeypatch.chdir(tmp_path)
+    assert main([str(image_folder), "--model", "tiny-us", "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert [row["status"] for row in _rows(tmp_path / "o" / "predictions.csv")] == ["ok"] * 3
+    capsys.readouterr()
+    assert main([str(image_folder), "--model", "tiny-mg", "--out", str(tmp_path / "p")]) == 2
+    assert "tiny-mg does not exist (installed models: tiny-us)" in capsys.readouterr().err
 
 
 def test_default_model_location_says_no_trained_model_is_installed(image_folder, tmp_path, monkeypatch, capsys):

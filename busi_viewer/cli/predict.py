@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder of images (PNG, JPEG, BMP, TIFF, PGM, DICOM), searched recursively")
     parser.add_argument("--demo", action="store_true",
                         help="use the bundled demo folder (synthetic phantoms and pydicom's ultrasound samples)")
-    parser.add_argument("--model", type=Path, default=None, help=f"model bundle folder (default: {default_model_dir()})")
+    parser.add_argument("--model", type=Path, default=None,
+                        help=f"model bundle folder, or the name of an installed one such as mias-mg "
+                             f"(default: {default_model_dir()})")
     parser.add_argument("--out", type=Path, default=Path("busi-predictions"), help="output folder (default: ./busi-predictions)")
     parser.add_argument("--heatmaps", action="store_true", help="also write an explanation PNG per image")
     parser.add_argument("--device", choices=("cpu", "cuda", "mps"), default=None, help="default: CUDA if available, else MPS, else CPU")

@@ -18,7 +18,9 @@ def _parser() -> argparse.ArgumentParser:
                                      "not for diagnostic use. Review a folder of ultrasound images with the model.")
     parser.add_argument("folder", nargs="?", type=Path, help="folder of images to open")
     parser.add_argument("--demo", action="store_true", help="open the bundled demo folder")
-    parser.add_argument("--model", type=Path, default=None, help="model bundle folder (default: the bundled one)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="model bundle folder, or the name of an installed one such as mias-mg (default: the "
+                             "bundled one)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the GPU when there is one)")
     parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default=None,
                         help="inference runtime (default: $BUSI_VIEWER_BACKEND, else auto: PyTorch when installed, "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from busi_viewer.core.errors import BundleError
 from busi_viewer.core.hashing import sha256_file
-from busi_viewer.core.paths import default_model_dir
+from busi_viewer.core.paths import default_model_dir, models_dir
 from busi_viewer.inference.model_card import ModelCard
 
 WEIGHTS_FILENAME = "weights.safetensors"
@@ -32,18 +32,23 @@ def looks_like_bundle(folder: Path) -> bool:
 
 
 def bundle_folder(folder: str | Path | None) -> Path:
-    """``folder`` (default: :func:`paths.default_model_dir`) once it is known to be a directory.
+    """``folder`` (default: :func:`paths.default_model_dir`) once it is known to be a directory; a bare name that
+    is no folder here (``mias-mg``) names an installed bundle in :func:`paths.models_dir`.
 
     Raises :class:`BundleError` saying what to do when it is a file or does not exist.
     """
     folder = Path(folder) if folder is not None else default_model_dir()
+    if not folder.exists() and len(folder.parts) == 1 and (models_dir() / folder).is_dir():
+        folder = models_dir() / folder
     if folder.exists() and not folder.is_dir():
         raise BundleError(f"{folder} is a file, not a model bundle folder")
     if not folder.is_dir():
         if _is_default_location(folder):
             raise BundleError(f"no trained model is installed at {folder}; train one with busi-train "
                               f"or copy a model bundle (weights.safetensors + model_card.json) there")
-        raise BundleError(f"model bundle folder {folder} does not exist")
+        installed = sorted(p.name for p in models_dir().iterdir() if p.is_dir()) if models_dir().is_dir() else []
+        hint = f" (installed models: {', '.join(installed)})" if installed else ""
+        raise BundleError(f"model bundle folder {folder} does not exist{hint}")
     return folder
 
 
