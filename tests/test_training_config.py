@@ -218,3 +218,10 @@ def test_lesion_crops_need_a_dataset_with_lesion_coordinates():
     assert load_config(CONFIGS_DIR / "mammo_lite0.toml", ["data.lesion_crops=true"]).data.lesion_crops
     with pytest.raises(ConfigError, match="data.lesion_crops"):
         load_config(CONFIGS_DIR / "busi_bm_freeze.toml", ["data.lesion_crops=true"])
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS_DIR.glob("*.toml")), ids=lambda p: p.stem)
+def test_every_shipped_config_loads_and_names_itself_by_its_file(path):
+    config = load_config(path)
+    assert config.name.replace("-", "_") == path.stem  # run folders and reports are named after it
+    assert config.description and config.class_names
