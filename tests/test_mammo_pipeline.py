@@ -203,3 +203,10 @@ def test_the_sweep_summary_counts_each_seeds_best_validation_ratio():
     assert second["test_auc"] == {"mean": 0.7333333333333334, "sd": second["test_auc"]["sd"], "min": 0.5,
                                   "max": 0.9, "n": 3}
     assert math.isclose(second["validation_auc"]["mean"], 0.85) and second["validation_auc"]["n"] == 2
+
+
+@pytest.mark.parametrize(("seeds", "message"), [("1,1", "repeats a seed"), ("0,x", "not a comma-separated list")])
+def test_bad_sweep_seeds_are_a_clear_error(tmp_path, capsys, seeds, message):
+    assert train_main(["sweep-freezing", "--config", "mammo_lite0", "--seeds", seeds, "--runs", str(tmp_path / "runs"),
+                       "--out", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "runs").exists()

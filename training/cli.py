@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--data", type=Path, default=None, help="dataset root (default: data.root, else its env var)")
     sweep.add_argument("--ratios", default="0,0.25,0.5,0.75", help="comma-separated freezing ratios in [0, 1]")
     sweep.add_argument("--seeds", default=None,
-                       help="comma-separated seeds, one repetition each: its split and training (default: the recipe's)")
+                       help="comma-separated seeds, one repetition each: it draws the split (replacing split.seed) "
+                            "and trains with it (default: the recipe's first seed)")
     sweep.add_argument("--runs", type=Path, default=None, help="where the run folders go (default: runs/)")
     sweep.add_argument("--out", type=Path, required=True, help="folder for freezing_sweep.{md,json,png}")
     sweep.add_argument("--no-progress", action="store_true")
