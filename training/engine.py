@@ -188,10 +188,10 @@ def fit(
 ) -> FitResult:
     """Train ``model`` for up to ``settings.max_epochs`` epochs, resuming from ``out_dir/last.pt`` if present.
 
-    The scheduler steps once per epoch, or after every batch with ``settings.scheduler_per_batch``. Each epoch appends a row to ``out_dir/epochs.csv`` and rewrites
-    ``last.pt`` atomically (model, optimiser, scheduler, RNG states, best-so-far); the best weights by
-    validation loss are also written to ``best.pt``. ``on_epoch_start(epoch)`` lets datasets reseed
-    their augmentation per epoch.
+    The scheduler steps once per epoch, or after every batch with ``settings.scheduler_per_batch``. Each epoch
+    appends a row to ``out_dir/epochs.csv`` and rewrites ``last.pt`` atomically (model, optimiser, scheduler,
+    RNG states, best-so-far); the best weights by validation loss are also written to ``best.pt``.
+    ``on_epoch_start(epoch)`` lets datasets reseed their augmentation per epoch.
     """
     out_dir = Path(settings.out_dir)
     if distributed.is_main:

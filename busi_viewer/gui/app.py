@@ -97,9 +97,9 @@ def _smoke_test(app, window, shown_s: float, shown_clock: float) -> int:
     if "result" in outcome and window.result is not None:
         prediction = window.result.prediction
         probabilities = ", ".join(f"{n} {p:.3f}" for n, p in zip(prediction.class_names, prediction.probabilities))
-        print(f"smoke test OK: window shown in {shown_s:.2f} s (clock {shown_clock:.3f}); model {presenters.model_label(window.model)} on "
-              f"{window.model.device}; {len(window.paths)} demo images; first image "
-              f"{window.paths[window.index].name}: {prediction.predicted_class} ({probabilities}); "
+        print(f"smoke test OK: window shown in {shown_s:.2f} s (clock {shown_clock:.3f}); "
+              f"model {presenters.model_label(window.model)} on {window.model.device}; "
+              f"{len(window.paths)} demo images; first image {window.paths[window.index].name}: {prediction.predicted_class} ({probabilities}); "
               f"inference {window.result.seconds * 1000:.0f} ms")
         status = 0
     else:

@@ -38,7 +38,7 @@ from busi_viewer.core.measure import measure_length
 from busi_viewer.core.report_data import case_id
 from busi_viewer.core.reviews import ReviewStore, ReviewStoreError
 from busi_viewer.core.scan import ScanError, scan_folder
-from busi_viewer.inference.catalogue import image_modality, installed_models
+from busi_viewer.inference.catalogue import installed_models
 from busi_viewer.gui import presenters
 from busi_viewer.gui.attributes_panel import AttributesPanel
 from busi_viewer.gui.cine_bar import CineBar
@@ -380,7 +380,7 @@ class MainWindow(QMainWindow):
         side = f" · {record.laterality_and_view}" if record.laterality_and_view else ""
         self.view.set_corner_text("top_right", f"{record.format} · {record.modality}{side} · "
                                                f"{record.shape[1]}×{record.shape[0]}{mask_note}")
-        self.result_panel.set_state(presenters.pending_result(self.model, self._image_modality()))
+        self.result_panel.set_state(presenters.pending_result(self.model, self._record_modality()))
         self.result_panel.set_agreement(None)
         self.model_chooser.image_shown(record.modality)
         self.imageShown.emit(self.index)
@@ -415,7 +415,7 @@ class MainWindow(QMainWindow):
         self.result = done
         prediction = done.prediction
         self._show_heatmap()
-        self.result_panel.set_state(presenters.result_state(self.model, done, self._image_modality()))
+        self.result_panel.set_state(presenters.result_state(self.model, done, self._record_modality()))
         self.result_panel.set_agreement(presenters.agreement_state(done))
         self._set_thumb(self.index, predicted=prediction.predicted_class)
         self.resultShown.emit(self.index)
@@ -434,8 +434,8 @@ class MainWindow(QMainWindow):
         self.view.set_heatmap_visible(self.heatmap_check.isChecked())
 
     # ----------------------------------------------------------------------------------------------- model state
-    def _image_modality(self) -> str | None:
-        return image_modality(self.record.modality) if self.record is not None else None
+    def _record_modality(self) -> str | None:
+        return self.record.modality if self.record is not None else None
 
     def _switch_model(self, folder: Path) -> None:
         """Load another bundle; the image shown is classified again once it has loaded."""
@@ -457,7 +457,7 @@ class MainWindow(QMainWindow):
             self._warn("Model not available",
                        f"{state.error}\n\nBUSI Viewer keeps working as a plain image viewer.")
         if self.record is not None and self.result is None:
-            self.result_panel.set_state(presenters.pending_result(self.model, self._image_modality()))
+            self.result_panel.set_state(presenters.pending_result(self.model, self._record_modality()))
 
     def _on_failure(self, failure: WorkerFailure) -> None:
         where = f" ({failure.path.name})" if failure.path is not None else ""

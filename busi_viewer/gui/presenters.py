@@ -25,8 +25,8 @@ def decision_rule(model: ModelState | None) -> str:
 
 
 def pending_result(model: ModelState | None, image_modality: str | None = None) -> ResultState:
-    """What the result panel says before the current image's result arrives (``image_modality``: "US", "MG"
-    or None when the image does not say; a model of another modality is warned about)."""
+    """What the result panel says before the current image's result arrives (``image_modality``: the image's
+    DICOM Modality, "OT" for rasters; a model of another known modality is warned about)."""
     if model is None:
         message = "Loading model…"
     elif not model.loaded:
