@@ -22,7 +22,7 @@ from training import plots
 from training.config import TrainConfig, load_config
 from training.data import Sample, index_dataset, sample_image, sample_mask
 from training.engine import BEST_WEIGHTS
-from training.export import DATASET_CITATION
+from training.export import DATASET_CITATION, SPLIT_GROUP
 from training.explain_eval import randomisation_check, score_maps, summarise_scores, tune_threshold
 from training.metrics import fit_temperature, roc_curve, softmax, summarise, threshold_for_sensitivity
 from training.pipeline import Predictions, audit_groups_csv
@@ -136,7 +136,7 @@ def run_evaluate(run_dir: Path, progress: bool = True) -> dict:
         json.dump(results, handle, indent=2)
     write_report(run_dir, results, f"{config.name}: {config.description}", class_names=class_names,
                  positive=positive, data=DATASET_CITATION[config.data.dataset],
-                 groups="patient" if config.data.dataset == "mini-mias" else "near-duplicate group")
+                 groups=SPLIT_GROUP[config.data.dataset])
     return results
 
 

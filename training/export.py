@@ -19,7 +19,10 @@ from training.engine import BEST_WEIGHTS
 # probability below 0.6 means the model gives the other two together at least 40 %; with two, 0.7 means the
 # other class has at least 30 %.
 LOW_CONFIDENCE_BELOW = {3: 0.6, 2: 0.7}
+# What each dataset (config data.dataset) is, as cards and reports state it.
 MODALITY = {"busi": "US", "mini-mias": "MG"}
+SUBJECT = {"busi": "breast ultrasound", "mini-mias": "mammograms"}
+SPLIT_GROUP = {"busi": "near-duplicate group", "mini-mias": "patient"}  # what a grouped split keeps together
 DATASET_CITATION = {
     "busi": "BUSI (Al-Dhabyani et al., Data in Brief 28, 2020)",
     "mini-mias": "mini-MIAS (Suckling et al., Excerpta Medica ICS 1069, 1994; 200 µm film-screen digitisations)",
@@ -40,9 +43,9 @@ def card_for_run(run_dir: Path, name: str, version: str) -> ModelCard:
     if "explanations" in metrics:
         lesion_classes = [k for k in metrics["explanations"]["per_class"] if k != "normal"]
         headline["explanations"] = {k: metrics["explanations"]["per_class"][k] for k in lesion_classes}
-    split_unit = "patients" if config.data.dataset == "mini-mias" else "near-duplicate groups"
+    fractions = "/".join(str(f) for f in config.split.fractions)
     protocol = (f"{config.name}: {config.description}. Task {config.data.task}; split {config.split.strategy} "
-                f"({split_unit}) {'/'.join(str(f) for f in config.split.fractions)} (seed {config.split.seed}); "
+                f"({SPLIT_GROUP[config.data.dataset]}s) {fractions} (seed {config.split.seed}); "
                 f"seed {fit_info['seed']}; best epoch {fit_info['best_epoch']} of {fit_info['epochs_run']}; "
                 f"{_freezing_text(fit_info)}"
                 f"temperature{f' and {positive} threshold' if point.get('threshold') is not None else ''} fitted "
@@ -64,7 +67,7 @@ def card_for_run(run_dir: Path, name: str, version: str) -> ModelCard:
 
 
 def _intended_use(config) -> str:
-    subject = "mammograms" if config.data.dataset == "mini-mias" else "breast ultrasound"
+    subject = SUBJECT[config.data.dataset]
     if config.data.lesion_crops:
         subject = ("regions of interest cropped around a known lesion in mammograms (trained on lesion-centred "
                    "crops: whole films are out of scope)")

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from busi_viewer import RESEARCH_USE_BANNER
 from busi_viewer.core.atomic import atomic_write
-from busi_viewer.core.labels import CLASS_NAMES, MALIGNANT
 
 
 def _num(value, digits: int = 3) -> str:
@@ -35,9 +34,8 @@ def _metrics_table(sets: dict[str, dict], positive: str) -> list[str]:
     return lines
 
 
-def write_report(run_dir: Path, results: dict, title: str, *, class_names: tuple[str, ...] = CLASS_NAMES,
-                 positive: str = MALIGNANT, data: str = "BUSI (Al-Dhabyani et al., 2020)",
-                 groups: str = "near-duplicate group") -> Path:
+def write_report(run_dir: Path, results: dict, title: str, *, class_names: tuple[str, ...], positive: str,
+                 data: str, groups: str) -> Path:
     """Write ``run_dir/report.md`` from the dict :func:`training.evaluate.run_evaluate` returns.
 
     ``class_names``: the outputs in order; ``positive``: the class the operating point and the headline
