@@ -53,7 +53,7 @@ def sweep_freezing(config: TrainConfig, ratios: tuple[float, ...], runs_dir: Pat
             else:
                 run_fit(variant, folder, seed=seed, progress=progress)
                 run_evaluate(folder, progress=progress)
-            rows.append(_row(folder, ratio, seed))
+            rows.append(_row(folder, ratio, seed, variant.positive_class))
     summary = summarise(rows) if len(seeds) > 1 else []
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "freezing_sweep.json", encoding="utf-8") as handle:
@@ -74,10 +74,9 @@ def _check_same_recipe(folder: Path, variant: TrainConfig) -> None:
                           f"{config_hash(variant)}); move it away or pass another --runs folder")
 
 
-def _row(folder: Path, ratio: float, seed: int) -> dict:
+def _row(folder: Path, ratio: float, seed: int, positive: str) -> dict:
     metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     test, fit = metrics["test"], metrics["run"]
-    positive = load_config(folder / "config.toml").positive_class
     key = f"auc_{positive}"
     interval = test["bootstrap"]["intervals"].get(key, {})
     freezing = fit.get("freezing", {})
