@@ -54,7 +54,10 @@ def stages_to_freeze(ratio: float, stages: int) -> int:
 
 def freezing_plan(model: ImageClassifier, ratio: float) -> FreezingPlan:
     """What :func:`freeze_backbone` would freeze at ``ratio``, without changing the model."""
-    stages = backbone_stages(model)
+    return _plan(model, ratio, backbone_stages(model))
+
+
+def _plan(model: ImageClassifier, ratio: float, stages: list[list[str]]) -> FreezingPlan:
     parameters = dict(model.backbone.named_parameters())
     count = stages_to_freeze(ratio, len(stages))
     return FreezingPlan(
@@ -71,8 +74,9 @@ def freeze_backbone(model: ImageClassifier, ratio: float) -> FreezingPlan:
     Call after loading pretrained weights and before building the optimiser (which takes trainable
     parameters only). Frozen batch norms keep eval mode through ``model.train()``.
     """
-    plan = freezing_plan(model, ratio)
-    frozen_names = {name for stage in backbone_stages(model)[: plan.frozen_stages] for name in stage}
+    stages = backbone_stages(model)
+    plan = _plan(model, ratio, stages)
+    frozen_names = {name for stage in stages[: plan.frozen_stages] for name in stage}
     for name, parameter in model.backbone.named_parameters():
         if name in frozen_names:
             parameter.requires_grad_(False)
