@@ -208,12 +208,11 @@ def index_mias(root: Path | str | None = None, task: str = "benign-vs-malignant"
         crop = lesion_crop_box(image) if lesion_crops else None
         if name is None or (lesion_crops and crop is None):
             continue
-        circles = tuple((f.centre[0], f.centre[1], f.radius) for f in image.findings if f.centre is not None)
         path = image_path(base, image)
         if not path.is_file():
             raise DataError(f"{path} is listed in Info.txt but missing")
         samples.append(Sample(path=path, label_index=class_names.index(name), class_name=name, mask_paths=(),
-                              relpath=path.relative_to(base).as_posix(), circles=circles,
+                              relpath=path.relative_to(base).as_posix(), circles=image.circles,
                               patient=f"patient-{image.patient:03d}", crop=crop))
     return BusiIndex(root=base, samples=tuple(samples), class_names=class_names, dataset="mini-mias")
 

@@ -71,6 +71,11 @@ class MiasImage:
         return "L" if self.number % 2 == 0 else "R"
 
     @property
+    def circles(self) -> tuple[tuple[int, int, int], ...]:
+        """(row, column, radius) in pixels of the 1024 x 1024 film, of every localised finding."""
+        return tuple((f.centre[0], f.centre[1], f.radius) for f in self.findings if f.centre is not None)
+
+    @property
     def localised(self) -> bool:
         """True when every finding has a centre and radius (normal images: True, nothing to locate)."""
         return all(f.centre is not None for f in self.findings)
@@ -145,8 +150,7 @@ def lesion_mask(image: MiasImage, shape: tuple[int, int] = (IMAGE_SIZE, IMAGE_SI
     """(H, W) bool: the union of the circles of the image's localised findings (all False for normal images),
     scaled from the 1024 x 1024 film to ``shape``."""
     scale_r, scale_c = shape[0] / IMAGE_SIZE, shape[1] / IMAGE_SIZE
-    circles = [(f.centre[0] * scale_r, f.centre[1] * scale_c, f.radius * min(scale_r, scale_c))
-               for f in image.findings if f.centre is not None]
+    circles = [(row * scale_r, col * scale_c, radius * min(scale_r, scale_c)) for row, col, radius in image.circles]
     mask = circles_mask(circles, shape)
     return mask if mask is not None else np.zeros(shape, dtype=bool)
 
