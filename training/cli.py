@@ -34,13 +34,19 @@ def _config_path(name: str) -> Path:
     return CONFIGS_DIR / f"{name}.toml"
 
 
-def _seeds(text: str) -> tuple[int, ...]:
+def _comma_list(text: str, option: str, kind: type, what: str) -> tuple:
     from training.config import ConfigError
 
     try:
-        seeds = tuple(int(value) for value in text.split(","))
+        return tuple(kind(value) for value in text.split(","))
     except ValueError:
-        raise ConfigError(f"--seeds: {text!r} is not a comma-separated list of integers") from None
+        raise ConfigError(f"{option}: {text!r} is not a comma-separated list of {what}") from None
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    from training.config import ConfigError
+
+    seeds = _comma_list(text, "--seeds", int, "integers")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds: {text!r} repeats a seed")
     return seeds
@@ -49,13 +55,22 @@ def _seeds(text: str) -> tuple[int, ...]:
 def _ratios(text: str) -> tuple[float, ...]:
     from training.config import ConfigError
 
-    try:
-        ratios = tuple(float(value) for value in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--ratios: {text!r} is not a comma-separated list of numbers") from None
+    ratios = _comma_list(text, "--ratios", float, "numbers")
     if not ratios or any(not 0 <= r <= 1 for r in ratios):
         raise ConfigError(f"--ratios: every freezing ratio must lie in [0, 1], got {text!r}")
     return ratios
+
+
+def _recipe(args: argparse.Namespace):
+    """The config named by ``--config`` with ``--set`` overrides, its data root replaced by ``--data``."""
+    import dataclasses
+
+    from training.config import load_config
+
+    config = load_config(_config_path(args.config), args.overrides)
+    if args.data is None:
+        return config
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, root=str(args.data)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,15 +147,10 @@ def _dispatch(args: argparse.Namespace) -> int:
               else f"audit written to {result.out_dir}")
         return 0
     if args.command == "fit":
-        import dataclasses
-
-        from training.config import load_config
         from training.evaluate import run_evaluate
         from training.pipeline import RUNS_DIR, run_fit
 
-        config = load_config(_config_path(args.config), args.overrides)
-        if args.data is not None:
-            config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=str(args.data)))
+        config = _recipe(args)
         seed = config.train.seeds[0] if args.seed is None else args.seed
         name = f"{config.name}-seed{seed}" + (f"-fold{args.fold}" if args.fold is not None else "")
         out = args.out or RUNS_DIR / name
@@ -174,15 +184,10 @@ def _dispatch(args: argparse.Namespace) -> int:
               f"{record.max_abs_difference_maps:.1e} (Grad-CAM maps)")
         return 0
     if args.command == "sweep-freezing":
-        import dataclasses
-
-        from training.config import load_config
         from training.pipeline import RUNS_DIR
         from training.sweep import sweep_freezing
 
-        config = load_config(_config_path(args.config), args.overrides)
-        if args.data is not None:
-            config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=str(args.data)))
+        config = _recipe(args)
         rows = sweep_freezing(config, _ratios(args.ratios), args.runs or RUNS_DIR, args.out,
                               seeds=_seeds(args.seeds) if args.seeds else (), progress=not args.no_progress)
         print((args.out / "freezing_sweep.md").read_text(encoding="utf-8"))
