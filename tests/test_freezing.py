@@ -13,7 +13,8 @@ from busi_viewer.inference.gradcam import fast_gradcam, reference_gradcam
 from training.freezing import backbone_stages, freeze_backbone, freezing_plan, stages_to_freeze
 
 RATIOS = (0.0, 0.25, 0.5, 0.75, 1.0)
-EXPECTED_STAGES = {"tf_efficientnet_lite0": 8, "efficientnet_b0": 8, "resnet50": 5, "vgg19": 16}
+EXPECTED_STAGES = {"tf_efficientnet_lite0": 8, "tf_efficientnet_lite1": 8, "tf_efficientnet_lite2": 8,
+                   "efficientnet_b0": 8, "resnet50": 5, "vgg19": 16}
 
 
 def test_ratios_round_half_up_to_whole_stages():

@@ -1,7 +1,7 @@
 """Selective layer freezing: a fraction of the backbone frozen from the input side, by whole stages.
 
 The stages are timm's own coarse parameter groups of the backbone, in input-to-output order (found through the
-model's ``group_matcher``, not by layer names): EfficientNet-Lite0 / B0 have 8 (stem, blocks 0-6, head conv),
+model's ``group_matcher``, not by layer names): EfficientNet-Lite0/1/2 / B0 have 8 (stem, blocks 0-6, head conv),
 ResNet50 has 5 (stem, layer1-4), VGG19 has 16 (one per convolution). A freezing ratio r freezes the first
 ``floor(r * n + 0.5)`` stages (r rounded half up to whole stages): their parameters stop receiving gradients and
 their batch-norm layers keep their running statistics (they stay in eval mode even while the model trains).

@@ -12,7 +12,8 @@ import timm
 import torch
 from torch import nn
 
-SUPPORTED_ARCHITECTURES: tuple[str, ...] = ("tf_efficientnet_lite0", "efficientnet_b0", "resnet50", "vgg19")
+SUPPORTED_ARCHITECTURES: tuple[str, ...] = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2",
+                                            "efficientnet_b0", "resnet50", "vgg19")
 DEFAULT_ARCHITECTURE = "tf_efficientnet_lite0"
 
 
