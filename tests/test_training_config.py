@@ -67,6 +67,12 @@ def test_package_weights_exist_only_for_lite0():
         load_config("busi_paper", ["model.arch=efficientnet_b0"])
 
 
+@pytest.mark.parametrize("arch", ["tf_efficientnet_lite1", "tf_efficientnet_lite2"])
+def test_lite1_and_lite2_take_package_weights_and_their_normalisation(arch):
+    spec = load_config("busi_paper", [f"model.arch={arch}"]).preprocess_spec()
+    assert (spec.mean, spec.std) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
 def test_honest_and_smoke_configs():
     honest = load_config("busi_honest")
     assert honest.split.strategy == "grouped" and honest.split.folds == 5 and honest.split.conflicting == "train"

@@ -15,6 +15,7 @@ from busi_viewer.core.loader import load_image
 from busi_viewer.core.masks import mask_for_image
 from busi_viewer.inference.model_card import PreprocessSpec
 from busi_viewer.inference.preprocessing import normalise, resize_for_model
+from tests.helpers.datasets import write_busi
 from training.config import load_config
 from training.data import (
     BusiDataset,
@@ -36,39 +37,9 @@ COUNTS = {"benign": 6, "malignant": 3, "normal": 2}
 SIZE = 64
 
 
-def _write_busi(root, counts=COUNTS, seed=0):
-    """Random grey (one RGB) images of varied sizes; elliptic lesion masks; empty masks for normal images;
-    one image with two masks (_mask and _mask_1), as BUSI has."""
-    rng = np.random.default_rng(seed)
-    for name, count in counts.items():
-        folder = root / name
-        folder.mkdir(parents=True)
-        for k in range(1, count + 1):
-            h, w = int(rng.integers(40, 90)), int(rng.integers(40, 120))
-            grey = rng.integers(0, 256, (h, w), dtype=np.uint8)
-            stem = f"{name} ({k})"
-            if name == "benign" and k == 2:
-                colour = np.stack([grey, grey, grey], -1)
-                colour[:5, :5] = (255, 255, 0)  # a coloured caliper mark
-                Image.fromarray(colour, "RGB").save(folder / f"{stem}.png")
-            else:
-                Image.fromarray(grey, "L").save(folder / f"{stem}.png")
-            mask = np.zeros((h, w), np.uint8)
-            if name != "normal":
-                yy, xx = np.mgrid[0:h, 0:w]
-                cy, cx = rng.integers(h // 4, 3 * h // 4), rng.integers(w // 4, 3 * w // 4)
-                mask[((yy - cy) / (h / 5)) ** 2 + ((xx - cx) / (w / 5)) ** 2 <= 1] = 255
-            Image.fromarray(mask, "L").save(folder / f"{stem}_mask.png")
-            if name == "malignant" and k == 1:
-                second = np.zeros((h, w), np.uint8)
-                second[:6, :6] = 255
-                Image.fromarray(second, "L").convert("1").save(folder / f"{stem}_mask_1.png")
-    return root
-
-
 @pytest.fixture(scope="module")
 def busi_root(tmp_path_factory):
-    return _write_busi(tmp_path_factory.mktemp("busi"))
+    return write_busi(tmp_path_factory.mktemp("busi"), COUNTS)
 
 
 @pytest.fixture

@@ -62,15 +62,18 @@ def _ratios(text: str) -> tuple[float, ...]:
 
 
 def _recipe(args: argparse.Namespace):
-    """The config named by ``--config`` with ``--set`` overrides, its data root replaced by ``--data``."""
+    """The config named by ``--config`` with ``--set`` overrides, its data folders replaced by ``--data`` (and
+    ``--busbra``, where the command has it)."""
     import dataclasses
 
     from training.config import load_config
 
     config = load_config(_config_path(args.config), args.overrides)
-    if args.data is None:
+    folders = {"root": args.data, "busbra_root": getattr(args, "busbra", None)}
+    given = {key: str(path) for key, path in folders.items() if path is not None}
+    if not given:
         return config
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, root=str(args.data)))
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, **given))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--config", default="busi_honest", help="config name in training/configs or a .toml path")
     fit.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     fit.add_argument("--data", type=Path, default=None, help="BUSI root (default: data.root, else $BUSI_DATA)")
+    fit.add_argument("--busbra", type=Path, default=None,
+                     help="BUS-BRA folder of a two-source recipe (default: data.busbra_root, else $BUSBRA_DATA)")
     fit.add_argument("--seed", type=int, default=None, help="default: the config's first seed")
     fit.add_argument("--fold", type=int, default=None, help="cross-validation fold (grouped k-fold configs)")
     fit.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<name>-seed<S>[-fold<F>])")

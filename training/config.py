@@ -29,13 +29,13 @@ from busi_viewer.core.errors import BusiViewerError
 from busi_viewer.core.labels import ABNORMAL, CLASS_NAMES, TASKS
 from busi_viewer.inference.architectures import SUPPORTED_ARCHITECTURES
 from busi_viewer.inference.model_card import EQUALISATIONS, INTERPOLATIONS, RESIZE_POLICIES, PreprocessSpec
-from busi_viewer.inference.pretrained import LITE0_ARCHITECTURE, LITE0_MEAN, LITE0_STD
+from busi_viewer.inference.pretrained import LITE0_ARCHITECTURE, OFFLINE_ARCHITECTURES, PACKAGED_MEAN, PACKAGED_STD
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PRETRAINED_KEYWORDS = ("package", "hub", "none")
-DATASETS = ("busi", "mini-mias")
+DATASETS = ("busi", "bus-bra", "busi+bus-bra", "mini-mias")
 
 # Fields that say where and on what a run happens, not what it computes: left out of config_hash.
 ENVIRONMENT_KEYS = frozenset({
@@ -69,17 +69,20 @@ def _fraction(value: float, key: str, *, low_open: bool = False, high_open: bool
 class DataConfig:
     """Which images, for which task, and how they become the network's input (the model card's PreprocessSpec).
 
-    ``dataset``: "busi" (class folders) or "mini-mias" (Info.txt ground truth, patients from film pairs);
+    ``dataset``: "busi" (class folders), "bus-bra" (bus_data.csv, patients from its Case column),
+    "busi+bus-bra" (both, one after the other) or "mini-mias" (Info.txt ground truth, patients from film pairs);
     ``task``: one of busi_viewer.core.labels.TASKS, which fixes the output classes and their order.
-    ``root`` "" = the dataset's environment variable (BUSI_DATA, MIAS_DATA); ``cache_dir`` "" = user cache
-    folder / training. ``lesion_crops`` (mini-MIAS): train on the square around each film's first localised
-    finding instead of the whole film (films without one are left out): a region-of-interest classifier.
-    ``mean``/``std`` empty = the normalisation of the pretrained weights (Lite0: 0.5; others: ImageNet).
+    ``root`` "" = the dataset's environment variable (BUSI_DATA, BUSBRA_DATA, MIAS_DATA; for "busi+bus-bra" the
+    BUSI folder); ``busbra_root``: the BUS-BRA folder of "busi+bus-bra" ("" = $BUSBRA_DATA); ``cache_dir`` "" =
+    user cache folder / training. ``lesion_crops`` (mini-MIAS): train on the square around each film's first
+    localised finding instead of the whole film (films without one are left out): a region-of-interest classifier.
+    ``mean``/``std`` empty = the normalisation of the pretrained weights (Lite0/1/2: 0.5; others: ImageNet).
     """
 
     dataset: str = "busi"
     task: str = "three-class"
     root: str = ""
+    busbra_root: str = ""
     cache_dir: str = ""
     input_size: int = 224
     resize_policy: str = "stretch"
@@ -111,7 +114,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Backbone, ImageNet weights ("package": the offline Lite0 weights; "hub"; "none"; or a weights file path),
+    """Backbone, ImageNet weights ("package": the offline Lite0/1/2 weights; "hub"; "none"; or a weights file path),
     dropout before the new linear head, and the fraction of backbone layers to freeze (issue #7)."""
 
     arch: str = LITE0_ARCHITECTURE
@@ -356,8 +359,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.model.pretrained == "package":
-            _check(self.model.arch == LITE0_ARCHITECTURE, "model.pretrained",
-                   f"'package' holds ImageNet weights for {LITE0_ARCHITECTURE} only; for {self.model.arch} use "
+            _check(self.model.arch in OFFLINE_ARCHITECTURES, "model.pretrained",
+                   f"'package' holds ImageNet weights for {', '.join(OFFLINE_ARCHITECTURES)} only; for "
+                   f"{self.model.arch} use "
                    "'hub' (where the model hub is reachable) or the path of a .safetensors/.pth weights file")
         if self.augment.enabled and self.augment.apply_to == "copies":
             _check(self.balance.oversample_minority, "augment.apply_to",
@@ -383,11 +387,11 @@ class TrainConfig:
         return wanted if wanted in self.class_names else self.class_names[-1]
 
     def normalisation(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-        """(mean, std): data.mean/std when given, else the pretrained weights' own (Lite0 0.5, others ImageNet)."""
+        """(mean, std): data.mean/std when given, else the pretrained weights' own (Lite0/1/2 0.5, others ImageNet)."""
         if self.data.mean:
             return tuple(self.data.mean), tuple(self.data.std)  # type: ignore[return-value]
-        if self.model.arch == LITE0_ARCHITECTURE:
-            return LITE0_MEAN, LITE0_STD
+        if self.model.arch in OFFLINE_ARCHITECTURES:
+            return PACKAGED_MEAN, PACKAGED_STD
         return IMAGENET_MEAN, IMAGENET_STD
 
     def preprocess_spec(self) -> PreprocessSpec:

@@ -61,8 +61,9 @@ class DataError(BusiViewerError, ValueError):
 class Sample:
     """One image: absolute ``path``, class index into the index's class names and the name, its mask files
     (merge order), and ``relpath``, the POSIX path relative to the data root ("benign/benign (1).png") used in
-    manifests. mini-MIAS images have lesion ``circles`` instead of mask files ((row, column, radius) in image
-    pixels) and their ``patient`` as the group a split must keep together ("" = none known)."""
+    manifests (in a multi-source index prefixed with the source: "bus-bra/Images/bus_0001-l.png"). mini-MIAS
+    images have lesion ``circles`` instead of mask files ((row, column, radius) in image pixels); mini-MIAS and
+    BUS-BRA images have their ``patient`` as the group a split must keep together ("" = none known)."""
 
     path: Path
     label_index: int
@@ -72,12 +73,14 @@ class Sample:
     circles: tuple[tuple[int, int, int], ...] = ()
     patient: str = ""
     crop: tuple[int, int, int, int] | None = None  # (top, left, bottom, right) of the region used, in image pixels
+    source: str = ""  # the data set the image comes from ("busi", "bus-bra", "mini-mias")
+    device: str = ""  # the scanner, where the data set records it (BUS-BRA)
 
 
 @dataclass(frozen=True)
 class BusiIndex:
     """The samples of a dataset for one task, classes in ``class_names`` order (BUSI: class folders in natural
-    order; mini-MIAS: reference order).
+    order; mini-MIAS: reference order; BUS-BRA: bus_data.csv order; several sources: one after the other).
 
     Behaves as a read-only sequence of :class:`Sample`. Content hashes are computed on first use and kept.
     """
@@ -86,6 +89,7 @@ class BusiIndex:
     samples: tuple[Sample, ...]
     class_names: tuple[str, ...] = CLASS_NAMES
     dataset: str = "busi"
+    roots: tuple[tuple[str, str], ...] = ()  # (source, folder) of each source of a multi-source index
     _hashes: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -105,6 +109,11 @@ class BusiIndex:
     @property
     def relpaths(self) -> list[str]:
         return [s.relpath for s in self.samples]
+
+    @property
+    def sources(self) -> np.ndarray:
+        """(N,) str: the source of every sample."""
+        return np.array([s.source or self.dataset for s in self.samples], dtype=np.str_)
 
     def class_counts(self) -> dict[str, int]:
         counts = np.bincount(self.labels, minlength=len(self.class_names))
@@ -213,15 +222,63 @@ def index_mias(root: Path | str | None = None, task: str = "benign-vs-malignant"
             raise DataError(f"{path} is listed in Info.txt but missing")
         samples.append(Sample(path=path, label_index=class_names.index(name), class_name=name, mask_paths=(),
                               relpath=path.relative_to(base).as_posix(), circles=image.circles,
-                              patient=f"patient-{image.patient:03d}", crop=crop))
+                              patient=f"patient-{image.patient:03d}", crop=crop, source="mini-mias"))
     return BusiIndex(root=base, samples=tuple(samples), class_names=class_names, dataset="mini-mias")
 
 
-def index_dataset(dataset: str, root: Path | str | None, task: str, lesion_crops: bool = False) -> BusiIndex:
-    """The index of ``dataset`` ("busi" or "mini-mias") at ``root`` for ``task`` (crops: mini-MIAS only)."""
+def index_busbra(root: Path | str | None = None, task: str = "three-class") -> BusiIndex:
+    """Index BUS-BRA (see :mod:`training.busbra`) for ``task``: ``Images/bus_NNNN-x.png`` in bus_data.csv order,
+    each with its lesion mask, its patient (``Case``) as split group and its scanner as ``device``.
+
+    BUS-BRA has benign and malignant images only; in the three-class task they keep those classes, and no image
+    is normal (see :mod:`training.partial_labels` for what that means for training).
+    """
+    from training.busbra import read_bus_data, resolve_busbra_root
+
+    base = resolve_busbra_root(root)
+    class_names = TASKS[task]
+    samples = []
+    for image in read_bus_data(base):
+        name = task_class(image.pathology, task)
+        samples.append(Sample(path=base / image.image_relpath, label_index=class_names.index(name),
+                              class_name=name, mask_paths=(base / image.mask_relpath,),
+                              relpath=image.image_relpath, patient=image.patient, source="bus-bra",
+                              device=image.scanner))
+    return BusiIndex(root=base, samples=tuple(samples), class_names=class_names, dataset="bus-bra")
+
+
+MULTI_SOURCE = {"busi+bus-bra": ("busi", "bus-bra")}
+"""Data sets that combine several sources, and their sources in index order."""
+
+
+def combine_indexes(indexes: Sequence[BusiIndex], name: str) -> BusiIndex:
+    """One index over several sources' indexes of the same task: every sample's ``relpath`` is prefixed with its
+    source ("busi/benign/benign (1).png"), so files of different sources never collide in manifests. ``root``
+    is the first source's; ``roots`` names each source's."""
+    class_names = indexes[0].class_names
+    if any(index.class_names != class_names for index in indexes):
+        raise DataError("sources of one index must be indexed for the same task")
+    samples = tuple(dataclasses.replace(s, relpath=f"{index.dataset}/{s.relpath}", source=index.dataset)
+                    for index in indexes for s in index.samples)
+    return BusiIndex(root=indexes[0].root, samples=samples, class_names=class_names, dataset=name,
+                     roots=tuple((index.dataset, str(index.root)) for index in indexes))
+
+
+def index_dataset(dataset: str, root: Path | str | None, task: str, lesion_crops: bool = False,
+                  roots: Mapping[str, Path | str | None] | None = None) -> BusiIndex:
+    """The index of ``dataset`` ("busi", "bus-bra", "mini-mias" or a :data:`MULTI_SOURCE` name) for ``task``
+    (crops: mini-MIAS only). ``root`` is a single source's folder; a multi-source data set takes each source's
+    folder from ``roots`` (a missing one: that source's environment variable)."""
+    if dataset in MULTI_SOURCE:
+        roots = roots or {}
+        return combine_indexes([index_dataset(source, roots.get(source), task) for source in MULTI_SOURCE[dataset]],
+                               dataset)
     if dataset == "mini-mias":
         return index_mias(root, task, lesion_crops)
-    return index_busi(root, task)
+    if dataset == "bus-bra":
+        return index_busbra(root, task)
+    index = index_busi(root, task)
+    return dataclasses.replace(index, samples=tuple(dataclasses.replace(s, source="busi") for s in index.samples))
 
 
 def sample_image(sample: Sample) -> np.ndarray:
@@ -537,13 +594,15 @@ class BusiDataset(Dataset):
 
     ``positions``: cache indices, repeats allowed (balancing copies). ``augment``/``augment_flags``: which
     items are augmented (None = no augmentation; flags None = every item). ``overlay_strength`` > 0 draws the
-    lesion mask into every item (use it for training items only). Call :meth:`set_epoch` before each epoch:
-    the epoch lives in shared memory, so persistent DataLoader workers see it too.
+    lesion mask into every item (use it for training items only). ``targets``: what each item yields instead of
+    its label (the label with its source's label set, :mod:`training.partial_labels`; None = the label).
+    Call :meth:`set_epoch` before each epoch: the epoch lives in shared memory, so persistent DataLoader workers
+    see it too.
     """
 
     def __init__(self, cache: ImageCache, positions: Sequence[int] | np.ndarray, spec: PreprocessSpec, *,
                  augment: AugmentConfig | None = None, augment_flags: Sequence[bool] | np.ndarray | None = None,
-                 overlay_strength: float = 0.0, seed: int = 0):
+                 overlay_strength: float = 0.0, seed: int = 0, targets: Sequence[int] | np.ndarray | None = None):
         cache.check_spec(spec)
         self.cache = cache
         self.spec = spec
@@ -551,6 +610,9 @@ class BusiDataset(Dataset):
         if self.positions.size and (self.positions.min() < 0 or self.positions.max() >= len(cache)):
             raise IndexError(f"positions must index the {len(cache)} cached images")
         self._labels = cache.labels[self.positions]
+        self._targets = self._labels if targets is None else np.asarray(targets, dtype=np.int64)
+        if self._targets.shape != self._labels.shape:
+            raise ValueError("targets needs one target per position")
         enabled = augment is not None and augment.enabled
         if not enabled:
             flags = np.zeros(self.positions.size, dtype=bool)
@@ -593,20 +655,22 @@ class BusiDataset(Dataset):
         return image
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(normalise(self.image(i), self.spec)), int(self._labels[i])
+        return torch.from_numpy(normalise(self.image(i), self.spec)), int(self._targets[i])
 
 
 def make_datasets(cache: ImageCache, splits: Mapping[str, Sequence[int] | np.ndarray], config: TrainConfig,
-                  seed: int) -> dict[str, BusiDataset]:
+                  seed: int, targets: np.ndarray | None = None) -> dict[str, BusiDataset]:
     """One dataset per split name. Only "train" gets the mask overlay (when ``config.overlay.enabled``),
     minority oversampling (``config.balance.oversample_minority``) and augmentation (per
-    ``config.augment.apply_to``); every other split is served as cached, only normalised."""
+    ``config.augment.apply_to``); every other split is served as cached, only normalised. ``targets``: (N,) per
+    cached image, what its items yield instead of the label (see :class:`BusiDataset`)."""
     spec = config.preprocess_spec()
     out: dict[str, BusiDataset] = {}
     for name, indices in splits.items():
         indices = np.asarray(indices, dtype=np.int64)
         if name != "train":
-            out[name] = BusiDataset(cache, indices, spec, seed=seed)
+            out[name] = BusiDataset(cache, indices, spec, seed=seed,
+                                    targets=None if targets is None else targets[indices])
             continue
         labels = cache.labels[indices]
         if config.balance.oversample_minority:
@@ -623,7 +687,8 @@ def make_datasets(cache: ImageCache, splits: Mapping[str, Sequence[int] | np.nda
             flags = is_copy
         strength = config.overlay.strength if config.overlay.enabled else 0.0
         out[name] = BusiDataset(cache, positions, spec, augment=config.augment, augment_flags=flags,
-                                overlay_strength=strength, seed=seed)
+                                overlay_strength=strength, seed=seed,
+                                targets=None if targets is None else targets[positions])
     return out
 
 

@@ -158,7 +158,9 @@ def _run_epoch(model, loader, loss_fn, device, optimizer=None, grad_clip_norm=No
                 if batch_scheduler is not None:
                     batch_scheduler.step()
             n = targets.shape[0]
-            totals += torch.tensor([loss.item() * n, (logits.argmax(1) == targets).sum().item(), n], dtype=torch.float64)
+            # A target may carry its source's label set (training.partial_labels): its class is target % K.
+            correct = (logits.argmax(1) == targets % logits.shape[1]).sum().item()
+            totals += torch.tensor([loss.item() * n, correct, n], dtype=torch.float64)
             if progress is not None:
                 progress.update(n)
     if dist.is_available() and dist.is_initialized():

@@ -20,12 +20,12 @@ from busi_viewer.inference.model_card import ModelCard
 from busi_viewer.inference.predictor import Predictor
 from training import plots
 from training.config import TrainConfig, load_config
-from training.data import Sample, index_dataset, sample_image, sample_mask
+from training.data import Sample, sample_image, sample_mask
 from training.engine import BEST_WEIGHTS
 from training.export import DATASET_CITATION, SPLIT_GROUP
 from training.explain_eval import randomisation_check, score_maps, summarise_scores, tune_threshold
 from training.metrics import fit_temperature, roc_curve, softmax, summarise, threshold_for_sensitivity
-from training.pipeline import Predictions, audit_groups_csv
+from training.pipeline import Predictions, audit_groups_csv, index_for
 from training.report import write_report
 from training.splits import read_audit_groups, read_split_manifest
 
@@ -92,7 +92,8 @@ def run_evaluate(run_dir: Path, progress: bool = True) -> dict:
 
     class_names, positive = config.class_names, config.positive_class
 
-    def metrics_of(p: Predictions, t: float, keep: np.ndarray | None = None, operating_point: bool = True) -> dict:
+    def metrics_of(p: Predictions, t: float = temperature, keep: np.ndarray | None = None,
+                   operating_point: bool = True) -> dict:
         keep = np.ones(len(p.labels), bool) if keep is None else keep
         groups = p.groups[keep] if config.eval.bootstrap_by_group and np.all(p.groups != "") else None
         return summarise(p.labels[keep], softmax(p.logits[keep], t), threshold=threshold if operating_point else None,
@@ -116,14 +117,16 @@ def run_evaluate(run_dir: Path, progress: bool = True) -> dict:
         if free.any():
             results["test_duplicate_free"] = metrics_of(test, temperature, free)
 
+    index = index_for(config, fit_info.get("data_roots") or {config.data.dataset: fit_info["data_root"]})
+    samples = {sample.relpath: sample for sample in index}
+    results.update(by_source_and_device(test, val, samples, metrics_of))
+
     device = torch.device("cpu")
     model = _load_model(run_dir, config, device)
     card = ModelCard(name=config.name, version="eval", architecture=config.model.arch, class_names=class_names,
                      preprocess=config.preprocess_spec(), calibration_temperature=temperature,
                      thresholds={positive: threshold} if threshold is not None else {})
     predictor = Predictor(model, card, device)
-    index = index_dataset(config.data.dataset, fit_info["data_root"], config.data.task, config.data.lesion_crops)
-    samples = {sample.relpath: sample for sample in index}
     level = tune_threshold(score_maps(predictor, _images_with_masks(samples, val)))
     test_scores = score_maps(predictor, _images_with_masks(samples, test))
     results["explanations"] = summarise_scores(test_scores, class_names, level)
@@ -138,6 +141,23 @@ def run_evaluate(run_dir: Path, progress: bool = True) -> dict:
                  positive=positive, data=DATASET_CITATION[config.data.dataset],
                  groups=SPLIT_GROUP[config.data.dataset])
     return results
+
+
+def by_source_and_device(test: Predictions, val: Predictions, samples: dict[str, Sample], metrics_of) -> dict:
+    """Per-source test and validation metrics (a multi-source run), and per-scanner test metrics where the data
+    set records the scanner (BUS-BRA); {} for a single source without scanners. ``metrics_of(predictions,
+    temperature, keep)`` is the run's summariser; the temperature is the run's (passed by the caller's closure)."""
+    out: dict = {}
+    for name, predictions in (("test", test), ("validation", val)):
+        sources = np.array([samples[str(f)].source for f in predictions.files])
+        if np.unique(sources).size > 1:
+            out[f"{name}_by_source"] = {str(source): metrics_of(predictions, keep=sources == source)
+                                        for source in np.unique(sources)}
+    devices = np.array([samples[str(f)].device for f in test.files])
+    if (devices != "").any():
+        out["test_by_device"] = {str(device): metrics_of(test, keep=devices == device)
+                                 for device in np.unique(devices[devices != ""])}
+    return out
 
 
 def _figures(run_dir: Path, results: dict, test: Predictions, temperature: float, predictor: Predictor,

@@ -24,6 +24,7 @@ from training.config import TrainConfig, config_hash, to_toml
 from training.data import BusiDataset, BusiIndex, index_dataset, load_or_build_cache, make_datasets
 from training.data import balanced_sample_weights
 from training.engine import FitSettings, fit, init_distributed, seed_everything
+from training.partial_labels import encode_targets, label_sets
 from training.recipe import build_loss, build_model, build_optimizer, build_scheduler, steps_per_batch
 from training.splits import (
     SPLIT_NAMES,
@@ -72,28 +73,67 @@ def audit_groups_csv(config: TrainConfig) -> Path:
 
 def split_groups(config: TrainConfig, index: BusiIndex) -> tuple[list[str], frozenset[str]]:
     """(group of every sample, groups that must stay in training) for a grouped split: the patient where the
-    dataset knows it (mini-MIAS: the two films of one woman), else the audit's near-duplicate groups (BUSI)."""
-    if index.samples and all(sample.patient for sample in index.samples):
-        return [sample.patient for sample in index.samples], frozenset()
-    return read_audit_groups(audit_groups_csv(config), index.relpaths)
+    dataset knows it (mini-MIAS: the two films of one woman; BUS-BRA: its Case), else the audit's near-duplicate
+    groups (BUSI). In a multi-source index every group is prefixed with its source ("bus-bra:case-0001")."""
+    multi = bool(index.roots)
+    unknown = [i for i, sample in enumerate(index.samples) if not sample.patient]
+    groups = [sample.patient for sample in index.samples]
+    conflicting: frozenset[str] = frozenset()
+    if unknown:
+        files = [_within_source(index.samples[i].relpath, multi) for i in unknown]
+        audit, conflicting = read_audit_groups(audit_groups_csv(config), files)
+        for i, group in zip(unknown, audit):
+            groups[i] = group
+    if not multi:
+        return groups, conflicting
+    sources = index.sources
+    prefixed = [f"{source}:{group}" for source, group in zip(sources, groups)]
+    return prefixed, frozenset(prefixed[i] for i in unknown if groups[i] in conflicting)
+
+
+def _within_source(relpath: str, multi_source: bool) -> str:
+    """A multi-source index prefixes relpaths with the source; the audit of one source lists them without."""
+    return relpath.split("/", 1)[1] if multi_source else relpath
 
 
 def make_splits(config: TrainConfig, index: BusiIndex, fold: int | None) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Index arrays per split name, and the group id of every sample ("" when the protocol has no groups)."""
-    labels = index.labels
+    """Index arrays per split name, and the group id of every sample ("" when the protocol has no groups).
+
+    A multi-source index is split source by source, each exactly as it would be alone, and the parts are joined:
+    every part holds each source's classes in proportion, and a source's split (BUSI's held-out test images, its
+    CV folds) is the one its single-source models used, so their numbers compare on the same images.
+    """
     split = config.split
-    if split.strategy == "stratified_random":
-        parts = stratified_random_split(labels, split.fractions, split.seed)
-        return dict(zip(SPLIT_NAMES, parts)), [""] * len(index)
-    groups, conflicting = split_groups(config, index)
-    if fold is None or split.folds == 0:
-        parts = grouped_stratified_split(labels, groups, conflicting, split.fractions, split.seed)
-        return dict(zip(SPLIT_NAMES, parts)), groups
-    val_share = split.fractions[1] / (split.fractions[0] + split.fractions[1])
-    folds = grouped_stratified_kfold(labels, groups, split.folds, split.seed, exclude_from_test=conflicting,
-                                     val_fraction=val_share)
-    chosen = folds[fold]
-    return {"train": chosen.train, "val": chosen.val, "test": chosen.test}, groups
+    grouped = split.strategy != "stratified_random"
+    groups, conflicting = split_groups(config, index) if grouped else ([""] * len(index), frozenset())
+    sources = index.sources
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in SPLIT_NAMES}
+    for source in dict.fromkeys(sources.tolist()):
+        members = np.flatnonzero(sources == source)
+        labels = index.labels[members]
+        if not grouped:
+            chosen = stratified_random_split(labels, split.fractions, split.seed)
+        elif fold is None or split.folds == 0:
+            chosen = grouped_stratified_split(labels, [groups[i] for i in members], conflicting, split.fractions,
+                                              split.seed)
+        else:
+            val_share = split.fractions[1] / (split.fractions[0] + split.fractions[1])
+            folds = grouped_stratified_kfold(labels, [groups[i] for i in members], split.folds, split.seed,
+                                             exclude_from_test=conflicting, val_fraction=val_share)
+            chosen = (folds[fold].train, folds[fold].val, folds[fold].test)
+        for name, positions in zip(SPLIT_NAMES, chosen):
+            parts[name].append(members[positions])
+    return {name: np.sort(np.concatenate(p)).astype(np.int64) for name, p in parts.items()}, groups
+
+
+def index_for(config: TrainConfig, roots: dict[str, str] | None = None) -> BusiIndex:
+    """The index a config trains on: its data set's folders from ``roots`` (a run's fit.json ``data_roots``, by
+    source) when given, else from the config (data.root, data.busbra_root), else the environment variables."""
+    data = config.data
+    if roots:
+        return index_dataset(data.dataset, roots.get(data.dataset), data.task, data.lesion_crops, roots=roots)
+    by_source = {"busi": data.root or None, "bus-bra": data.busbra_root or None}
+    return index_dataset(data.dataset, data.root or None, data.task, data.lesion_crops, roots=by_source)
 
 
 @torch.inference_mode()
@@ -125,25 +165,26 @@ def run_fit(config: TrainConfig, out_dir: Path, *, seed: int | None = None, fold
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    index = index_dataset(config.data.dataset, config.data.root or None, config.data.task, config.data.lesion_crops)
+    index = index_for(config)
     spec = config.preprocess_spec()
     cache = load_or_build_cache(index, spec, config.data.cache_dir or None, threads=config.data.decode_threads,
                                 progress=progress and distributed.is_main)
     splits, groups = make_splits(config, index, fold)
-    datasets = make_datasets(cache, splits, config, seed)
+    classes = len(config.class_names)
+    set_codes, allowed = label_sets(list(index.sources), config.class_names)
+    datasets = make_datasets(cache, splits, config, seed, encode_targets(index.labels, set_codes, classes))
     shas = index.sha256s()
     if distributed.is_main:
         (out_dir / "config.toml").write_text(to_toml(config), encoding="utf-8")
         write_split_manifest(out_dir / "split_manifest.csv", index.relpaths, shas, groups,
-                             assignment_from_indices(len(index), splits))
+                             assignment_from_indices(len(index), splits), sources=list(index.sources))
 
     seed_everything(seed)
-    classes = len(config.class_names)
     model, load_report, freezing = build_model(config.model, classes)
     optimizer = build_optimizer(config, model)
     scheduler = build_scheduler(config, optimizer)
     train_labels = datasets["train"].labels
-    loss_fn = build_loss(config, train_labels, classes, device)
+    loss_fn = build_loss(config, train_labels, classes, device, allowed)
     settings = FitSettings(
         max_epochs=config.train.max_epochs, batch_size=config.train.batch_size, out_dir=out_dir,
         patience=config.train.patience if config.train.early_stopping else None, min_delta=config.train.min_delta,
@@ -174,7 +215,9 @@ def run_fit(config: TrainConfig, out_dir: Path, *, seed: int | None = None, fold
         summary = {
             "config": config.name, "config_hash": config_hash(config), "seed": seed, "fold": fold,
             "device": describe_device(device), "threads": threads, "world_size": distributed.world_size,
-            "torch": torch.__version__, "data_root": str(index.root), "data_manifest_sha256": index.manifest_sha256(),
+            "torch": torch.__version__, "data_root": str(index.root), "data_roots": dict(index.roots),
+            "data_manifest_sha256": index.manifest_sha256(),
+            "images_per_source": {str(k): int(v) for k, v in zip(*np.unique(index.sources, return_counts=True))},
             "n_images": len(index), "split_sizes": {k: int(v.size) for k, v in splits.items()},
             "train_items_per_epoch": len(datasets["train"]),
             "pretrained": None if load_report is None else load_report.source,

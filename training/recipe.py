@@ -13,6 +13,7 @@ from busi_viewer.inference.pretrained import LoadReport, load_imagenet_backbone
 from training.config import ConfigError, ModelConfig, TrainConfig
 from training.freezing import FreezingPlan, freeze_backbone
 from training.data import class_weights
+from training.partial_labels import PartialLabelCrossEntropy
 
 
 def build_model(config: ModelConfig, num_classes: int) -> tuple[ImageClassifier, LoadReport | None, FreezingPlan]:
@@ -76,12 +77,19 @@ def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> to
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def build_loss(config: TrainConfig, train_labels: np.ndarray, num_classes: int, device: torch.device) -> nn.Module:
-    """Cross-entropy with the configured label smoothing and (optionally) class weights from training labels."""
+def build_loss(config: TrainConfig, train_labels: np.ndarray, num_classes: int, device: torch.device,
+               allowed: np.ndarray | None = None) -> nn.Module:
+    """Cross-entropy with the configured label smoothing and (optionally) class weights from training labels.
+
+    ``allowed`` (S, K) bool: the label sets of sources that cannot name every class (see
+    :mod:`training.partial_labels`); with more than the all-classes set, the loss is restricted per target.
+    """
     loss = config.loss
     if loss.name != "cross_entropy":
         raise ConfigError(f"loss.name: unknown loss {loss.name!r}")
     weight = None
     if loss.class_weights == "balanced":
         weight = torch.as_tensor(class_weights(train_labels, num_classes), dtype=torch.float32, device=device)
+    if allowed is not None and len(allowed) > 1:
+        return PartialLabelCrossEntropy(allowed, weight, loss.label_smoothing).to(device)
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=loss.label_smoothing)

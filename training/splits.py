@@ -32,6 +32,7 @@ from busi_viewer.core.errors import BusiViewerError
 
 SPLIT_NAMES = ("train", "val", "test")
 MANIFEST_COLUMNS = ("file", "sha256", "group", "split")
+SOURCE_COLUMN = "source"  # written after MANIFEST_COLUMNS when the images come from several data sets
 GROUPS_COLUMNS = ("file", "class", "group_id", "group_size", "conflicting")
 
 
@@ -215,12 +216,14 @@ def _assign_free(labels: np.ndarray, codes: np.ndarray, k: int, forced: np.ndarr
 
 @dataclass(frozen=True)
 class ManifestRow:
-    """One line of a split manifest: ``file`` relative to the data root (POSIX), its SHA-256, group, split."""
+    """One line of a split manifest: ``file`` relative to the data root (POSIX), its SHA-256, group, split, and
+    the data set it comes from ("" in single-source manifests, which have no source column)."""
 
     file: str
     sha256: str
     group: str
     split: str
+    source: str = ""
 
 
 def assignment_from_indices(n: int, parts: Mapping[str, np.ndarray | Sequence[int]]) -> list[str]:
@@ -243,14 +246,23 @@ def indices_from_assignment(assignment: Sequence[str], name: str) -> np.ndarray:
 
 
 def write_split_manifest(path: Path | str, files: Sequence[str], sha256s: Sequence[str],
-                         groups: Sequence[Hashable], splits: Sequence[str]) -> None:
-    """Write ``file,sha256,group,split`` rows (UTF-8 CSV) atomically; all sequences have one entry per sample."""
+                         groups: Sequence[Hashable], splits: Sequence[str],
+                         sources: Sequence[str] | None = None) -> None:
+    """Write ``file,sha256,group,split`` rows (UTF-8 CSV) atomically; all sequences have one entry per sample.
+    With ``sources`` naming more than one data set, a ``source`` column follows."""
     if not len(files) == len(sha256s) == len(groups) == len(splits):
         raise SplitError("files, sha256s, groups and splits must have one entry per sample")
+    columns: list[Sequence] = [files, sha256s, groups, splits]
+    header = list(MANIFEST_COLUMNS)
+    if sources is not None and len(set(sources)) > 1:
+        if len(sources) != len(files):
+            raise SplitError("sources must have one entry per sample")
+        columns.append(sources)
+        header.append(SOURCE_COLUMN)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(MANIFEST_COLUMNS)
-    for row in zip(files, sha256s, groups, splits):
+    writer.writerow(header)
+    for row in zip(*columns):
         writer.writerow([str(value) for value in row])
     with atomic_write(path, "w", encoding="utf-8", newline="") as handle:
         handle.write(buffer.getvalue())
@@ -262,10 +274,12 @@ def read_split_manifest(path: Path | str) -> list[ManifestRow]:
     try:
         with path.open(encoding="utf-8", newline="") as handle:
             reader = csv.DictReader(handle)
-            if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
-                raise SplitError(f"{path}: expected columns {','.join(MANIFEST_COLUMNS)}, "
-                                 f"got {','.join(reader.fieldnames or ())}")
-            return [ManifestRow(r["file"], r["sha256"], r["group"], r["split"]) for r in reader]
+            header = tuple(reader.fieldnames or ())
+            if header not in (MANIFEST_COLUMNS, (*MANIFEST_COLUMNS, SOURCE_COLUMN)):
+                raise SplitError(f"{path}: expected columns {','.join(MANIFEST_COLUMNS)}[,{SOURCE_COLUMN}], "
+                                 f"got {','.join(header)}")
+            return [ManifestRow(r["file"], r["sha256"], r["group"], r["split"], r.get(SOURCE_COLUMN, ""))
+                    for r in reader]
     except OSError as exc:
         raise SplitError(f"cannot read split manifest {path}: {exc.strerror or exc}") from exc
 
