@@ -20,7 +20,7 @@ from training.partial_labels import PartialLabelCrossEntropy, encode_targets, la
 from training.pipeline import make_splits
 from training.splits import read_split_manifest, write_split_manifest
 
-from tests.helpers.datasets import write_busbra, write_busi
+from tests.helpers.datasets import DEVICES, write_busbra, write_busi
 
 @pytest.fixture(scope="module")
 def busbra_root(tmp_path_factory) -> Path:
@@ -190,3 +190,24 @@ def test_real_busbra_has_the_published_counts():
     for image in images:
         by_case.setdefault(image.case, set()).add(image.pathology)
     assert all(len(p) == 1 for p in by_case.values())  # a patient's images share one pathology
+
+
+def test_audit_of_both_sources_finds_a_copy_across_them(busi_root, busbra_root, tmp_path):
+    from training.audit import index_items, run_audit
+
+    busbra = _copy(busbra_root, tmp_path / "busbra")
+    # BUS-BRA "patient 99" is a re-encoded copy of a BUSI image: the audit must group them across the sources
+    pixels = np.asarray(Image.open(busi_root / "benign" / "benign (3).png").convert("L"))
+    Image.fromarray(pixels).save(busbra / "Images" / "bus_0099-s.png", compress_level=9)
+    Image.fromarray(np.zeros_like(pixels)).save(busbra / "Masks" / "mask_0099-s.png")
+    with (busbra / "bus_data.csv").open("a", newline="") as handle:
+        csv.writer(handle).writerow(["bus_0099-s", 99, "fibroadenoma", "benign", 3, DEVICES[0], 1, 1, "single", ""])
+    index = index_dataset("busi+bus-bra", None, "three-class", roots={"busi": busi_root, "bus-bra": busbra})
+    result = run_audit(index.root, tmp_path / "audit", progress=False, items=index_items(index), title="busi+bus-bra")
+    pair = {(result.entries[p.a].relative, result.entries[p.b].relative, p.kind) for p in result.pairs}
+    assert ("busi/benign/benign (3).png", "bus-bra/Images/bus_0099-s.png", "exact") in pair
+    manifest = {row["file"]: row for row in csv.DictReader((tmp_path / "audit" / "manifest.csv").open())}
+    assert manifest["bus-bra/Images/bus_0001-l.png"]["mask_files"] == "bus-bra/Masks/mask_0001-l.png"
+    assert manifest["busi/malignant/malignant (1).png"]["mask_files"] == (
+        "busi/malignant/malignant (1)_mask.png;busi/malignant/malignant (1)_mask_1.png")
+    assert (tmp_path / "audit" / "summary.md").read_text().startswith("# Data audit: busi+bus-bra")

@@ -92,11 +92,13 @@ class AuditResult:
     root: Path
     out_dir: Path
     entries: list[ImageEntry]
+    paths: list[Path]  # the file of each entry
     pairs: list[DuplicatePair]  # exact + near: the edges of the groups
     review_pairs: list[DuplicatePair]
     group_ids: list[int]
     seconds: dict[str, float]
     files: dict[str, Path]
+    title: str = "BUSI"
 
     @property
     def groups(self) -> dict[int, list[int]]:
@@ -129,11 +131,44 @@ def _grey(record) -> np.ndarray:
     return cv2.cvtColor(record.rgb, cv2.COLOR_RGB2GRAY)
 
 
-def _describe(path: Path, root: Path) -> tuple[ImageEntry, nd.MatchFeatures | None]:
+@dataclass(frozen=True)
+class AuditItem:
+    """One image to audit: its file, the name it is listed under (POSIX, unique in the audit), its class
+    ("" = unknown) and its masks as (file, listed name) pairs (None: BUSI-style masks beside the image)."""
+
+    path: Path
+    relative: str
+    label: str
+    masks: tuple[tuple[Path, str], ...] | None = None
+
+
+def busi_folder_items(root: Path, out: Path) -> list[AuditItem]:
+    """Every image below a BUSI-layout ``root`` (class = its class folder), leaving out the audit's own ``out``."""
+    items = []
+    for path in scan_folder(root).images:
+        if path.resolve().is_relative_to(out.resolve()):
+            continue  # the output folder may sit inside the dataset: never audit our own figures
+        relative = path.relative_to(root).as_posix()
+        top = relative.split("/", 1)[0]
+        items.append(AuditItem(path, relative, top if top in CLASS_NAMES and "/" in relative else ""))
+    return items
+
+
+def index_items(index) -> list[AuditItem]:
+    """The images of a training index (any source, or several: their relpaths carry the source)."""
+    roots = dict(index.roots)
+    items = []
+    for s in index:
+        root = Path(roots[s.source]) if s.source in roots else index.root
+        prefix = f"{s.source}/" if s.source in roots else ""
+        masks = tuple((m, prefix + m.relative_to(root).as_posix()) for m in s.mask_paths)
+        items.append(AuditItem(s.path, s.relpath, s.class_name, masks))
+    return items
+
+
+def _describe(item: AuditItem) -> tuple[ImageEntry, nd.MatchFeatures | None]:
     """Manifest entry, hashes, annotation flags and matching features of one image (never raises)."""
-    relative = path.relative_to(root).as_posix()
-    top = relative.split("/", 1)[0]
-    label = top if top in CLASS_NAMES and "/" in relative else ""
+    path, relative, label = item.path, item.relative, item.label
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -151,8 +186,10 @@ def _describe(path: Path, root: Path) -> tuple[ImageEntry, nd.MatchFeatures | No
     entry.pixel_sha256 = digest.hexdigest()
     entry.height, entry.width = record.shape
     entry.mode = record.attributes.get("Mode", record.photometric)
-    masks = find_mask_files(path)
-    entry.mask_files = [m.relative_to(root).as_posix() for m in masks]
+    folder = relative.rsplit("/", 1)[0] + "/" if "/" in relative else ""
+    listed = item.masks if item.masks is not None else [(m, folder + m.name) for m in find_mask_files(path)]
+    masks = [m for m, _ in listed]
+    entry.mask_files = [name for _, name in listed]
     if masks:
         try:
             entry.mask_empty = not bool(load_mask(masks, record.shape).any())
@@ -335,8 +372,8 @@ def _duplicate_figure(result: AuditResult) -> np.ndarray:
     tiles = []
     for pair in _example_pairs(result):
         a, b = result.entries[pair.a], result.entries[pair.b]
-        left, _ = _thumbnail(result.root / a.relative, 150)
-        right, _ = _thumbnail(result.root / b.relative, 150)
+        left, _ = _thumbnail(result.paths[pair.a], 150)
+        right, _ = _thumbnail(result.paths[pair.b], 150)
         gap = np.full((150, 4, 3), 255, np.uint8)
         kind = "REVIEW (not grouped)" if pair.kind == "review" else pair.kind
         colour = (255, 80, 80) if a.label != b.label else (255, 255, 0)
@@ -355,9 +392,10 @@ def _caliper_figure(result: AuditResult) -> np.ndarray:
     shown = flagged[: EXAMPLE_CALIPER_IMAGES - min(4, len(singles))]
     shown += [e for e in singles if e not in shown][: EXAMPLE_CALIPER_IMAGES - len(shown)]
     tiles = []
+    path_of = {entry.relative: path for entry, path in zip(result.entries, result.paths)}
     for entry in shown:
-        thumb, factor = _thumbnail(result.root / entry.relative, 200)
-        full = load_image(result.root / entry.relative).rgb
+        thumb, factor = _thumbnail(path_of[entry.relative], 200)
+        full = load_image(path_of[entry.relative]).rgb
         for x, y in entry.annotations.calipers:
             cv2.circle(thumb, (round(x * factor), round(y * factor)), 9, (255, 40, 40), 1, cv2.LINE_AA)
         for x, y, w, h in entry.annotations.text_boxes:
@@ -391,7 +429,7 @@ def _summary(result: AuditResult, n_candidates: int) -> str:
     name = lambda i: entries[i].relative  # noqa: E731
     shown = {label: label or "(no class)" for label in labels}
     lines = [
-        "# BUSI audit",
+        f"# Data audit: {result.title}",
         "",
         f"Dataset: `{result.root}`  ",
         f"Images: {len(entries)} ({', '.join(f'{shown[label]} {per_class[label]}' for label in labels)}); "
@@ -456,8 +494,10 @@ def _summary(result: AuditResult, n_candidates: int) -> str:
 
 # ------------------------------------------------------------------------------------------------ entry point
 def run_audit(busi_root: Path | str, out_dir: Path | str, progress: bool = True, *,
-              workers: int | None = None) -> AuditResult:
-    """Audit the dataset under ``busi_root`` (``<class>/<name>.png`` with masks beside) into ``out_dir``.
+              workers: int | None = None, items: list[AuditItem] | None = None, title: str = "BUSI") -> AuditResult:
+    """Audit the dataset under ``busi_root`` (``<class>/<name>.png`` with masks beside) into ``out_dir``; or,
+    with ``items``, exactly those images (any layout, several sources at once: near-duplicates are then also
+    found across sources).
 
     ``workers``: threads for reading and verification (default: CPU count, at most 4). Raises ScanError
     (a ValueError) when ``busi_root`` is not a readable folder.
@@ -469,9 +509,8 @@ def run_audit(busi_root: Path | str, out_dir: Path | str, progress: bool = True,
     threads_before = cv2.getNumThreads()
     cv2.setNumThreads(1)  # parallel over images/pairs instead: OpenCV's own threads would oversubscribe
     try:
-        # The output folder may sit inside the dataset: never audit our own figures.
-        paths = [p for p in scan_folder(root).images if not p.resolve().is_relative_to(out.resolve())]
-        described = _parallel(lambda p: _describe(p, root), paths, workers, progress, "reading images", "img")
+        items = busi_folder_items(root, out) if items is None else items
+        described = _parallel(_describe, items, workers, progress, "reading images", "img")
         entries = [entry for entry, _ in described]
         features = [feature for _, feature in described]
         t_read = time.perf_counter()
@@ -480,9 +519,11 @@ def run_audit(busi_root: Path | str, out_dir: Path | str, progress: bool = True,
         t_match = time.perf_counter()
         pairs = exact + sorted(near, key=lambda p: (p.a, p.b))
         group_ids = nd.connected_groups(len(entries), [(p.a, p.b) for p in pairs])
-        result = AuditResult(root=root, out_dir=out, entries=entries, pairs=pairs,
+        result = AuditResult(root=root, out_dir=out, entries=entries, paths=[item.path for item in items],
+                             pairs=pairs,
                              review_pairs=sorted(review, key=lambda p: (p.a, p.b)), group_ids=group_ids,
-                             seconds={"reading": t_read - started, "matching": t_match - t_read}, files={})
+                             seconds={"reading": t_read - started, "matching": t_match - t_read}, files={},
+                             title=title)
         _write_tables(result)
         _write_png(out / "duplicate_examples.png", _duplicate_figure(result))
         _write_png(out / "caliper_examples.png", _caliper_figure(result))

@@ -82,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser("audit", help="manifest, duplicates, near-duplicate groups, burned-in annotations")
     audit.add_argument("--data", type=Path, default=None, help="BUSI root (default: $BUSI_DATA)")
-    audit.add_argument("--out", type=Path, default=None, help="output folder (default: runs/audit or $BUSI_AUDIT)")
+    audit.add_argument("--dataset", default="busi", choices=("busi", "bus-bra", "busi+bus-bra"),
+                       help="what to audit: BUSI (its groups.csv is what BUSI's grouped splits read), BUS-BRA, or "
+                            "both together (near-duplicates across the sources too)")
+    audit.add_argument("--busbra", type=Path, default=None, help="BUS-BRA folder (default: $BUSBRA_DATA)")
+    audit.add_argument("--out", type=Path, default=None,
+                       help="output folder (default: runs/audit or $BUSI_AUDIT for BUSI, runs/audit-<dataset> else)")
 
     fit = commands.add_parser("fit", help="train one model into a run folder (resumes if it exists)")
     fit.add_argument("--config", default="busi_honest", help="config name in training/configs or a .toml path")
@@ -147,7 +152,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         from training.data import resolve_data_root
         from training.pipeline import default_audit_dir
 
-        result = run_audit(resolve_data_root(args.data), args.out or default_audit_dir())
+        if args.dataset == "busi":
+            result = run_audit(resolve_data_root(args.data), args.out or default_audit_dir())
+        else:
+            from training.audit import index_items
+            from training.data import index_dataset
+            from training.pipeline import RUNS_DIR
+
+            roots = {"busi": args.data, "bus-bra": args.busbra}
+            index = index_dataset(args.dataset, roots[args.dataset] if args.dataset in roots else None,
+                                  "three-class", roots=roots)
+            result = run_audit(index.root, args.out or RUNS_DIR / f"audit-{args.dataset}", items=index_items(index),
+                               title=args.dataset)
         print(result.files["summary.md"].read_text(encoding="utf-8") if "summary.md" in result.files
               else f"audit written to {result.out_dir}")
         return 0
