@@ -104,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="metrics, calibration, explanations, figures, report.md")
     evaluate.add_argument("run", type=Path)
 
+    external = commands.add_parser("score-external",
+                                   help="score an evaluated run on a source it never saw (leave-one-source-out)")
+    external.add_argument("run", type=Path)
+    external.add_argument("--source", required=True, choices=("busi", "bus-bra"))
+    external.add_argument("--data", type=Path, default=None,
+                          help="that source's folder (default: $BUSI_DATA or $BUSBRA_DATA)")
+    external.add_argument("--no-progress", action="store_true")
+
     export = commands.add_parser("export", help="turn an evaluated run into a model bundle")
     export.add_argument("run", type=Path)
     export.add_argument("--to", type=Path, default=None, help="bundle folder (default: the app's default model)")
@@ -187,6 +195,15 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         results = run_evaluate(args.run)
         print(json.dumps({k: results["test"][k] for k in ("n", "accuracy", "macro_f1", "auc_macro", "ece")}, indent=2))
+        return 0
+    if args.command == "score-external":
+        from training.external import score_external
+
+        block = score_external(args.run, args.source, args.data, progress=not args.no_progress)
+        m = block["metrics"]
+        print(json.dumps({"source": block["source"], "n": block["n"],
+                          **{k: m.get(k) for k in ("auc_malignant", "sensitivity_malignant", "specificity_malignant",
+                                                   "ece")}}, indent=2))
         return 0
     if args.command == "export":
         from busi_viewer.core.paths import default_model_dir

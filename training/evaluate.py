@@ -22,7 +22,8 @@ from training import plots
 from training.config import TrainConfig, load_config
 from training.data import Sample, sample_image, sample_mask
 from training.engine import BEST_WEIGHTS
-from training.export import DATASET_CITATION, SPLIT_GROUP
+from training.export import DATASET_CITATION, SPLIT_GROUPS
+from training.external import external_results
 from training.explain_eval import randomisation_check, score_maps, summarise_scores, tune_threshold
 from training.metrics import fit_temperature, roc_curve, softmax, summarise, threshold_for_sensitivity
 from training.pipeline import Predictions, audit_groups_csv, index_for
@@ -134,13 +135,21 @@ def run_evaluate(run_dir: Path, progress: bool = True) -> dict:
     sample = [sample_image(samples[str(f)]) for f in lesion_files[:RANDOMISATION_IMAGES]]
     results["explanations"]["randomisation_check"] = randomisation_check(predictor, sample)
 
+    external = external_results(run_dir)
+    if external:
+        results["external"] = external
     _figures(run_dir, results, test, temperature, predictor, samples, class_names)
     with atomic_write(run_dir / "metrics.json", encoding="utf-8") as handle:
         json.dump(results, handle, indent=2)
-    write_report(run_dir, results, f"{config.name}: {config.description}", class_names=class_names,
-                 positive=positive, data=DATASET_CITATION[config.data.dataset],
-                 groups=SPLIT_GROUP[config.data.dataset])
+    write_run_report(run_dir, config, results)
     return results
+
+
+def write_run_report(run_dir: Path, config: TrainConfig, results: dict) -> Path:
+    """report.md of an evaluated run from its results (metrics.json's content)."""
+    return write_report(run_dir, results, f"{config.name}: {config.description}", class_names=config.class_names,
+                        positive=config.positive_class, data=DATASET_CITATION[config.data.dataset],
+                        groups=SPLIT_GROUPS[config.data.dataset])
 
 
 def by_source_and_device(test: Predictions, val: Predictions, samples: dict[str, Sample], metrics_of) -> dict:

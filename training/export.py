@@ -12,6 +12,7 @@ from busi_viewer import __version__
 from busi_viewer.inference.architectures import build_classifier
 from busi_viewer.inference.bundle import BUNDLE_DOCUMENTS, save_bundle
 from busi_viewer.inference.model_card import ModelCard
+from training.busbra import CITATION as BUSBRA_CITATION
 from training.config import load_config
 from training.engine import BEST_WEIGHTS
 
@@ -20,11 +21,15 @@ from training.engine import BEST_WEIGHTS
 # other class has at least 30 %.
 LOW_CONFIDENCE_BELOW = {3: 0.6, 2: 0.7}
 # What each dataset (config data.dataset) is, as cards and reports state it.
-MODALITY = {"busi": "US", "mini-mias": "MG"}
-SUBJECT = {"busi": "breast ultrasound", "mini-mias": "mammograms"}
-SPLIT_GROUP = {"busi": "near-duplicate group", "mini-mias": "patient"}  # what a grouped split keeps together
+MODALITY = {"busi": "US", "bus-bra": "US", "busi+bus-bra": "US", "mini-mias": "MG"}
+SUBJECT = {"busi": "breast ultrasound", "bus-bra": "breast ultrasound", "busi+bus-bra": "breast ultrasound",
+           "mini-mias": "mammograms"}
+SPLIT_GROUPS = {"busi": "near-duplicate groups", "bus-bra": "patients",  # what a grouped split keeps together
+                "busi+bus-bra": "near-duplicate groups (BUSI) and patients (BUS-BRA)", "mini-mias": "patients"}
 DATASET_CITATION = {
-    "busi": "BUSI (Al-Dhabyani et al., Data in Brief 28, 2020)",
+    "busi": "BUSI (Al-Dhabyani et al., Data in Brief 28, 2020; Baheya Hospital, Cairo)",
+    "bus-bra": BUSBRA_CITATION,
+    "busi+bus-bra": f"BUSI (Al-Dhabyani et al., Data in Brief 28, 2020; Baheya Hospital, Cairo) and {BUSBRA_CITATION}",
     "mini-mias": "mini-MIAS (Suckling et al., Excerpta Medica ICS 1069, 1994; 200 µm film-screen digitisations)",
 }
 
@@ -45,7 +50,7 @@ def card_for_run(run_dir: Path, name: str, version: str) -> ModelCard:
         headline["explanations"] = {k: metrics["explanations"]["per_class"][k] for k in lesion_classes}
     fractions = "/".join(str(f) for f in config.split.fractions)
     protocol = (f"{config.name}: {config.description}. Task {config.data.task}; split {config.split.strategy} "
-                f"({SPLIT_GROUP[config.data.dataset]}s) {fractions} (seed {config.split.seed}); "
+                f"(whole {SPLIT_GROUPS[config.data.dataset]}) {fractions} (seed {config.split.seed}); "
                 f"seed {fit_info['seed']}; best epoch {fit_info['best_epoch']} of {fit_info['epochs_run']}; "
                 f"{_freezing_text(fit_info)}"
                 f"temperature{f' and {positive} threshold' if point.get('threshold') is not None else ''} fitted "

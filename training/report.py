@@ -80,6 +80,14 @@ def write_report(run_dir: Path, results: dict, title: str, *, class_names: tuple
     if "test_duplicate_free" in results:
         sets["test without near-duplicates in train/val"] = results["test_duplicate_free"]
     lines += _metrics_table(sets, positive)
+    for key, heading in (("test_by_source", "By source (test, calibrated, the operating point above)"),
+                         ("validation_by_source", "By source (validation)"),
+                         ("test_by_device", "By scanner (test; the sources that record it)"),
+                         ("external", "Sources this model never saw (calibration and threshold from its own "
+                                      "validation)")):
+        if results.get(key):
+            lines += ["", f"{heading}:", ""]
+            lines += _metrics_table(results[key], positive)
     duplicates = results.get("duplicates", {})
     if "n_test" in duplicates:
         lines += ["", f"{duplicates['n_test_with_near_duplicate_in_train']} of {duplicates['n_test']} test images "
