@@ -105,3 +105,28 @@ def test_exported_two_source_bundle_cites_both_sources(runs, tmp_path, monkeypat
     assert "patients (BUS-BRA)" in card.protocol
     with (bundle / "split_manifest.csv").open(newline="") as handle:
         assert next(csv.reader(handle)) == ["file", "sha256", "group", "split", "source"]
+
+
+def test_threshold_reaches_the_target_on_each_source_s_validation():
+    from training.config import load_config
+    from training.evaluate import operating_point
+
+    config = load_config(Path(__file__).parents[1] / "training/configs/busi_busbra.toml",
+                         ["eval.calibrate=false", "eval.target_sensitivity=0.75"])
+    # p(malignant) of 4 malignant images per source; BUS-BRA's cancers score lower than BUSI's.
+    # BUSI alone: the 3rd largest of (0.9, 0.8, 0.7, 0.6) = 0.7; BUS-BRA alone: of (0.5, 0.4, 0.3, 0.2) = 0.3.
+    malignant = {"busi": [0.9, 0.8, 0.7, 0.6], "bus-bra": [0.5, 0.4, 0.3, 0.2]}
+    files, labels, p = [], [], []
+    for source, scores in malignant.items():
+        for k, score in enumerate(scores):
+            files.append(f"{source}/m{k}.png"), labels.append(1), p.append(score)
+        files.append(f"{source}/b.png"), labels.append(0), p.append(0.25)
+    probs = np.array([[(1 - q) / 2, q, (1 - q) / 2] for q in p])
+    val = Predictions(np.array(files), np.array(labels), np.log(probs), np.array([""] * len(files)))
+    _, threshold, choice = operating_point(config, val)
+    assert threshold == pytest.approx(0.3)  # the smaller of the two: both sources reach 75 %
+    assert choice["per_source_thresholds"] == pytest.approx({"busi": 0.7, "bus-bra": 0.3})
+    assert choice["validation_sensitivity"] == pytest.approx(7 / 8) and choice["validation_specificity"] == 1.0
+    # a single-source run (no source prefix) picks from all its images, as before: 6th of 8 = 0.4
+    single = Predictions(np.array([f.split("/", 1)[1] for f in files]), val.labels, val.logits, val.groups)
+    assert operating_point(config, single)[1] == pytest.approx(0.4)

@@ -35,19 +35,42 @@ GRID_IMAGES = 16
 
 
 def operating_point(config: TrainConfig, val: Predictions) -> tuple[float, float | None, dict]:
-    """(temperature, malignant threshold or None, what was chosen and how), all from validation only."""
+    """(temperature, malignant threshold or None, what was chosen and how), all from validation only.
+
+    With several sources in validation (their files prefixed "busi/", "bus-bra/"), the threshold is the largest
+    that reaches the target sensitivity on each source's validation images: a pooled choice could meet the target
+    on average while one hospital's cancers fall short of it.
+    """
     temperature = fit_temperature(val.logits, val.labels) if config.eval.calibrate else 1.0
     choice: dict = {"temperature": temperature, "calibrated_on": "validation" if config.eval.calibrate else None}
     threshold = None
     if config.eval.threshold == "target_sensitivity":
         positive = config.class_names.index(config.eval.threshold_class)
-        probs = softmax(val.logits, temperature)
-        picked = threshold_for_sensitivity(probs[:, positive], val.labels == positive, config.eval.target_sensitivity)
-        threshold = picked.threshold
+        scores = softmax(val.logits, temperature)[:, positive]
+        is_positive = val.labels == positive
+        sources = files_sources(val.files)
+        per_source = {source: threshold_for_sensitivity(scores[sources == source], is_positive[sources == source],
+                                                        config.eval.target_sensitivity)
+                      for source in np.unique(sources) if is_positive[sources == source].any()}
+        threshold = min(picked.threshold for picked in per_source.values())
+        negatives = scores[~is_positive]
         choice.update(threshold=threshold, threshold_class=config.eval.threshold_class,
                       target_sensitivity=config.eval.target_sensitivity,
-                      validation_sensitivity=picked.sensitivity, validation_specificity=picked.specificity)
+                      validation_sensitivity=float(np.mean(scores[is_positive] >= threshold)),
+                      validation_specificity=float(np.mean(negatives < threshold)) if negatives.size else float("nan"))
+        if len(per_source) > 1:
+            choice["per_source_thresholds"] = {str(source): picked.threshold for source, picked in per_source.items()}
     return temperature, threshold, choice
+
+
+def files_sources(files: np.ndarray) -> np.ndarray:
+    """(N,) str: the source of each prediction of a multi-source run (its file's first folder, "busi/…"), or ""
+    for every file of a single-source run (whose files carry no source prefix)."""
+    from training.data import MULTI_SOURCE
+
+    known = {source for sources in MULTI_SOURCE.values() for source in sources}
+    heads = np.array([str(f).split("/", 1)[0] for f in files])
+    return heads if heads.size and np.isin(heads, list(known)).all() else np.full(len(files), "")
 
 
 def duplicate_free_mask(run_dir: Path, config: TrainConfig, test: Predictions) -> tuple[np.ndarray | None, str]:
