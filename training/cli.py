@@ -89,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--out", type=Path, default=None,
                        help="output folder (default: runs/audit or $BUSI_AUDIT for BUSI, runs/audit-<dataset> else)")
 
+    frames = commands.add_parser("similar-frames",
+                                 help="propose other frames of one lesion (ImageNet features + lesion structure)")
+    frames.add_argument("--data", type=Path, default=None, help="BUSI root (default: $BUSI_DATA)")
+    frames.add_argument("--links", type=Path, default=None,
+                        help="reviewed links to show beside the candidates (e.g. training/configs/busi_same_lesion.csv)")
+    frames.add_argument("--split-manifest", type=Path, default=None, help="show each image's split from this manifest")
+    frames.add_argument("--out", type=Path, default=None, help="output folder (default: runs/similar-frames)")
+
     fit = commands.add_parser("fit", help="train one model into a run folder (resumes if it exists)")
     fit.add_argument("--config", default="busi_honest", help="config name in training/configs or a .toml path")
     fit.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -174,6 +182,16 @@ def _dispatch(args: argparse.Namespace) -> int:
                                title=args.dataset)
         print(result.files["summary.md"].read_text(encoding="utf-8") if "summary.md" in result.files
               else f"audit written to {result.out_dir}")
+        return 0
+    if args.command == "similar-frames":
+        from training.data import resolve_data_root
+        from training.pipeline import RUNS_DIR, default_audit_dir
+        from training.similar_frames import find_similar_frames
+
+        pairs = find_similar_frames(resolve_data_root(args.data), default_audit_dir() / "groups.csv",
+                                    args.out or RUNS_DIR / "similar-frames", args.links, args.split_manifest)
+        for a, b, similarity in pairs:
+            print(f"{similarity:.3f}  {a}  |  {b}")
         return 0
     if args.command == "fit":
         from training.evaluate import run_evaluate

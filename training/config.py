@@ -292,7 +292,9 @@ class SplitConfig:
     sides). "grouped": whole near-duplicate groups from the audit's ``groups_csv`` ("" = the audit's output
     for this dataset); ``conflicting`` groups (one lesion under two classes) go to "train" or are "exclude"d.
     ``folds`` 0 = one split; k >= 2 = grouped k-fold CV, with val carved from each training part in the
-    proportion fractions[1] : fractions[0].
+    proportion fractions[1] : fractions[0]. ``lesion_links``: a reviewed file of BUSI image pairs that show one
+    lesion although the audit does not group them (other frames; :mod:`training.similar_frames`); its "same"
+    pairs join their groups. A file name in training/configs or a path; "" = none.
     """
 
     strategy: str = "grouped"
@@ -301,6 +303,7 @@ class SplitConfig:
     folds: int = 0
     groups_csv: str = ""
     conflicting: str = "train"
+    lesion_links: str = ""
 
     def __post_init__(self) -> None:
         _choice(self.strategy, ("stratified_random", "grouped"), "split.strategy")

@@ -20,12 +20,13 @@ import torch
 
 from busi_viewer.core.atomic import atomic_write
 from busi_viewer.inference.device import configure_threads, describe_device, select_device
-from training.config import TrainConfig, config_hash, to_toml
+from training.config import CONFIGS_DIR, TrainConfig, config_hash, to_toml
 from training.data import BusiDataset, BusiIndex, index_dataset, load_or_build_cache, make_datasets
 from training.data import balanced_sample_weights
 from training.engine import FitSettings, fit, init_distributed, seed_everything
 from training.partial_labels import encode_targets, label_sets
 from training.recipe import build_loss, build_model, build_optimizer, build_scheduler, steps_per_batch
+from training.similar_frames import merge_links, read_links
 from training.splits import (
     SPLIT_NAMES,
     assignment_from_indices,
@@ -82,6 +83,10 @@ def split_groups(config: TrainConfig, index: BusiIndex) -> tuple[list[str], froz
     if unknown:
         files = [_within_source(index.samples[i].relpath, multi) for i in unknown]
         audit, conflicting = read_audit_groups(audit_groups_csv(config), files)
+        if config.split.lesion_links:
+            audit, conflicting = merge_links(files, audit, conflicting,
+                                             [index.samples[i].class_name for i in unknown],
+                                             read_links(lesion_links_path(config)))
         for i, group in zip(unknown, audit):
             groups[i] = group
     if not multi:
@@ -89,6 +94,13 @@ def split_groups(config: TrainConfig, index: BusiIndex) -> tuple[list[str], froz
     sources = index.sources
     prefixed = [f"{source}:{group}" for source, group in zip(sources, groups)]
     return prefixed, frozenset(prefixed[i] for i in unknown if groups[i] in conflicting)
+
+
+def lesion_links_path(config: TrainConfig) -> Path:
+    """The reviewed lesion-links file a config names: a path, or a file name in training/configs."""
+    given = Path(config.split.lesion_links).expanduser()
+    shipped = CONFIGS_DIR / given
+    return shipped if not given.is_absolute() and shipped.is_file() else given
 
 
 def _within_source(relpath: str, multi_source: bool) -> str:
