@@ -56,8 +56,14 @@ def test_manifest_lists_both_sources_and_evaluation_reports_each(runs):
     assert set(metrics["test_by_device"]) <= {"GE Logiq 7", "GE Logiq 5", "Toshiba Aplio 300"}
     assert sum(v["n"] for v in metrics["test_by_device"].values()) == test_sources.count("bus-bra")
     assert metrics["run"]["images_per_source"] == {"busi": 24, "bus-bra": 27}
+    with (runs["both"] / "epochs.csv").open(newline="") as handle:
+        seconds = sum(float(row["seconds"]) for row in csv.DictReader(handle))
+    expected_rate = metrics["run"]["train_items_per_epoch"] * metrics["run"]["epochs_run"] / seconds
+    assert metrics["run"]["train_images_per_second"] == pytest.approx(expected_rate, rel=0.01)
     report = (runs["both"] / "report.md").read_text()
     assert "By source (test" in report and "By scanner" in report and "BUS-BRA (Gómez-Flores" in report
+    assert (runs["both"] / "reliability_by_source.png").stat().st_size > 5000
+    assert not (runs["busi"] / "reliability_by_source.png").exists()
 
 
 def test_per_source_numbers_are_those_of_the_source_s_own_test_images(runs):
@@ -103,6 +109,9 @@ def test_exported_two_source_bundle_cites_both_sources(runs, tmp_path, monkeypat
     card = load_bundle(bundle).card
     assert card.modality == "US" and "BUSI (Al-Dhabyani" in card.training_data and "BUS-BRA" in card.training_data
     assert "patients (BUS-BRA)" in card.protocol
+    metrics = json.loads((runs["both"] / "metrics.json").read_text())
+    assert {k: v["n"] for k, v in card.metrics["test"]["by_source"].items()} == {
+        k: v["n"] for k, v in metrics["test_by_source"].items()}
     with (bundle / "split_manifest.csv").open(newline="") as handle:
         assert next(csv.reader(handle)) == ["file", "sha256", "group", "split", "source"]
 

@@ -206,14 +206,20 @@ def _figures(run_dir: Path, results: dict, test: Predictions, temperature: float
         fpr, tpr, _ = roc_curve(probs[:, c], test.labels == c)
         curves[name] = (fpr, tpr, results["test"]["per_class"][name]["auc"] or float("nan"))
     plots.roc_plot(curves, run_dir / "roc.png", f"{title}: test, one-vs-rest")
-    panels = {}
-    for label, key in (("before scaling", "test_uncalibrated"), ("after scaling", "test")):
-        rel = results[key]["reliability"]
-        panels[label] = (np.array([v if v is not None else np.nan for v in rel["confidence"]]),
-                         np.array([v if v is not None else np.nan for v in rel["accuracy"]]),
-                         np.array(rel["count"]), results[key]["ece"])
-    plots.reliability_plot(panels, run_dir / "reliability.png")
+    plots.reliability_plot({"before scaling": _reliability(results["test_uncalibrated"]),
+                            "after scaling": _reliability(results["test"])}, run_dir / "reliability.png")
+    if results.get("test_by_source"):
+        plots.reliability_plot({f"{source}, after scaling": _reliability(block)
+                                for source, block in results["test_by_source"].items()},
+                               run_dir / "reliability_by_source.png")
     plots.gradcam_grid(_grid_items(test, predictor, samples), run_dir / "gradcam_test.png")
+
+
+def _reliability(block: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(confidence, accuracy, count per bin, ECE) of one metrics block, for plots.reliability_plot."""
+    rel = block["reliability"]
+    return (np.array([v if v is not None else np.nan for v in rel["confidence"]]),
+            np.array([v if v is not None else np.nan for v in rel["accuracy"]]), np.array(rel["count"]), block["ece"])
 
 
 def _grid_items(test: Predictions, predictor: Predictor, samples: dict[str, Sample]) -> list[dict]:

@@ -45,15 +45,22 @@ def card_for_run(run_dir: Path, name: str, version: str) -> ModelCard:
     headline = {key: test.get(key) for key in keys}
     headline["confidence_intervals"] = test["bootstrap"]["intervals"]
     headline["n_test"] = test["n"]
+    # Every number per source, and on sources the model never saw: what a clinic's own images are closest to.
+    for key, label in (("test_by_source", "by_source"), ("external", "external")):
+        if metrics.get(key):
+            headline[label] = {name: {k: block.get(k) for k in ("n", *keys, f"auc_{positive}")}
+                               for name, block in metrics[key].items()}
     if "explanations" in metrics:
         lesion_classes = [k for k in metrics["explanations"]["per_class"] if k != "normal"]
         headline["explanations"] = {k: metrics["explanations"]["per_class"][k] for k in lesion_classes}
     fractions = "/".join(str(f) for f in config.split.fractions)
+    links = config.split.lesion_links
     protocol = (f"{config.name}: {config.description}. Task {config.data.task}; split {config.split.strategy} "
                 f"(whole {SPLIT_GROUPS[config.data.dataset]}) {fractions} (seed {config.split.seed}); "
                 f"seed {fit_info['seed']}; best epoch {fit_info['best_epoch']} of {fit_info['epochs_run']}; "
                 f"{_freezing_text(fit_info)}"
-                f"temperature{f' and {positive} threshold' if point.get('threshold') is not None else ''} fitted "
+                + (f"reviewed other frames of one lesion kept together ({links}); " if links else "")
+                + f"temperature{f' and {positive} threshold' if point.get('threshold') is not None else ''} fitted "
                 f"on validation; numbers on the held-out test split ({test['n']} images) with percentile "
                 f"bootstrap 95% CIs.")
     return ModelCard(

@@ -237,6 +237,9 @@ def run_fit(config: TrainConfig, out_dir: Path, *, seed: int | None = None, fold
             "cache": {"path": str(cache.path), "built": cache.built, "seconds": round(cache.seconds, 2)},
             "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run,
             "stopped_early": result.stopped_early, "fit_seconds": round(fit_seconds, 1),
+            # training items per second of the epochs' wall time (validation passes included; across resumes)
+            "train_images_per_second": round(len(datasets["train"]) * len(result.history)
+                                             / max(sum(row["seconds"] for row in result.history), 1e-9), 2),
             "total_seconds": round(time.perf_counter() - started, 1),
         }
         with atomic_write(out_dir / "fit.json", encoding="utf-8") as handle:

@@ -50,7 +50,9 @@ def write_report(run_dir: Path, results: dict, title: str, *, class_names: tuple
              f"- Recipe `{run['config']}` (hash `{run['config_hash']}`, resolved in `config.toml`), seed {run['seed']}"
              + (f", fold {run['fold']}" if run.get("fold") is not None else "") + ".",
              f"- Backbone weights: {run['pretrained']}. Trained on {run['device']}, torch {run['torch']}: "
-             f"{run['epochs_run']} epochs in {run['fit_seconds']:.0f} s (best epoch {run['best_epoch']}"
+             f"{run['epochs_run']} epochs in {run['fit_seconds']:.0f} s"
+             + (f", {run['train_images_per_second']:.1f} training images/s" if run.get("train_images_per_second")
+                else "") + f" (best epoch {run['best_epoch']}"
              + (", stopped early" if run["stopped_early"] else "") + ")."
              + (f" Frozen: the first {run['freezing']['frozen_stages']} of {run['freezing']['stages']} backbone "
                 f"stages ({run['freezing']['frozen_parameters']:,} of {run['freezing']['backbone_parameters']:,} "
@@ -121,6 +123,7 @@ def write_report(run_dir: Path, results: dict, title: str, *, class_names: tuple
                       "learned weights.", ""]
     lines += ["## Figures", "", "![learning curves](learning_curves.png)", "", "![confusion matrix](confusion_matrix.png)",
               "![ROC](roc.png)", "", "![reliability](reliability.png)", "",
+              *(["![reliability per source](reliability_by_source.png)", ""] if results.get("test_by_source") else []),
               "Test-set Grad-CAMs with lesion outlines (failures first, titles in red) are in the run folder only "
               "(`gradcam_test.png`): they show dataset images, which are never redistributed.", "",
               "![Grad-CAM grid](gradcam_test.png)", ""]

@@ -22,7 +22,8 @@ ONNX_RECORD_FILENAME = "model.onnx.json"
 # What a bundle may carry beside its weights and card, for people to read: the split, the report, its
 # figures. Never a picture of dataset images (training's gradcam_test.png stays in the run folder).
 BUNDLE_DOCUMENTS = ("split_manifest.csv", "report.md", "metrics.json", "config.toml", "epochs.csv",
-                    "learning_curves.png", "confusion_matrix.png", "roc.png", "reliability.png")
+                    "learning_curves.png", "confusion_matrix.png", "roc.png", "reliability.png",
+                    "reliability_by_source.png")
 
 
 def looks_like_bundle(folder: Path) -> bool:
