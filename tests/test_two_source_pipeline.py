@@ -139,3 +139,15 @@ def test_threshold_reaches_the_target_on_each_source_s_validation():
     # a single-source run (no source prefix) picks from all its images, as before: 6th of 8 = 0.4
     single = Predictions(np.array([f.split("/", 1)[1] for f in files]), val.labels, val.logits, val.groups)
     assert operating_point(config, single)[1] == pytest.approx(0.4)
+
+
+def test_cv_summary_of_two_source_runs_reports_each_source(runs, tmp_path):
+    from training.cv import summarise_cv
+
+    metrics = json.loads((runs["both"] / "metrics.json").read_text())
+    summary = summarise_cv([runs["both"]])["summary"]
+    busbra = metrics["test_by_source"]["bus-bra"]
+    assert summary["BUS-BRA malignant AUC"]["mean"] == pytest.approx(busbra["per_class"]["malignant"]["auc"])
+    assert summary["BUSI accuracy (operating point)"]["mean"] == pytest.approx(
+        metrics["test_by_source"]["busi"]["accuracy"])
+    assert "BUSI malignant AUC" not in summarise_cv([runs["busi"]])["summary"]  # one source: no per-source rows

@@ -37,6 +37,21 @@ CV_METRICS = (
 )
 
 
+# Per source, for runs on several sources (their metrics.json has test_by_source): BUSI three-class, BUS-BRA
+# malignant vs benign (it has no normal images), each at the run's operating point.
+CV_SOURCE_METRICS = (
+    ("BUSI accuracy (operating point)", ("test_by_source", "busi", "accuracy")),
+    ("BUSI macro-F1 (operating point)", ("test_by_source", "busi", "macro_f1")),
+    ("BUSI malignant AUC", ("test_by_source", "busi", "per_class", "malignant", "auc")),
+    ("BUSI malignant sensitivity", ("test_by_source", "busi", "sensitivity_malignant")),
+    ("BUSI ECE", ("test_by_source", "busi", "ece")),
+    ("BUS-BRA malignant AUC", ("test_by_source", "bus-bra", "per_class", "malignant", "auc")),
+    ("BUS-BRA malignant sensitivity", ("test_by_source", "bus-bra", "sensitivity_malignant")),
+    ("BUS-BRA malignant specificity", ("test_by_source", "bus-bra", "specificity_malignant")),
+    ("BUS-BRA ECE", ("test_by_source", "bus-bra", "ece")),
+)
+
+
 class CvSummaryError(BusiViewerError):
     """The run folders cannot be summarised together (missing metrics, different recipes)."""
 
@@ -54,20 +69,20 @@ def summarise_cv(run_dirs: list[Path]) -> dict:
     """Per-run values and mean / sd / min / max of :data:`CV_METRICS` over evaluated run folders."""
     if not run_dirs:
         raise CvSummaryError("no run folders given")
-    runs, hashes = [], set()
+    loaded = []
     for run_dir in run_dirs:
         path = Path(run_dir) / "metrics.json"
         if not path.is_file():
             raise CvSummaryError(f"{run_dir} has no metrics.json: run `busi-train evaluate {run_dir}` first")
-        metrics = json.loads(path.read_text(encoding="utf-8"))
-        hashes.add(metrics["run"].get("config_hash"))
-        runs.append({"run": str(run_dir), "fold": metrics["run"].get("fold"), "seed": metrics["run"].get("seed"),
-                     "n_test": metrics["test"]["n"], "fit_seconds": metrics["run"].get("fit_seconds"),
-                     "values": {label: _lookup(metrics, key) for label, key in CV_METRICS}})
-    if len(hashes) > 1:
+        loaded.append((run_dir, json.loads(path.read_text(encoding="utf-8"))))
+    if len({metrics["run"].get("config_hash") for _, metrics in loaded}) > 1:
         raise CvSummaryError("the runs were trained with different configs; summarise one recipe at a time")
+    wanted = CV_METRICS + (CV_SOURCE_METRICS if any("test_by_source" in m for _, m in loaded) else ())
+    runs = [{"run": str(run_dir), "fold": metrics["run"].get("fold"), "seed": metrics["run"].get("seed"),
+             "n_test": metrics["test"]["n"], "fit_seconds": metrics["run"].get("fit_seconds"),
+             "values": {label: _lookup(metrics, key) for label, key in wanted}} for run_dir, metrics in loaded]
     summary = {}
-    for label, _ in CV_METRICS:
+    for label, _ in wanted:
         values = np.array([r["values"][label] for r in runs if r["values"][label] is not None], dtype=float)
         summary[label] = None if values.size == 0 else {
             "mean": float(values.mean()), "sd": float(values.std(ddof=1)) if values.size > 1 else None,
