@@ -151,3 +151,21 @@ def test_cv_summary_of_two_source_runs_reports_each_source(runs, tmp_path):
     assert summary["BUSI accuracy (operating point)"]["mean"] == pytest.approx(
         metrics["test_by_source"]["busi"]["accuracy"])
     assert "BUSI malignant AUC" not in summarise_cv([runs["busi"]])["summary"]  # one source: no per-source rows
+
+
+def test_an_installed_bundle_scores_as_its_run_did(runs, sources, tmp_path, monkeypatch):
+    busi, busbra = sources
+    monkeypatch.setenv("BUSI_VIEWER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("BUSI_AUDIT", str(tmp_path / "no-audit"))
+    bundle = tmp_path / "bundle"
+    assert train_main(["export", str(runs["busi"]), "--to", str(bundle), "--version", "0.0.2-test"]) == 0
+    if not (runs["busi"] / "external_bus-bra.json").is_file():
+        assert train_main(["score-external", str(runs["busi"]), "--source", "bus-bra", "--data", str(busbra)]) == 0
+    out = tmp_path / "scored"
+    assert train_main(["score-external", str(bundle), "--bundle", "--source", "bus-bra", "--data", str(busbra),
+                       "--out", str(out), "--no-progress"]) == 0
+    from_bundle = json.loads((out / "busi-us-0.0.2-test_bus-bra.json").read_text())
+    from_run = json.loads((runs["busi"] / "external_bus-bra.json").read_text())
+    assert from_bundle["model"] == "busi-us 0.0.2-test"
+    for key in ("auc_macro", "sensitivity_malignant", "specificity_malignant", "ece", "accuracy"):
+        assert from_bundle["metrics"][key] == pytest.approx(from_run["metrics"][key], abs=1e-6)

@@ -114,8 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     external = commands.add_parser("score-external",
                                    help="score an evaluated run on a source it never saw (leave-one-source-out)")
-    external.add_argument("run", type=Path)
+    external.add_argument("run", type=Path, help="an evaluated run folder, or a model bundle with --bundle")
     external.add_argument("--source", required=True, choices=("busi", "bus-bra"))
+    external.add_argument("--bundle", action="store_true",
+                          help="RUN is an installed model bundle (its card's calibration); results go to --out")
+    external.add_argument("--out", type=Path, default=None, help="with --bundle: output folder (default: runs/)")
     external.add_argument("--data", type=Path, default=None,
                           help="that source's folder (default: $BUSI_DATA or $BUSBRA_DATA)")
     external.add_argument("--no-progress", action="store_true")
@@ -215,9 +218,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps({k: results["test"][k] for k in ("n", "accuracy", "macro_f1", "auc_macro", "ece")}, indent=2))
         return 0
     if args.command == "score-external":
-        from training.external import score_external
+        from training.external import score_bundle, score_external
+        from training.pipeline import RUNS_DIR
 
-        block = score_external(args.run, args.source, args.data, progress=not args.no_progress)
+        if args.bundle:
+            block = score_bundle(args.run, args.source, args.data, args.out or RUNS_DIR, progress=not args.no_progress)
+        else:
+            block = score_external(args.run, args.source, args.data, progress=not args.no_progress)
         m = block["metrics"]
         print(json.dumps({"source": block["source"], "n": block["n"],
                           **{k: m.get(k) for k in ("auc_malignant", "sensitivity_malignant", "specificity_malignant",

@@ -59,27 +59,59 @@ def score_external(run_dir: Path, source: str, root: Path | str | None = None, *
     if not metrics_path.is_file():
         raise ExternalScoreError(f"{run_dir.name} has no metrics.json: run 'busi-train evaluate {run_dir}' first")
     point = json.loads(metrics_path.read_text(encoding="utf-8"))["operating_point"]
+
+    from training.evaluate import _load_model
+
+    model = _load_model(run_dir, config, torch.device("cpu"))
+    block, predictions = score_on_source(model, config, point["temperature"], point.get("threshold"), source, root,
+                                         progress=progress)
+    predictions.save(run_dir / f"predictions_{EXTERNAL_PREFIX}{source}.npz")
+    with atomic_write(run_dir / f"{EXTERNAL_PREFIX}{source}.json", encoding="utf-8") as handle:
+        json.dump(block, handle, indent=2)
+    _refresh_report(run_dir)
+    return block
+
+
+def score_bundle(bundle_dir: Path, source: str, root: Path | str | None, out: Path, *, progress: bool = True) -> dict:
+    """Score an installed model bundle (verified weights, its card's temperature and threshold, the recipe in its
+    config.toml) on every image of ``source`` its task covers; writes ``out/<bundle>-<version>_<source>.json``.
+    Whether the bundle's model saw ``source`` in training is for the caller to know (its card says)."""
+    from busi_viewer.inference.bundle import load_bundle
+
+    loaded = load_bundle(bundle_dir, "cpu")
+    config = load_config(loaded.folder / "config.toml")
+    card = loaded.card
+    positive = config.positive_class
+    block, predictions = score_on_source(loaded.model, config, card.calibration_temperature,
+                                         card.thresholds.get(positive), source, root, progress=progress)
+    block["model"] = f"{card.name} {card.version}"
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{card.name}-{card.version}_{source}"
+    predictions.save(out / f"{stem}.npz")
+    with atomic_write(out / f"{stem}.json", encoding="utf-8") as handle:
+        json.dump(block, handle, indent=2)
+    return block
+
+
+def score_on_source(model: torch.nn.Module, config, temperature: float, threshold: float | None, source: str,
+                    root: Path | str | None, *, progress: bool = True) -> tuple[dict, Predictions]:
+    """Predictions and metrics of ``model`` (trained with ``config``) on every image of ``source`` its task
+    covers, calibrated with ``temperature`` and decided with ``threshold`` on the positive class (None: arg-max).
+    Bootstrap CIs resample the source's own groups (BUSI: near-duplicate groups, BUS-BRA: patients)."""
     configure_threads(config.train.num_threads or None)
     index = index_dataset(source, root, config.data.task)
     spec = config.preprocess_spec()
     cache = load_or_build_cache(index, spec, config.data.cache_dir or None, threads=config.data.decode_threads,
                                 progress=progress)
     groups, _ = split_groups(config, index)
-
-    from training.evaluate import _load_model
-
-    device = torch.device("cpu")
-    model = _load_model(run_dir, config, device)
-    logits = predict_logits(model, BusiDataset(cache, np.arange(len(index)), spec), device,
+    logits = predict_logits(model.eval(), BusiDataset(cache, np.arange(len(index)), spec), torch.device("cpu"),
                             tta_hflip=config.eval.tta_hflip)
     predictions = Predictions(files=np.array(index.relpaths), labels=index.labels, logits=logits,
                               groups=np.array(groups))
-    predictions.save(run_dir / f"predictions_{EXTERNAL_PREFIX}{source}.npz")
-
-    probs = softmax(logits, point["temperature"])
-    options = dict(class_names=config.class_names, positive_class=config.positive_class,
-                   threshold=point.get("threshold"), n_boot=config.eval.bootstrap, confidence=config.eval.confidence,
-                   ece_bins=config.eval.ece_bins, seed=0)
+    probs = softmax(logits, temperature)
+    options = dict(class_names=config.class_names, positive_class=config.positive_class, threshold=threshold,
+                   n_boot=config.eval.bootstrap, confidence=config.eval.confidence, ece_bins=config.eval.ece_bins,
+                   seed=0)
 
     def metrics_of(keep: np.ndarray) -> dict:
         return summarise(index.labels[keep], probs[keep], groups=np.array(groups)[keep], **options)
@@ -89,10 +121,7 @@ def score_external(run_dir: Path, source: str, root: Path | str | None = None, *
              "data_manifest_sha256": index.manifest_sha256(),
              "metrics": metrics_of(np.ones(len(index), bool)),
              "by_device": {str(d): metrics_of(devices == d) for d in np.unique(devices[devices != ""])}}
-    with atomic_write(run_dir / f"{EXTERNAL_PREFIX}{source}.json", encoding="utf-8") as handle:
-        json.dump(block, handle, indent=2)
-    _refresh_report(run_dir)
-    return block
+    return block, predictions
 
 
 def _refresh_report(run_dir: Path) -> None:

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The runs behind busi-us 0.3.0 (issue #15), one after another: on a 2-core machine two runs at once only slow
+# each other down. Every run resumes from its last epoch when started again, and a finished step is skipped, so a
+# session can start this queue, be stopped anywhere, and a later session starts it again to continue:
+#
+#   BUSI_DATA=/path/to/busi BUSBRA_DATA=/path/to/BUSBRA nohup training/queues/model_0_3.sh > runs/queue.log 2>&1 &
+#
+# After each step, copy what may be published (no dataset images) into training/reports/ and commit it:
+#   training/queues/publish_run.sh runs/<run> training/reports/model-0.3/<run>
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+: "${BUSI_DATA:?set BUSI_DATA to the BUSI folder}"
+: "${BUSBRA_DATA:?set BUSBRA_DATA to the BUS-BRA folder}"
+train=".venv/bin/busi-train"
+[ -x "$train" ] || train="busi-train"
+
+fit() {  # fit RUN_NAME [busi-train fit options...]: skipped once the run has its metrics
+  local run="runs/$1"; shift
+  [ -f "$run/metrics.json" ] && { echo "done already: $run"; return; }
+  "$train" fit --config busi_busbra --data "$BUSI_DATA" --busbra "$BUSBRA_DATA" --out "$run" --evaluate \
+    --no-progress "$@"
+}
+external() {  # external RUN_NAME SOURCE FOLDER: leave-one-source-out scoring, skipped once done
+  [ -f "runs/$1/external_$2.json" ] || "$train" score-external "runs/$1" --source "$2" --data "$3" --no-progress
+}
+
+# 1. the shipped model: both sources, the single grouped split, seed 0
+fit busi-busbra-seed0
+# 2. leave-one-source-out, same recipe: trained on one source, scored on the other
+fit loso-busbra-only-seed0 --set data.dataset=bus-bra --set data.task=benign-vs-malignant
+fit loso-busi-only-seed0 --set data.dataset=busi
+external loso-busi-only-seed0 bus-bra "$BUSBRA_DATA"
+external loso-busbra-only-seed0 busi "$BUSI_DATA"
+# 3. grouped 5-fold cross-validation of the recipe, each source split into folds on its own
+for fold in 0 1 2 3 4; do
+  fit "busi-busbra-seed0-fold$fold" --fold "$fold"
+done
+"$train" cv-summary runs/busi-busbra-seed0-fold? --out training/reports/model-0.3/cv
+# 4. the backbone question: the same recipe on EfficientNet-Lite2 at its native 260 px, same folds
+for fold in 0 1 2 3 4; do
+  fit "busi-busbra-lite2-seed0-fold$fold" --fold "$fold" --set model.arch=tf_efficientnet_lite2 \
+    --set data.input_size=260
+done
+"$train" cv-summary runs/busi-busbra-lite2-seed0-fold? --out training/reports/model-0.3/cv-lite2
+echo "queue finished"
