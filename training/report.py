@@ -90,6 +90,10 @@ def write_report(run_dir: Path, results: dict, title: str, *, class_names: tuple
         if results.get(key):
             lines += ["", f"{heading}:", ""]
             lines += _metrics_table(results[key], positive)
+            if key == "test_by_source":  # a source shortcut for "normal" would show in these columns
+                lines += [""] + [f"- confusion matrix, {source} (rows true, columns predicted; "
+                                 f"{', '.join(class_names)}): `{block['confusion_matrix']}`"
+                                 for source, block in results[key].items()]
     duplicates = results.get("duplicates", {})
     if "n_test" in duplicates:
         lines += ["", f"{duplicates['n_test_with_near_duplicate_in_train']} of {duplicates['n_test']} test images "
