@@ -14,12 +14,12 @@ and the authors' 5- and 10-fold splits. What this module relies on:
 from __future__ import annotations
 
 import csv
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from busi_viewer.core.errors import BusiViewerError
+from training.folders import given_or_env
 
 BUSBRA_ENV = "BUSBRA_DATA"
 CSV_NAME = "bus_data.csv"
@@ -68,13 +68,8 @@ class BusbraImage:
 
 def resolve_busbra_root(root: Path | str | None = None) -> Path:
     """The BUS-BRA folder (the one holding bus_data.csv, Images/, Masks/): ``root``, else $BUSBRA_DATA."""
-    if root is None or str(root) == "":
-        value = os.environ.get(BUSBRA_ENV, "")
-        if not value:
-            raise BusbraError(f"no BUS-BRA folder given: pass it (the folder holding {CSV_NAME}, Images/, Masks/) "
-                              f"or set {BUSBRA_ENV}=/path/to/BUSBRA")
-        root = value
-    path = Path(root).expanduser()
+    path = given_or_env(root, BUSBRA_ENV, BusbraError, f"no BUS-BRA folder given: pass it (the folder holding "
+                        f"{CSV_NAME}, Images/, Masks/) or set {BUSBRA_ENV}=/path/to/BUSBRA")
     if not (path / CSV_NAME).is_file():
         raise BusbraError(f"{path} is not a BUS-BRA folder: {CSV_NAME} is missing")
     return path

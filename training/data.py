@@ -19,7 +19,6 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import json
-import os
 import time
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -42,6 +41,7 @@ from busi_viewer.core.paths import user_cache_dir
 from busi_viewer.core.scan import scan_folder
 from busi_viewer.inference.model_card import PreprocessSpec
 from busi_viewer.inference.preprocessing import normalise, resize_for_model
+from training.folders import given_or_env
 from training.mias import circles_mask
 
 if TYPE_CHECKING:
@@ -152,13 +152,8 @@ def _hash_files(paths: Sequence[Path], threads: int) -> list[str]:
 
 def resolve_data_root(root: Path | str | None = None) -> Path:
     """The BUSI folder: ``root`` when given, else the BUSI_DATA environment variable; DataError otherwise."""
-    if root is None or str(root) == "":
-        value = os.environ.get(DATA_ENV, "")
-        if not value:
-            raise DataError(f"no BUSI data folder given: pass the folder (the one holding "
-                            f"{', '.join(c + '/' for c in CLASS_NAMES)}) or set {DATA_ENV}=/path/to/busi")
-        root = value
-    path = Path(root).expanduser()
+    path = given_or_env(root, DATA_ENV, DataError, f"no BUSI data folder given: pass the folder (the one holding "
+                        f"{', '.join(c + '/' for c in CLASS_NAMES)}) or set {DATA_ENV}=/path/to/busi")
     if not path.is_dir():
         raise DataError(f"BUSI data folder {path} does not exist or is not a folder")
     return path

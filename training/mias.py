@@ -15,13 +15,13 @@ its notes say, and this module does:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from busi_viewer.core.errors import BusiViewerError
+from training.folders import given_or_env
 
 MIAS_ENV = "MIAS_DATA"
 IMAGE_SIZE = 1024
@@ -117,10 +117,7 @@ def _finding(fields: list[str], line_number: int) -> Finding:
 
 def resolve_mias_root(root: Path | str | None = None) -> Path:
     """``root``, else ``$MIAS_DATA``; must hold Info.txt and png/."""
-    value = root if root is not None else os.environ.get(MIAS_ENV, "")
-    if not value:
-        raise MiasError(f"no mini-MIAS folder given: pass one or set {MIAS_ENV}")
-    path = Path(value).expanduser()
+    path = given_or_env(root, MIAS_ENV, MiasError, f"no mini-MIAS folder given: pass one or set {MIAS_ENV}")
     if not (path / "Info.txt").is_file() or not (path / "png").is_dir():
         raise MiasError(f"{path} does not look like mini-MIAS (needs Info.txt and png/)")
     return path
