@@ -40,7 +40,9 @@ def test_folded_lite0_gives_the_same_outputs_and_leaves_the_original_alone():
         features = optimised.model.forward_features(x.contiguous(memory_format=optimised.memory_format))
         expected, got = model(x), optimised.model(x.contiguous(memory_format=optimised.memory_format))
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(features, expected_features, atol=1e-4, rtol=1e-4)  # what Grad-CAM weighs
+    # What Grad-CAM weighs. Float32 rounding of 16 folded blocks reaches ~2e-4 on features up to 6 (ReLU6) with
+    # timm 1.0.31 and torch 2.14; a wrong fold is off by 0.1 or more.
+    torch.testing.assert_close(features, expected_features, atol=5e-4, rtol=1e-4)
     after = model.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
 
