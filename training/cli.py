@@ -226,9 +226,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             block = score_external(args.run, args.source, args.data, progress=not args.no_progress)
         m = block["metrics"]
-        print(json.dumps({"source": block["source"], "n": block["n"],
-                          **{k: m.get(k) for k in ("auc_malignant", "sensitivity_malignant", "specificity_malignant",
-                                                   "ece")}}, indent=2))
+        positive = m["decision"]["class"] if isinstance(m["decision"], dict) else m["class_names"][-1]
+        print(json.dumps({"source": block["source"], "n": block["n"], f"auc_{positive}": m["per_class"][positive]["auc"],
+                          **{k: m.get(k) for k in (f"sensitivity_{positive}", f"specificity_{positive}", "ece")}},
+                         indent=2))
         return 0
     if args.command == "export":
         from busi_viewer.core.paths import default_model_dir
