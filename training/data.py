@@ -184,7 +184,7 @@ def index_busi(root: Path | str | None = None, task: str = "three-class") -> Bus
         for image in images:
             samples.append(Sample(path=image, label_index=class_names.index(name), class_name=name,
                                   mask_paths=tuple(find_mask_files(image)),
-                                  relpath=image.relative_to(base).as_posix()))
+                                  relpath=image.relative_to(base).as_posix(), source="busi"))
     return BusiIndex(root=base, samples=tuple(samples), class_names=class_names)
 
 
@@ -272,8 +272,7 @@ def index_dataset(dataset: str, root: Path | str | None, task: str, lesion_crops
         return index_mias(root, task, lesion_crops)
     if dataset == "bus-bra":
         return index_busbra(root, task)
-    index = index_busi(root, task)
-    return dataclasses.replace(index, samples=tuple(dataclasses.replace(s, source="busi") for s in index.samples))
+    return index_busi(root, task)
 
 
 def sample_image(sample: Sample) -> np.ndarray:

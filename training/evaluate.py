@@ -89,7 +89,8 @@ def duplicate_free_mask(run_dir: Path, config: TrainConfig, test: Predictions) -
     return np.array([group_of[str(f)] not in seen_in_training for f in test.files]), str(groups_csv)
 
 
-def _load_model(run_dir: Path, config: TrainConfig, device: torch.device):
+def load_run_model(run_dir: Path, config: TrainConfig, device: torch.device):
+    """The run's best weights (``best.pt``, read tensors-only) in its architecture, in eval mode on ``device``."""
     model = build_classifier(config.model.arch, len(config.class_names), config.model.drop_rate)
     model.load_state_dict(torch.load(run_dir / BEST_WEIGHTS, map_location="cpu", weights_only=True))
     return model.to(device).eval()
@@ -146,7 +147,7 @@ def run_evaluate(run_dir: Path, progress: bool = True) -> dict:
     results.update(by_source_and_device(test, val, samples, metrics_of))
 
     device = torch.device("cpu")
-    model = _load_model(run_dir, config, device)
+    model = load_run_model(run_dir, config, device)
     card = ModelCard(name=config.name, version="eval", architecture=config.model.arch, class_names=class_names,
                      preprocess=config.preprocess_spec(), calibration_temperature=temperature,
                      thresholds={positive: threshold} if threshold is not None else {})

@@ -60,9 +60,9 @@ def score_external(run_dir: Path, source: str, root: Path | str | None = None, *
         raise ExternalScoreError(f"{run_dir.name} has no metrics.json: run 'busi-train evaluate {run_dir}' first")
     point = json.loads(metrics_path.read_text(encoding="utf-8"))["operating_point"]
 
-    from training.evaluate import _load_model
+    from training.evaluate import load_run_model
 
-    model = _load_model(run_dir, config, torch.device("cpu"))
+    model = load_run_model(run_dir, config, torch.device("cpu"))
     block, predictions = score_on_source(model, config, point["temperature"], point.get("threshold"), source, root,
                                          progress=progress)
     predictions.save(run_dir / f"predictions_{EXTERNAL_PREFIX}{source}.npz")
