@@ -102,7 +102,7 @@ def test_leave_one_source_out_scores_with_the_run_s_own_calibration(runs, source
     assert "not an external test" in capsys.readouterr().err
 
 
-def test_exported_two_source_bundle_cites_both_sources(runs, tmp_path, monkeypatch):
+def test_exported_two_source_bundle_cites_both_sources(runs, sources, tmp_path, monkeypatch):
     monkeypatch.setenv("BUSI_VIEWER_HOME", str(tmp_path / "home"))
     bundle = tmp_path / "bundle"
     assert train_main(["export", str(runs["both"]), "--to", str(bundle), "--version", "0.0.1-test"]) == 0
@@ -114,6 +114,11 @@ def test_exported_two_source_bundle_cites_both_sources(runs, tmp_path, monkeypat
         k: v["n"] for k, v in metrics["test_by_source"].items()}
     with (bundle / "split_manifest.csv").open(newline="") as handle:
         assert next(csv.reader(handle)) == ["file", "sha256", "group", "split", "source"]
+    # a bundle names its data sets and their manifest hash, never this machine's folders
+    for document in ("config.toml", "metrics.json", "report.md", "model_card.json"):
+        text = (bundle / document).read_text()
+        assert str(sources[0]) not in text and str(sources[1]) not in text and str(tmp_path) not in text
+    assert metrics["run"]["data_manifest_sha256"] in (bundle / "metrics.json").read_text()
 
 
 def test_threshold_reaches_the_target_on_each_source_s_validation():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
+import tempfile
 from pathlib import Path
 
 import torch
@@ -13,7 +15,7 @@ from busi_viewer.inference.architectures import build_classifier
 from busi_viewer.inference.bundle import BUNDLE_DOCUMENTS, save_bundle
 from busi_viewer.inference.model_card import ModelCard
 from training.busbra import CITATION as BUSBRA_CITATION
-from training.config import load_config
+from training.config import load_config, to_toml
 from training.engine import BEST_WEIGHTS
 
 # Calibrated top-class probability under which the app shows "low confidence": with three classes, a top
@@ -101,5 +103,33 @@ def run_export(run_dir: Path, bundle_dir: Path, name: str = "busi-us", version: 
     card = card_for_run(run_dir, name, version)
     model = build_classifier(card.architecture, card.num_classes)
     model.load_state_dict(torch.load(run_dir / BEST_WEIGHTS, map_location="cpu", weights_only=True))
-    documents = [run_dir / doc for doc in BUNDLE_DOCUMENTS if (run_dir / doc).is_file()]
-    return save_bundle(bundle_dir, model, card, overwrite=overwrite, documents=documents)
+    with tempfile.TemporaryDirectory() as scratch:
+        documents = [run_dir / doc for doc in BUNDLE_DOCUMENTS if (run_dir / doc).is_file()]
+        documents = [write_without_local_paths(doc, Path(scratch)) for doc in documents]
+        return save_bundle(bundle_dir, model, card, overwrite=overwrite, documents=documents)
+
+
+def write_without_local_paths(document: Path, folder: Path) -> Path:
+    """``document`` as a bundle ships it: config.toml without its data and cache folders, metrics.json without
+    the folders and cache file of this machine (the data set's name and manifest hash stay); other files as
+    they are. Returns the path to ship (a copy in ``folder`` when something was removed)."""
+    if document.name == "config.toml":
+        config = load_config(document)
+        public = dataclasses.replace(config, data=dataclasses.replace(config.data, root="", busbra_root="",
+                                                                      cache_dir=""))
+        text = to_toml(public)
+    elif document.name == "metrics.json":
+        metrics = json.loads(document.read_text(encoding="utf-8"))
+        run = metrics.get("run", {})
+        for key in ("data_root", "data_roots"):
+            run.pop(key, None)
+        run.get("cache", {}).pop("path", None)
+        audit = metrics.get("duplicates", {}).get("audit")
+        if audit and Path(audit).is_absolute():
+            metrics["duplicates"]["audit"] = f"the audit's {Path(audit).name}"
+        text = json.dumps(metrics, indent=2)
+    else:
+        return document
+    out = folder / document.name
+    out.write_text(text, encoding="utf-8")
+    return out

@@ -117,8 +117,7 @@ def score_on_source(model: torch.nn.Module, config, temperature: float, threshol
         return summarise(index.labels[keep], probs[keep], groups=np.array(groups)[keep], **options)
 
     devices = np.array([s.device for s in index])
-    block = {"source": source, "n": len(index), "data_root": str(index.root),
-             "data_manifest_sha256": index.manifest_sha256(),
+    block = {"source": source, "n": len(index), "data_manifest_sha256": index.manifest_sha256(),
              "metrics": metrics_of(np.ones(len(index), bool)),
              "by_device": {str(d): metrics_of(devices == d) for d in np.unique(devices[devices != ""])}}
     return block, predictions

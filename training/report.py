@@ -44,10 +44,10 @@ def write_report(run_dir: Path, results: dict, title: str, *, class_names: tuple
     run, point = results["run"], results["operating_point"]
     lines = [f"# {title}", "", f"**{RESEARCH_USE_BANNER}.**", "",
              "## Data and protocol", "",
-             f"- Data: {data}, {run['n_images']} images at "
-             + (", ".join(f"`{folder}` ({source}: {run.get('images_per_source', {}).get(source, '?')})"
-                          for source, folder in run["data_roots"].items()) if run.get("data_roots")
-                else f"`{run['data_root']}`") + " "
+             # Data sets by name and manifest hash, never by a machine's folder: reports travel with bundles.
+             f"- Data: {data}, {run['n_images']} images"
+             + (" (" + ", ".join(f"{source} {n}" for source, n in run["images_per_source"].items()) + ")"
+                if len(run.get("images_per_source") or {}) > 1 else "") + " "
              f"(manifest SHA-256 `{run['data_manifest_sha256'][:16]}…`); split sizes {run['split_sizes']}; "
              f"{run['train_items_per_epoch']} training items per epoch.",
              f"- Recipe `{run['config']}` (hash `{run['config_hash']}`, resolved in `config.toml`), seed {run['seed']}"

@@ -6,9 +6,20 @@ set -euo pipefail
 run="${1:?run folder}"; out="${2:?reports folder}"
 [ -f "$run/metrics.json" ] || { echo "$run has no metrics.json: evaluate it first" >&2; exit 2; }
 mkdir -p "$out"
-for file in config.toml fit.json epochs.csv metrics.json report.md split_manifest.csv external_busi.json \
-            external_bus-bra.json learning_curves.png confusion_matrix.png roc.png reliability.png \
-            reliability_by_source.png; do
+for file in epochs.csv report.md split_manifest.csv external_busi.json external_bus-bra.json learning_curves.png \
+            confusion_matrix.png roc.png reliability.png reliability_by_source.png; do
   [ -f "$run/$file" ] && cp "$run/$file" "$out/"
 done
+# config.toml and metrics.json as a bundle ships them: without this machine's folders (fit.json is in metrics.json)
+python="$(dirname "$0")/../../.venv/bin/python"; [ -x "$python" ] || python=python3
+"$python" - "$run" "$out" <<'PY'
+import shutil, sys
+from pathlib import Path
+from training.export import write_without_local_paths
+run, out = Path(sys.argv[1]), Path(sys.argv[2])
+for name in ("config.toml", "metrics.json"):
+    (out / ".public").mkdir(exist_ok=True)
+    shutil.copy(write_without_local_paths(run / name, out / ".public"), out / name)
+shutil.rmtree(out / ".public")
+PY
 echo "published $run -> $out"
