@@ -182,7 +182,7 @@ def by_source_and_device(test: Predictions, val: Predictions, samples: dict[str,
     temperature, keep)`` is the run's summariser; the temperature is the run's (passed by the caller's closure)."""
     out: dict = {}
     for name, predictions in (("test", test), ("validation", val)):
-        sources = np.array([samples[str(f)].source for f in predictions.files])
+        sources = files_sources(predictions.files)
         if np.unique(sources).size > 1:
             out[f"{name}_by_source"] = {str(source): metrics_of(predictions, keep=sources == source)
                                         for source in np.unique(sources)}
