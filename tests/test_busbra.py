@@ -18,7 +18,7 @@ from training.config import load_config
 from training.data import index_busbra, index_busi, index_dataset
 from training.partial_labels import PartialLabelCrossEntropy, encode_targets, label_sets
 from training.pipeline import make_splits
-from training.splits import read_split_manifest, write_split_manifest
+from training.splits import SplitError, read_split_manifest, write_split_manifest
 
 from tests.helpers.datasets import DEVICES, write_busbra, write_busi
 
@@ -110,8 +110,21 @@ def test_grouped_two_source_split_never_separates_a_patient_or_a_group(busi_root
             group = f"{sample.class_name}-pair" if stem_number <= 2 else f"single-{k}"
             writer.writerow([sample.relpath, sample.class_name, group, 2 if stem_number <= 2 else 1, "false"])
     monkeypatch.setenv("BUSI_AUDIT", str(audit))
+    # BUS-BRA's audit: case 1's left view repeats case 3's only view (both malignant), and case 2's left view
+    # (benign) repeats case 5's (malignant): one scan filed under two patients and two pathologies
+    busbra_groups = tmp_path / "busbra-groups.csv"
+    near = {"Images/bus_0001-l.png": "g13", "Images/bus_0003-s.png": "g13",
+            "Images/bus_0002-l.png": "g25", "Images/bus_0005-l.png": "g25"}
+    with busbra_groups.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "class", "group_id", "group_size", "conflicting"])
+        for k, sample in enumerate(index_busbra(busbra_root, "three-class")):
+            group = near.get(sample.relpath, f"single-{k}")
+            writer.writerow([sample.relpath, sample.class_name, group, 2 if group != f"single-{k}" else 1,
+                             "true" if group == "g25" else "false"])
     # the shipped lesion links name real BUSI files, which this synthetic folder does not have
-    config = load_config(Path(__file__).parents[1] / "training/configs/busi_busbra.toml", ["split.lesion_links="])
+    config = load_config(Path(__file__).parents[1] / "training/configs/busi_busbra.toml",
+                         ["split.lesion_links=", f"split.join_patients={busbra_groups}"])
     index = index_dataset("busi+bus-bra", None, "three-class", roots={"busi": busi_root, "bus-bra": busbra_root})
     for seed in range(4):
         config = dataclasses.replace(config, split=dataclasses.replace(config.split, seed=seed))
@@ -121,11 +134,26 @@ def test_grouped_two_source_split_never_separates_a_patient_or_a_group(busi_root
             for i in positions:
                 assert side.setdefault(groups[i], name) == name, f"group {groups[i]} on two sides (seed {seed})"
         assert groups[0] == "busi:benign-pair" and groups[-1] == "bus-bra:case-0012"
-        # both views of BUS-BRA patient 1 exist and share one side
+        group_of = dict(zip(index.relpaths, groups))
+        # patients 1 and 3 are one group (all three images), 2 and 5 another, which never reaches val or test
+        assert {group_of[f"bus-bra/Images/bus_000{k}.png"] for k in ("1-l", "1-r", "3-s")} == {"bus-bra:case-0001"}
+        assert {group_of[f"bus-bra/Images/bus_000{k}.png"] for k in ("2-l", "2-r", "5-l", "5-r")} == \
+            {"bus-bra:case-0002"}
+        assert side["bus-bra:case-0002"] == "train"
+        assert group_of["bus-bra/Images/bus_0004-l.png"] == "bus-bra:case-0004"
         assert side["bus-bra:case-0001"] in ("train", "val", "test")
         sources = index.sources
         for name in ("train", "val", "test"):
             assert {"busi", "bus-bra"} <= set(sources[parts[name]])
+
+
+def test_joining_patients_without_the_audit_names_the_command_to_run(busi_root, busbra_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("BUSI_AUDIT", str(tmp_path / "no-audit"))
+    config = load_config(Path(__file__).parents[1] / "training/configs/busi_busbra.toml",
+                         ["split.lesion_links=", f"split.join_patients={tmp_path / 'missing.csv'}"])
+    index = index_dataset("bus-bra", busbra_root, "three-class")
+    with pytest.raises(SplitError, match="busi-train audit --dataset bus-bra"):
+        make_splits(config, index, None)
 
 
 def test_manifest_lists_the_source_of_every_image(tmp_path):

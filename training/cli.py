@@ -176,12 +176,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             from training.audit import index_items
             from training.data import index_dataset
-            from training.pipeline import RUNS_DIR
+            from training.pipeline import source_audit_dir
 
             roots = {"busi": args.data, "bus-bra": args.busbra}
             index = index_dataset(args.dataset, roots[args.dataset] if args.dataset in roots else None,
                                   "three-class", roots=roots)
-            result = run_audit(index.root, args.out or RUNS_DIR / f"audit-{args.dataset}", items=index_items(index),
+            result = run_audit(index.root, args.out or source_audit_dir(args.dataset), items=index_items(index),
                                title=args.dataset)
         print(result.files["summary.md"].read_text(encoding="utf-8") if "summary.md" in result.files
               else f"audit written to {result.out_dir}")

@@ -294,7 +294,10 @@ class SplitConfig:
     ``folds`` 0 = one split; k >= 2 = grouped k-fold CV, with val carved from each training part in the
     proportion fractions[1] : fractions[0]. ``lesion_links``: a reviewed file of BUSI image pairs that show one
     lesion although the audit does not group them (other frames; :mod:`training.similar_frames`); its "same"
-    pairs join their groups. A file name in training/configs or a path; "" = none.
+    pairs join their groups. A file name in training/configs or a path; "" = none. ``join_patients``: for a
+    source grouped by patient (BUS-BRA), also join patients whose images its audit found to be near-duplicates
+    (one woman under two case numbers, or one scan filed twice): "" = patients only, "audit" = each such
+    source's ``runs/audit-<source>/groups.csv`` (``busi-train audit --dataset <source>``), or a groups.csv path.
     """
 
     strategy: str = "grouped"
@@ -304,6 +307,7 @@ class SplitConfig:
     groups_csv: str = ""
     conflicting: str = "train"
     lesion_links: str = ""
+    join_patients: str = ""
 
     def __post_init__(self) -> None:
         _choice(self.strategy, ("stratified_random", "grouped"), "split.strategy")

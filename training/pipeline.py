@@ -32,6 +32,7 @@ from training.splits import (
     assignment_from_indices,
     grouped_stratified_kfold,
     grouped_stratified_split,
+    SplitError,
     read_audit_groups,
     stratified_random_split,
     write_split_manifest,
@@ -72,14 +73,22 @@ def audit_groups_csv(config: TrainConfig) -> Path:
     return Path(config.split.groups_csv) if config.split.groups_csv else default_audit_dir() / "groups.csv"
 
 
+def source_audit_dir(source: str) -> Path:
+    """Where ``busi-train audit --dataset <source>`` writes by default (BUSI: :func:`default_audit_dir`)."""
+    return default_audit_dir() if source == "busi" else RUNS_DIR / f"audit-{source}"
+
+
 def split_groups(config: TrainConfig, index: BusiIndex) -> tuple[list[str], frozenset[str]]:
     """(group of every sample, groups that must stay in training) for a grouped split: the patient where the
-    dataset knows it (mini-MIAS: the two films of one woman; BUS-BRA: its Case), else the audit's near-duplicate
-    groups (BUSI). In a multi-source index every group is prefixed with its source ("bus-bra:case-0001")."""
+    dataset knows it (mini-MIAS: the two films of one woman; BUS-BRA: its Case), joined across patients by the
+    audit's near-duplicates when ``split.join_patients`` says so, else the audit's near-duplicate groups (BUSI).
+    In a multi-source index every group is prefixed with its source ("bus-bra:case-0001")."""
     multi = bool(index.roots)
     unknown = [i for i, sample in enumerate(index.samples) if not sample.patient]
     groups = [sample.patient for sample in index.samples]
-    conflicting: frozenset[str] = frozenset()
+    held_in_training: set[int] = set()  # samples whose group is conflicting
+    if config.split.join_patients:
+        groups, held_in_training = _join_patients(config, index, groups)
     if unknown:
         files = [_within_source(index.samples[i].relpath, multi) for i in unknown]
         audit, conflicting = read_audit_groups(audit_groups_csv(config), files)
@@ -89,11 +98,57 @@ def split_groups(config: TrainConfig, index: BusiIndex) -> tuple[list[str], froz
                                              read_links(lesion_links_path(config)))
         for i, group in zip(unknown, audit):
             groups[i] = group
-    if not multi:
-        return groups, conflicting
+        held_in_training |= {i for i, group in zip(unknown, audit) if group in conflicting}
+    if multi:
+        groups = [f"{source}:{group}" for source, group in zip(index.sources, groups)]
+    return groups, frozenset(groups[i] for i in held_in_training)
+
+
+def _join_patients(config: TrainConfig, index: BusiIndex, groups: list[str]) -> tuple[list[str], set[int]]:
+    """``groups`` with the patients of each patient-grouped source joined wherever the source's audit groups
+    their images as near-duplicates, and the samples of joined groups that hold more than one class (one scan
+    under two pathologies: they stay out of test). Patients no near-duplicate joins are left as they were."""
+    multi = bool(index.roots)
     sources = index.sources
-    prefixed = [f"{source}:{group}" for source, group in zip(sources, groups)]
-    return prefixed, frozenset(prefixed[i] for i in unknown if groups[i] in conflicting)
+    patient_sources = list(dict.fromkeys(s for s, sample in zip(sources.tolist(), index.samples) if sample.patient))
+    setting = config.split.join_patients
+    if setting != "audit" and len(patient_sources) > 1:
+        raise SplitError(f"split.join_patients names one groups file, but {', '.join(patient_sources)} are all "
+                         "grouped by patient: use \"audit\" (each source's own audit)")
+    joined = list(groups)
+    conflicting: set[int] = set()
+    for source in patient_sources:
+        members = [i for i, sample in enumerate(index.samples) if sample.patient and sources[i] == source]
+        path = source_audit_dir(source) / "groups.csv" if setting == "audit" else Path(setting).expanduser()
+        if not path.is_file():
+            raise SplitError(f"split.join_patients needs the near-duplicate groups of {source} ({path} is missing): "
+                             f"run `busi-train audit --dataset {source}`")
+        files = [_within_source(index.samples[i].relpath, multi) for i in members]
+        audit, _ = read_audit_groups(path, files)
+        links = _same_group_links(files, audit)
+        patients = [groups[i] for i in members]
+        merged, mixed = merge_links(files, patients, frozenset(), [index.samples[i].class_name for i in members],
+                                    links)
+        parts: dict[str, set[str]] = {}
+        for root, patient in zip(merged, patients):
+            parts.setdefault(root, set()).add(patient)
+        for i, root in zip(members, merged):
+            joined[i] = root
+            if root in mixed and len(parts[root]) > 1:
+                conflicting.add(i)
+    return joined, conflicting
+
+
+def _same_group_links(files: list[str], audit_groups: list[str]) -> list[tuple[str, str, str]]:
+    """("same" links chaining the files of each audit group): what :func:`merge_links` joins."""
+    first: dict[str, str] = {}
+    links = []
+    for file, group in zip(files, audit_groups):
+        if group in first:
+            links.append((first[group], file, "same"))
+        else:
+            first[group] = file
+    return links
 
 
 def lesion_links_path(config: TrainConfig) -> Path:

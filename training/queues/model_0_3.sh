@@ -7,6 +7,9 @@
 #
 # After each step, copy what may be published (no dataset images) into training/reports/ and commit it:
 #   training/queues/publish_run.sh runs/<run> training/reports/model-0.3/<run>
+#
+# The BUS-BRA splits join patients by the BUS-BRA audit's near-duplicates: run `busi-train audit --dataset
+# bus-bra --busbra "$BUSBRA_DATA"` once before (and `busi-train audit` for BUSI's groups).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${BUSI_DATA:?set BUSI_DATA to the BUSI folder}"
@@ -26,16 +29,16 @@ external() {  # external RUN_NAME SOURCE FOLDER: leave-one-source-out scoring, s
 
 # 1. the shipped model: both sources, the single grouped split, seed 0
 fit busi-busbra-seed0
-# 2. leave-one-source-out, same recipe: trained on one source, scored on the other
-fit loso-busbra-only-seed0 --set data.dataset=bus-bra --set data.task=benign-vs-malignant
-fit loso-busi-only-seed0 --set data.dataset=busi
-external loso-busi-only-seed0 bus-bra "$BUSBRA_DATA"
-external loso-busbra-only-seed0 busi "$BUSI_DATA"
-# 3. grouped 5-fold cross-validation of the recipe, each source split into folds on its own
+# 2. grouped 5-fold cross-validation of the recipe, each source split into folds on its own
 for fold in 0 1 2 3 4; do
   fit "busi-busbra-seed0-fold$fold" --fold "$fold"
 done
 "$train" cv-summary runs/busi-busbra-seed0-fold? --out training/reports/model-0.3/cv
+# 3. leave-one-source-out, same recipe: trained on one source, scored on the other
+fit loso-busbra-only-seed0 --set data.dataset=bus-bra --set data.task=benign-vs-malignant
+fit loso-busi-only-seed0 --set data.dataset=busi
+external loso-busi-only-seed0 bus-bra "$BUSBRA_DATA"
+external loso-busbra-only-seed0 busi "$BUSI_DATA"
 # 4. the backbone question: the same recipe on EfficientNet-Lite2 at its native 260 px, same folds
 for fold in 0 1 2 3 4; do
   fit "busi-busbra-lite2-seed0-fold$fold" --fold "$fold" --set model.arch=tf_efficientnet_lite2 \
