@@ -501,3 +501,27 @@ def test_ctrl_drag_moves_the_window_of_deep_images_from_what_is_shown(qtbot):
     assert panel.window_combo.count() == 5  # As rendered, File, Full range, Auto, one Custom entry reused
     panel.window_combo.setCurrentIndex(1)  # a preset still applies after a drag
     assert (panel.adjust.window_center, panel.adjust.window_width) == (2000.0, 1000.0)
+
+
+def test_result_panel_out_of_scope_shows_no_class_and_fades_the_bars(qtbot, tmp_path):
+    panel = ResultPanel()
+    qtbot.addWidget(panel)
+    panel.show()
+    why = "Outside this model's scope: this image is unlike the ultrasound images it was trained on"
+    panel.set_state(_result(probabilities=(0.20, 0.74, 0.06), predicted="malignant", low_confidence=True,
+                            scope_warning=why))
+    predicted = _find(panel, QLabel, "predicted_label")
+    assert predicted.text() == "Out of scope" and predicted.isVisible()
+    warning = _find(panel, QLabel, "scope_warning")
+    assert warning.isVisible() and warning.text() == why
+    rule = _find(panel, QLabel, "decision_rule").text()
+    assert rule == "Most probable class: malignant (not a finding)"
+    assert not _find(panel, QLabel, "prob_name_malignant").font().bold()
+    assert not _find(panel, QLabel, "low_confidence_badge").isVisible()  # no badge on a class that is not one
+    bars = _find(panel, QWidget, "prob_bars")
+    assert bars.isVisible() and bars.graphicsEffect().isEnabled()
+    assert _find(panel, QLabel, "prob_value_malignant").text() == "0.74"  # still there to read
+    _shoot(panel, tmp_path, "result_panel_out_of_scope")
+    panel.set_state(_result())
+    assert not warning.isVisible() and not bars.graphicsEffect().isEnabled()
+    assert predicted.text() == "malignant" and _find(panel, QLabel, "prob_name_malignant").font().bold()

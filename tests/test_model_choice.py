@@ -77,7 +77,7 @@ def _result_of(qtbot, window, name: str) -> None:
 
 
 def _warning(window) -> QLabel:
-    return window.result_panel.findChild(QLabel, "modality_warning")
+    return window.result_panel.findChild(QLabel, "scope_warning")
 
 
 def test_the_viewer_switches_to_the_model_of_each_images_modality(qtbot, resources, mixed_folder):

@@ -129,6 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--name", default="busi-us")
     export.add_argument("--version", default="1.0.0")
     export.add_argument("--force", action="store_true", help="replace an existing bundle")
+    export.add_argument("--no-scope", action="store_true",
+                        help="skip fitting the scope guard (it needs the training data; fit it later with fit-scope)")
+
+    scope = commands.add_parser("fit-scope", help="fit a bundle's scope guard on its training images (see README)")
+    scope.add_argument("bundle", type=Path)
+    scope.add_argument("--data", type=Path, default=None,
+                       help="folder of the bundle's (first) data set (default: $BUSI_DATA / $MIAS_DATA / $BUSBRA_DATA)")
+    scope.add_argument("--busbra", type=Path, default=None, help="BUS-BRA folder (default: $BUSBRA_DATA)")
+    scope.add_argument("--components", type=int, default=None, help="principal directions (default: 64)")
+
+    scope_eval = commands.add_parser("scope-eval", help="flag rates of a bundle's scope guard on folders of images")
+    scope_eval.add_argument("bundle", type=Path)
+    scope_eval.add_argument("--set", dest="sets", action="append", required=True, metavar="NAME=FOLDER",
+                            help="a named folder of images (searched recursively); repeat for several")
 
     onnx = commands.add_parser("export-onnx", help="add an ONNX export (checked against torch) to a model bundle")
     onnx.add_argument("bundle", type=Path, nargs="?", default=None, help="bundle folder (default: the app's default)")
@@ -235,8 +249,35 @@ def _dispatch(args: argparse.Namespace) -> int:
         from busi_viewer.core.paths import default_model_dir
         from training.export import run_export
 
-        card = run_export(args.run, args.to or default_model_dir(), args.name, args.version, overwrite=args.force)
+        bundle = args.to or default_model_dir()
+        card = run_export(args.run, bundle, args.name, args.version, overwrite=args.force)
         print(f"bundle {card.name} {card.version} written (weights sha256 {card.weights_sha256[:12]}…)")
+        if not args.no_scope:
+            from training.config import load_config
+            from training.scope_fit import fit_bundle_scope
+
+            data = load_config(args.run / "config.toml").data
+            fit = fit_bundle_scope(bundle, Path(data.root) if data.root else None,
+                                   Path(data.busbra_root) if data.busbra_root else None)
+            print(f"scope guard fitted: threshold {fit.guard.threshold:.3g}")
+        return 0
+    if args.command == "fit-scope":
+        from training.scope_fit import DEFAULT_COMPONENTS, fit_bundle_scope
+
+        fit = fit_bundle_scope(args.bundle, args.data, args.busbra, args.components or DEFAULT_COMPONENTS)
+        print(json.dumps({k: fit.summary[k] for k in ("threshold", "fitted_on", "flagged")}, indent=2))
+        return 0
+    if args.command == "scope-eval":
+        from busi_viewer.core.scan import scan_folder
+        from training.scope_fit import score_folders
+
+        sets = {}
+        for entry in args.sets:
+            name, sep, folder = entry.partition("=")
+            if not sep or not name or not folder:
+                raise BusiViewerError(f"--set takes NAME=FOLDER, got {entry!r}")
+            sets[name] = scan_folder(Path(folder)).images
+        print(json.dumps(score_folders(args.bundle, sets), indent=2))
         return 0
     if args.command == "export-onnx":
         from busi_viewer.core.paths import default_model_dir

@@ -146,7 +146,7 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
 def run(args: argparse.Namespace) -> int:
     # Heavy imports after argument parsing so that --help and usage errors are instant.
     from busi_viewer.inference.backend import load_predictor
-    from busi_viewer.inference.catalogue import modality_warning
+    from busi_viewer.inference.catalogue import in_scope_cell, scope_warning
 
     if args.batch_size < 1:
         print("busi-predict: error: --batch-size must be at least 1", file=sys.stderr)
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
           f"{len(scan.images)} image(s) in {args.folder}, {len(scan.skipped)} other file(s) skipped.", file=sys.stderr)
 
     header = ["file", "status", "predicted_class", *(f"p_{name}" for name in card.class_names),
-              "low_confidence", *AGREEMENT_COLUMNS]
+              "low_confidence", "in_scope", "scope_score", *AGREEMENT_COLUMNS]
     processed = failed = 0
     try:
         with ExitStack() as stack:
@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
                     readable, results = [], []
                 for item, prediction in zip(readable, results):
                     relative = _relative(item.path, args.folder)
-                    scope = modality_warning(card, item.record.modality)
+                    scope = scope_warning(card, item.record.modality, prediction)
                     if scope:  # still classified, as asked, but never silently
                         errors.writerow([relative, scope])
                     mask = None
@@ -218,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
                     predictions.writerow([
                         relative, "ok", prediction.predicted_class,
                         *(_fmt(p) for p in prediction.probabilities), _fmt(prediction.low_confidence),
+                        in_scope_cell(card, item.record.modality, prediction), _fmt(prediction.scope_score),
                         *_agreement_cells(scores),
                     ])
                     if args.heatmaps:
@@ -264,13 +265,13 @@ class _Reports:
             scores: AgreementResult | None) -> str | None:
         """Record one image (and write its report when asked); returns a problem to log, or None."""
         from busi_viewer.core.report_data import image_entry
-        from busi_viewer.inference.catalogue import modality_warning
+        from busi_viewer.inference.catalogue import scope_warning
 
         sha256 = sha256_file(path)
         entry = image_entry(record, sha256, class_names=self._card.class_names,
                             probabilities=prediction.probabilities, predicted=prediction.predicted_class,
                             low_confidence=prediction.low_confidence, decision_rule=self._card.decision_rule(),
-                            out_of_scope=modality_warning(self._card, record.modality),
+                            out_of_scope=scope_warning(self._card, record.modality, prediction),
                             agreement=scores, review=self._review_for(sha256),
                             include_identifiers=self._args.include_identifiers)
         self._rows.append((entry, self._pdf.thumbnail(record.rgb)))

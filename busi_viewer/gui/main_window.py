@@ -415,9 +415,10 @@ class MainWindow(QMainWindow):
         self.result = done
         prediction = done.prediction
         self._show_heatmap()
-        self.result_panel.set_state(presenters.result_state(self.model, done, self._record_modality()))
+        state = presenters.result_state(self.model, done, self._record_modality())
+        self.result_panel.set_state(state)
         self.result_panel.set_agreement(presenters.agreement_state(done))
-        self._set_thumb(self.index, predicted=prediction.predicted_class)
+        self._set_thumb(self.index, predicted=prediction.predicted_class, out_of_scope=state.out_of_scope)
         self.resultShown.emit(self.index)
 
     def _show_heatmap(self) -> None:

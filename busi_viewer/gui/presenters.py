@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from busi_viewer.core.labels import CLASS_NAMES
 from busi_viewer.gui.state import AgreementState, ResultState
-from busi_viewer.inference.catalogue import modality_warning
+from busi_viewer.inference.catalogue import modality_warning, scope_warning
 from busi_viewer.gui.worker import InferenceDone, ModelState
 
 
@@ -35,7 +35,7 @@ def pending_result(model: ModelState | None, image_modality: str | None = None) 
         message = "Computing…"
     return ResultState(class_names=class_names(model), message=message, model_label=model_label(model),
                        device=model.device if model else "",
-                       modality_warning=modality_warning(model.card if model else None, image_modality))
+                       scope_warning=modality_warning(model.card if model else None, image_modality))
 
 
 def result_state(model: ModelState | None, done: InferenceDone, image_modality: str | None = None) -> ResultState:
@@ -53,7 +53,7 @@ def result_state(model: ModelState | None, done: InferenceDone, image_modality: 
         device=model.device if model else "",
         seconds=done.seconds,
         cached=done.cached,
-        modality_warning=modality_warning(card, image_modality),
+        scope_warning=scope_warning(card, image_modality, prediction),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QPainter, QPalette, QPen
 from PySide6.QtWidgets import (
+    QGraphicsOpacityEffect,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -23,14 +24,17 @@ from PySide6.QtWidgets import (
 from .state import AgreementState, ResultState
 from .thumbnails import CLASS_COLOURS, FALLBACK_COLOUR
 
-__all__ = ["AGREEMENT_CAPTION", "ResultPanel", "format_timing"]
+__all__ = ["AGREEMENT_CAPTION", "OUT_OF_SCOPE_TEXT", "ResultPanel", "format_timing"]
 
 AGREEMENT_CAPTION = "Heatmap vs lesion mask — an explanation check, not a detection"
 _BAR_STEPS = 1000  # QProgressBar is integer-valued: 0..1000 keeps three decimals of the probability
 _BADGE_STYLE = (
     "QLabel { background-color: #f0a800; color: #111111; font-weight: bold; border-radius: 3px; padding: 3px 6px; }"
 )
-_WARNING_STYLE = "QLabel { color: #ffffff; background-color: #b3261e; font-weight: bold; padding: 3px 6px; }"
+_WARNING_STYLE = "QLabel { color: #fbe9e7; background-color: #b3261e; font-weight: bold; padding: 3px 6px; }"
+_OUT_OF_SCOPE_STYLE = "QLabel { color: #b3261e; }"
+_OUT_OF_SCOPE_OPACITY = 0.35
+OUT_OF_SCOPE_TEXT = "Out of scope"
 
 
 def format_timing(device: str, seconds: float | None, cached: bool) -> str:
@@ -144,7 +148,7 @@ class ResultPanel(QWidget):
     """Shows a :class:`ResultState` and an optional :class:`AgreementState` (read-only, emits nothing).
 
     Children have objectNames for tests and stylesheets: ``prob_bar_<class>``, ``prob_value_<class>``,
-    ``prob_name_<class>``, ``predicted_label``, ``low_confidence_badge``, ``result_message``, ``modality_warning``,
+    ``prob_name_<class>``, ``predicted_label``, ``low_confidence_badge``, ``result_message``, ``scope_warning``,
     ``decision_rule``, ``calibration_label``, ``model_label``, ``timing_label``, ``agreement_box``,
     ``agreement_iou``/``agreement_pointing``/``agreement_energy`` (+ ``_baseline``), ``agreement_note``.
     """
@@ -163,9 +167,9 @@ class ResultPanel(QWidget):
 
         self._message = self._label("result_message", wrap=True)
         layout.addWidget(self._message)
-        self._modality_warning = self._label("modality_warning", wrap=True)
-        self._modality_warning.setStyleSheet(_WARNING_STYLE)
-        layout.addWidget(self._modality_warning)
+        self._scope_warning = self._label("scope_warning", wrap=True)
+        self._scope_warning.setStyleSheet(_WARNING_STYLE)
+        layout.addWidget(self._scope_warning)
 
         self._predicted_row = QWidget(self)
         row = QHBoxLayout(self._predicted_row)
@@ -192,6 +196,10 @@ class ResultPanel(QWidget):
         self._bars_grid.setHorizontalSpacing(8)
         self._bars_grid.setColumnStretch(1, 1)
         layout.addWidget(self._bars)
+        self._bars_faded = QGraphicsOpacityEffect(self._bars)  # out of scope: the numbers stay, de-emphasised
+        self._bars_faded.setOpacity(_OUT_OF_SCOPE_OPACITY)
+        self._bars_faded.setEnabled(False)
+        self._bars.setGraphicsEffect(self._bars_faded)
         self._rows: dict[str, _ClassRow] = {}
         self._row_order: tuple[str, ...] = ()
 
@@ -217,15 +225,16 @@ class ResultPanel(QWidget):
         self._timing_label.setVisible(bool(timing) and state.probabilities is not None)
 
         has_result = state.probabilities is not None
-        self._modality_warning.setText(state.modality_warning)
-        self._modality_warning.setVisible(bool(state.modality_warning))
+        self._scope_warning.setText(state.scope_warning)
+        self._scope_warning.setVisible(bool(state.scope_warning))
         self._message.setText(state.message or "")
         self._message.setVisible(not has_result and bool(state.message))
         self._bars.setVisible(has_result)
         self._predicted_row.setVisible(has_result)
-        self._rule.setVisible(has_result and bool(state.decision_rule))
+        self._rule.setVisible(has_result and (bool(state.decision_rule) or state.out_of_scope))
         self._calibration.setVisible(has_result)
-        self._badge.setVisible(has_result and state.low_confidence)
+        self._badge.setVisible(has_result and state.low_confidence and not state.out_of_scope)
+        self._bars_faded.setEnabled(state.out_of_scope)
         if not has_result:
             return
 
@@ -234,13 +243,15 @@ class ResultPanel(QWidget):
             raise ValueError(f"{len(probabilities)} probabilities for {len(state.class_names)} classes")
         self._ensure_rows(state.class_names)
         for name, p in zip(state.class_names, probabilities):
-            self._rows[name].set(float(p), name == state.predicted)
-        self._predicted.setText(state.predicted or "—")
+            self._rows[name].set(float(p), name == state.predicted and not state.out_of_scope)
+        self._predicted.setText(OUT_OF_SCOPE_TEXT if state.out_of_scope else state.predicted or "—")
+        self._predicted.setStyleSheet(_OUT_OF_SCOPE_STYLE if state.out_of_scope else "")
         if state.low_confidence_below is not None:
             self._badge.setText(f"LOW CONFIDENCE — max probability < {state.low_confidence_below:.2f}")
         else:
             self._badge.setText("LOW CONFIDENCE")
-        self._rule.setText(state.decision_rule)
+        self._rule.setText(f"Most probable class: {state.predicted} (not a finding)" if state.out_of_scope
+                           else state.decision_rule)
         self._calibration.setText("calibrated (temperature scaling)" if state.calibrated else "uncalibrated")
 
     def set_agreement(self, agreement: AgreementState | None) -> None:

@@ -31,7 +31,13 @@ class ResultState:
     seconds: float | None = None
     cached: bool = False
     message: str | None = None
-    modality_warning: str = ""  # the model sees an image of another modality than it was trained on
+    # Why the image is outside the model's scope (another modality, or its scope guard): the result is then shown
+    # as "outside this model's scope", probabilities de-emphasised.
+    scope_warning: str = ""
+
+    @property
+    def out_of_scope(self) -> bool:
+        return bool(self.scope_warning)
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class ThumbState:
 
     path: Path
     predicted: str | None = None
+    out_of_scope: bool = False
     reviewed: bool = False
     unreadable: bool = False
     error: str | None = None

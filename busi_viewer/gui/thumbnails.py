@@ -59,6 +59,7 @@ CLASS_COLOURS: dict[str, str] = {"benign": "#2e9e44", "malignant": "#d62728", "n
 """Marker colour per class name (thumbnail dots, result bars). Unknown classes fall back to grey."""
 
 FALLBACK_COLOUR = "#8c8c8c"
+OUT_OF_SCOPE_COLOUR = "#5f5f5f"  # the "?" dot of an image outside the model's scope: no class colour
 THUMB_SIZE = 96  # longest side of a thumbnail, logical px
 PIXMAP_CACHE_SIZE = 500  # ~500 x 96 x 96 x 4 B = 18 MB at most
 MAX_QUEUED = 256  # older pending requests are dropped; a row that becomes visible again asks again
@@ -155,7 +156,9 @@ class ThumbnailModel(QAbstractListModel):
             return item
         if role == Qt.ItemDataRole.ToolTipRole:
             tip = str(item.path)
-            if item.predicted:
+            if item.predicted and item.out_of_scope:
+                tip += f"\nmodel: outside its scope (most probable: {item.predicted})"
+            elif item.predicted:
                 tip += f"\nmodel: {item.predicted}"
             if item.reviewed:
                 tip += "\nreviewed"
@@ -268,7 +271,8 @@ class ThumbnailDelegate(QStyledItemDelegate):
     """Draws the thumbnail, the elided file name below it, and the markers.
 
     Markers: top-left a dot in the predicted class's colour with the class's initial (so it reads without
-    colour vision), top-right a green check when reviewed, centre a red "!" when the file is unreadable.
+    colour vision), or a grey "?" when the image is outside the model's scope; top-right a green check when
+    reviewed, centre a red "!" when the file is unreadable.
     """
 
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
@@ -324,7 +328,10 @@ class ThumbnailDelegate(QStyledItemDelegate):
         outline = QPen(QColor(0, 0, 0, 200), 1.5)  # dark rim: the markers sit on bright or dark images
         if state.predicted:
             dot = QRectF(box.left() + 3, box.top() + 3, 18, 18)
-            _lettered_dot(painter, dot, outline, class_colour(state.predicted), state.predicted[:1].upper(), 11)
+            if state.out_of_scope:  # no class colour: the model's class means nothing here
+                _lettered_dot(painter, dot, outline, QColor(OUT_OF_SCOPE_COLOUR), "?", 11)
+            else:
+                _lettered_dot(painter, dot, outline, class_colour(state.predicted), state.predicted[:1].upper(), 11)
         if state.reviewed:
             badge = QRectF(box.right() - 20, box.top() + 3, 18, 18)
             painter.setPen(outline)

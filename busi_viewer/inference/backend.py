@@ -20,6 +20,7 @@ from busi_viewer.core.errors import BundleError, DeviceError
 from busi_viewer.core.paths import onnx_export_cache_dir
 from busi_viewer.inference.bundle_files import bundle_folder, read_card
 from busi_viewer.inference.prediction import PredictorBase
+from busi_viewer.inference.scope import bundle_scope_guard
 
 BACKEND_ENV = "BUSI_VIEWER_BACKEND"
 BACKENDS = ("auto", "torch", "onnx")
@@ -49,20 +50,25 @@ def load_predictor(model_dir: str | Path | None = None, device: str | None = Non
     "auto" runs ONNX Runtime on the CPU and torch on an accelerator, and ONNX Runtime whenever torch is
     absent (the frozen app). Raises :class:`BundleError` / :class:`DeviceError` with a message for users.
     """
-    name = chosen_backend(backend)
     folder = bundle_folder(model_dir)
+    predictor = _predictor(folder, device, chosen_backend(backend))
+    predictor.scope = bundle_scope_guard(folder, predictor.card)
+    return predictor, folder
+
+
+def _predictor(folder: Path, device: str | None, name: str) -> PredictorBase:
     if name == "torch":
-        return _torch_predictor(folder, device), folder
+        return _torch_predictor(folder, device)
     if name == "onnx" or not torch_installed():
-        return _onnx_predictor(folder, device), folder
+        return _onnx_predictor(folder, device)
     if _wants_cpu(device) and _importable("onnxruntime") and _importable("onnx"):
         try:
-            return _onnx_predictor(folder, "cpu"), folder
+            return _onnx_predictor(folder, "cpu")
         except (ImportError, BundleError) as exc:
             # A broken ONNX installation, or a model the export refuses: torch still runs it (and reports any
             # problem with the bundle itself in its own words).
             log.warning("ONNX Runtime not used (%s); running the model with torch", exc)
-    return _torch_predictor(folder, device), folder
+    return _torch_predictor(folder, device)
 
 
 def _importable(module: str) -> bool:

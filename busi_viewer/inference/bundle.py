@@ -11,7 +11,7 @@ import dataclasses
 import os
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +33,8 @@ from busi_viewer.inference.bundle_files import (
 from busi_viewer.inference.device import select_device
 from busi_viewer.inference.model_card import ModelCard
 
-__all__ = ["BUNDLE_DOCUMENTS", "CARD_FILENAME", "WEIGHTS_FILENAME", "LoadedBundle", "load_bundle", "save_bundle"]
+__all__ = ["BUNDLE_DOCUMENTS", "CARD_FILENAME", "WEIGHTS_FILENAME", "LoadedBundle", "load_bundle", "save_bundle",
+           "update_bundle"]
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,26 @@ def load_bundle(folder: str | Path | None = None, device: str | torch.device = "
     _check_state_fits(state, model, card, folder.name)
     model.load_state_dict(state, strict=True)
     return LoadedBundle(card=card, model=model.to(target).eval(), folder=folder)
+
+
+def update_bundle(folder: str | Path, change: Callable[[Path, ModelCard], ModelCard]) -> ModelCard:
+    """Change the verified bundle at ``folder`` atomically: ``change(staged_copy, card)`` may write files into a
+    staged copy of the folder and returns the new card, which is written there before the copy replaces the
+    bundle. Returns the new card. The weights cannot change this way (the card keeps their SHA-256)."""
+    folder = bundle_folder(folder)
+    card = read_verified_card(folder, SUPPORTED_ARCHITECTURES)
+    staging = _sibling(folder, "partial")
+    shutil.copytree(folder, staging)
+    try:
+        new_card = dataclasses.replace(change(staging, card), weights_sha256=card.weights_sha256)
+        card_path = staging / CARD_FILENAME
+        card_path.write_text(new_card.to_json(), encoding="utf-8")
+        _fsync(card_path)
+        _swap_into_place(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return new_card
 
 
 def _sibling(folder: Path, tag: str) -> Path:

@@ -16,6 +16,8 @@ from busi_viewer.inference.model_card import ModelCard
 
 WEIGHTS_FILENAME = "weights.safetensors"
 CARD_FILENAME = "model_card.json"
+# The scope guard (busi_viewer.inference.scope): plain arrays, its SHA-256 in the card.
+SCOPE_FILENAME = "scope_guard.npz"
 # Made from the weights at build time for the frozen app (never committed), with a record binding it to them.
 ONNX_FILENAME = "model.onnx"
 ONNX_RECORD_FILENAME = "model.onnx.json"
@@ -28,7 +30,8 @@ BUNDLE_DOCUMENTS = ("split_manifest.csv", "report.md", "metrics.json", "config.t
 
 def looks_like_bundle(folder: Path) -> bool:
     """True for an empty folder or one holding only a bundle's own files (safe to replace)."""
-    allowed = {WEIGHTS_FILENAME, CARD_FILENAME, ONNX_FILENAME, ONNX_RECORD_FILENAME, *BUNDLE_DOCUMENTS}
+    allowed = {WEIGHTS_FILENAME, CARD_FILENAME, SCOPE_FILENAME, ONNX_FILENAME, ONNX_RECORD_FILENAME,
+               *BUNDLE_DOCUMENTS}
     return {entry.name for entry in folder.iterdir()} <= allowed
 
 

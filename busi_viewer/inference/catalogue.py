@@ -13,6 +13,7 @@ from pathlib import Path
 from busi_viewer.core.paths import models_dir
 from busi_viewer.inference.bundle_files import CARD_FILENAME, ONNX_FILENAME, WEIGHTS_FILENAME
 from busi_viewer.inference.model_card import ModelCard
+from busi_viewer.inference.prediction import Prediction
 
 MODALITY_NAMES = {"US": "ultrasound", "MG": "mammography"}
 
@@ -63,6 +64,28 @@ def model_for(models: list[InstalledModel], modality: str | None) -> InstalledMo
     if modality is None:
         return None
     return next((m for m in models if m.card.modality == modality), None)
+
+
+def scope_warning(card: ModelCard | None, modality: str | None, prediction: Prediction | None) -> str:
+    """Why an image is outside the model's scope, in one sentence for the screen, the reports and busi-predict:
+    its DICOM modality (:func:`modality_warning`), else the bundle's scope guard when it flagged ``prediction``;
+    "" when neither says so."""
+    text = modality_warning(card, modality)
+    if text or card is None or prediction is None or prediction.in_scope is not False:
+        return text
+    threshold = card.scope_guard.get("threshold")
+    limit = f" > {threshold:.2f}" if isinstance(threshold, (int, float)) else ""
+    return (f"Outside this model's scope: this image is unlike the {MODALITY_NAMES.get(card.modality, card.modality)} "
+            f"images it was trained on (scope score {prediction.scope_score:.2f}{limit}); its classification here "
+            f"means little.")
+
+
+def in_scope_cell(card: ModelCard | None, modality: str | None, prediction: Prediction | None) -> str:
+    """busi-predict's ``in_scope`` column: "no" when :func:`scope_warning` has something to say, "yes" when the
+    scope guard passed the image, "" when nothing is known (a bundle without a guard)."""
+    if scope_warning(card, modality, prediction):
+        return "no"
+    return "yes" if prediction is not None and prediction.in_scope else ""
 
 
 def modality_warning(card: ModelCard | None, modality: str | None) -> str:

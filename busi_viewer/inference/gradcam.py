@@ -50,14 +50,23 @@ def fast_gradcam_all_classes(model: ImageClassifier, x: torch.Tensor) -> tuple[t
 
     ``x``: (B, 3, S, S) float32. Returns logits (B, K) and raw maps (B, K, h, w), both float32.
     """
+    logits, _pooled, maps = gap_linear_forward(model, x)
+    return logits, maps
+
+
+@torch.inference_mode()
+def gap_linear_forward(model: ImageClassifier, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward pass: logits (B, K), pooled features (B, C) and every class's exact Grad-CAM (B, K, h, w),
+    all float32 (see :func:`fast_gradcam_all_classes`)."""
     if not supports_fast_gradcam(model):
         raise TypeError("fast Grad-CAM needs an ImageClassifier whose head is GAP + linear; use reference_gradcam")
     feature_map = model.forward_features(x)
+    pooled = model.forward_head(feature_map, pre_logits=True)
     logits = model.forward_head(feature_map)
     weights = model.get_classifier().weight.to(feature_map.dtype)  # (K, C)
     h, w = feature_map.shape[-2:]
     maps = torch.relu(torch.einsum("kc,bchw->bkhw", weights, feature_map)) / (h * w)
-    return logits.float(), maps.float()
+    return logits.float(), pooled.float(), maps.float()
 
 
 def fast_gradcam(

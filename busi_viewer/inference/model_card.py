@@ -73,6 +73,9 @@ class ModelCard:
     calibration_temperature: float = 1.0
     thresholds: dict[str, float] = field(default_factory=dict)
     low_confidence_below: float = 0.0
+    # The scope guard in scope_guard.npz: its file_sha256, threshold, components, what it was fitted and
+    # calibrated on, and its flag rates; empty when the bundle has none (busi_viewer.inference.scope).
+    scope_guard: dict[str, Any] = field(default_factory=dict)
     intended_use: str = "Research on explainable classification of breast ultrasound. Not for diagnostic use."
     out_of_scope_use: str = "Any clinical decision; images of other modalities, body parts or devices than trained on."
     created: str = ""

@@ -16,6 +16,7 @@ import numpy as np
 from busi_viewer.core.decision import apply_operating_point
 from busi_viewer.inference.model_card import ModelCard
 from busi_viewer.inference.preprocessing import Geometry, preprocess
+from busi_viewer.inference.scope import ScopeGuard
 
 
 @dataclass
@@ -25,7 +26,9 @@ class Prediction:
     ``probabilities`` (K,) float32 are calibrated (softmax of logits / the card's temperature) and sum to 1.
     ``heatmap_raw`` (H, W) float32 >= 0 is Grad-CAM for ``predicted_index`` on the original image grid, in
     the model's logit units (comparable across images); ``heatmap`` is the same map scaled to [0, 1] per
-    image. Both are None when no explanation was asked for.
+    image. Both are None when no explanation was asked for. ``scope_score`` (>= 0, about 1 for a typical
+    training image) and ``in_scope`` come from the bundle's scope guard (:mod:`busi_viewer.inference.scope`);
+    None when the bundle has none.
     """
 
     class_names: tuple[str, ...]
@@ -36,6 +39,8 @@ class Prediction:
     heatmap_raw: np.ndarray | None
     heatmap: np.ndarray | None
     seconds: float
+    scope_score: float | None = None
+    in_scope: bool | None = None
 
     @property
     def predicted_class(self) -> str:
@@ -91,12 +96,14 @@ def gap_linear_gradcam(classifier_weight: np.ndarray, feature_map: np.ndarray, t
 class PredictorBase:
     """Runs a model on RGB images; subclasses supply the forward pass. Not thread-safe: one per thread.
 
-    Subclasses implement :meth:`_run` (logits and the decided class's map per image) and :meth:`_class_maps`
-    (maps of given classes); ``card`` and ``description`` (device and runtime, for the status bar) are set by them.
+    Subclasses implement :meth:`_run` (logits, pooled features and the decided class's map per image) and
+    :meth:`_class_maps` (maps of given classes); ``card`` and ``description`` (device and runtime, for the status
+    bar) are set by them. ``scope``: the bundle's scope guard, set by whoever loads the bundle (None: no guard).
     """
 
     card: ModelCard
     description: str = ""
+    scope: ScopeGuard | None = None
 
     def predict(self, rgb: np.ndarray, explain: bool = True) -> Prediction:
         """(H, W, 3) uint8 RGB -> :class:`Prediction`."""
@@ -106,12 +113,13 @@ class PredictorBase:
         """Several (H, W, 3) uint8 RGB images (any sizes) in one forward pass."""
         start = time.perf_counter()
         inputs, geometries = zip(*(preprocess(rgb, self.card.preprocess) for rgb in rgbs))
-        logits, maps = self._run(np.stack(inputs), explain)
+        logits, pooled, maps = self._run(np.stack(inputs), explain)
         probabilities = calibrated_probabilities(logits, self.card.calibration_temperature)
+        scope_scores = self.scope.scores(pooled) if self.scope is not None else [None] * len(rgbs)
         elapsed_each = (time.perf_counter() - start) / len(rgbs)
         return [
             self._prediction(logits[i], probabilities[i], None if maps is None else maps[i], geometries[i],
-                             elapsed_each)
+                             elapsed_each, scope_scores[i])
             for i in range(len(rgbs))
         ]
 
@@ -126,15 +134,23 @@ class PredictorBase:
         probabilities = calibrated_probabilities(logits, self.card.calibration_temperature)
         return [decide(p, self.card) for p in probabilities]
 
-    def _run(self, batch: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """(B, 3, S, S) float32 -> logits (B, K) and, when explaining, raw maps (B, h, w) of the decided classes."""
+    def pooled_features(self, rgbs: list[np.ndarray]) -> np.ndarray:
+        """(B, C) float32 pooled features (what the linear head reads) of (H, W, 3) uint8 images: what the scope
+        guard is fitted on."""
+        inputs, _ = zip(*(preprocess(rgb, self.card.preprocess) for rgb in rgbs))
+        return np.asarray(self._run(np.stack(inputs), explain=False)[1], dtype=np.float32)
+
+    def _run(self, batch: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(B, 3, S, S) float32 -> logits (B, K), pooled features (B, C) and, when explaining, raw maps (B, h, w)
+        of the decided classes."""
         raise NotImplementedError
 
     def _class_maps(self, batch: np.ndarray, targets: list[int]) -> np.ndarray:
         """(B, 3, S, S) float32 -> raw maps (B, h, w) of the given class per image."""
         raise NotImplementedError
 
-    def _prediction(self, logits, probabilities, raw_map, geometry: Geometry, seconds: float) -> Prediction:
+    def _prediction(self, logits, probabilities, raw_map, geometry: Geometry, seconds: float,
+                    scope_score: float | None) -> Prediction:
         predicted = decide(probabilities, self.card)
         heatmap_raw = heatmap = None
         if raw_map is not None:
@@ -150,4 +166,6 @@ class PredictorBase:
             heatmap_raw=heatmap_raw,
             heatmap=heatmap,
             seconds=seconds,
+            scope_score=None if scope_score is None else float(scope_score),
+            in_scope=None if scope_score is None else self.scope.in_scope(scope_score),
         )

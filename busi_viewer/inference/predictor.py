@@ -8,6 +8,7 @@ import torch
 from busi_viewer.inference.device import describe_device
 from busi_viewer.inference.gradcam import (
     fast_gradcam_all_classes,
+    gap_linear_forward,
     reference_gradcam,
     supports_fast_gradcam,
 )
@@ -37,17 +38,21 @@ class Predictor(PredictorBase):
     def _tensor(self, batch: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(batch).to(self.device).contiguous(memory_format=self.memory_format)
 
-    def _run(self, batch: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    def _run(self, batch: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         x = self._tensor(batch)
-        if self.uses_fast_cam and explain:
-            logits, all_maps = fast_gradcam_all_classes(self.model, x)
+        if self.uses_fast_cam:
+            logits, pooled, all_maps = gap_linear_forward(self.model, x)
             logits = logits.cpu().numpy()
-            return logits, _maps_of(all_maps, self.decided_classes(logits))
+            maps = _maps_of(all_maps, self.decided_classes(logits)) if explain else None
+            return logits, pooled.cpu().numpy(), maps
         with torch.inference_mode():
-            logits = self.model(x).float().cpu().numpy()
+            feature_map = self.model.forward_features(x)
+            pooled = self.model.forward_head(feature_map, pre_logits=True).float().cpu().numpy()
+            logits = self.model.forward_head(feature_map).float().cpu().numpy()
         if not explain:
-            return logits, None
-        return logits, reference_gradcam(self.model, x, targets=self.decided_classes(logits)).maps.cpu().numpy()
+            return logits, pooled, None
+        maps = reference_gradcam(self.model, x, targets=self.decided_classes(logits)).maps.cpu().numpy()
+        return logits, pooled, maps
 
     def _class_maps(self, batch: np.ndarray, targets: list[int]) -> np.ndarray:
         x = self._tensor(batch)

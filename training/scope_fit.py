@@ -1,0 +1,168 @@
+"""``busi-train fit-scope``: give a model bundle its scope guard, fitted on its own training images.
+
+The guard (:mod:`busi_viewer.inference.scope`) is fitted on the pooled features of the bundle's training images
+and its threshold set on its validation images, source by source (at most 5 % of each flagged), both read from
+the bundle's own split manifest (and checked against its SHA-256s). Its flag rate on every test split is
+recorded too: the test images of a source the model trained on, and per scanner where the data set says.
+``busi-train scope-eval`` adds the flag rates on folders of images that are not the model's kind.
+
+Works on any bundle with a split manifest, so the shipped bundles are refitted from their training data, and
+``busi-train export`` fits the guard of every new bundle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from busi_viewer.core.errors import BundleError, BusiViewerError
+from busi_viewer.core.loader import load_image
+from busi_viewer.inference.bundle import load_bundle, update_bundle
+from busi_viewer.inference.bundle_files import SCOPE_FILENAME
+from busi_viewer.inference.model_card import ModelCard
+from busi_viewer.inference.predictor import Predictor
+from busi_viewer.inference.scope import (
+    DEFAULT_COMPONENTS,
+    MAX_FLAGGED_IN_SCOPE,
+    ScopeGuard,
+    bundle_scope_guard,
+    fit_scope_guard,
+)
+from training.config import load_config
+from training.data import BusiIndex, index_dataset, sample_image
+from training.splits import read_split_manifest
+
+BATCH = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class ScopeFit:
+    """The fitted guard, and what the card says of it (``summary``: JSON-ready)."""
+
+    guard: ScopeGuard
+    summary: dict
+
+
+def bundle_index(bundle_dir: Path, data: Path | None = None, busbra: Path | None = None
+                 ) -> tuple[BusiIndex, dict[str, str]]:
+    """The index of the data a bundle was trained on (from its config.toml; ``data``: the folder of its first
+    source, ``busbra``: BUS-BRA's; None: the data sets' environment variables), and each manifest file's split.
+    Raises BundleError when the manifest names a file the data lacks or whose content differs (SHA-256)."""
+    config = load_config(bundle_dir / "config.toml")
+    dataset = config.data.dataset
+    first = dataset.split("+")[0]
+    roots = {first: data, "bus-bra": busbra if busbra is not None or first != "bus-bra" else data}
+    index = index_dataset(dataset, roots[first], config.data.task, config.data.lesion_crops, roots=roots)
+    rows = read_split_manifest(bundle_dir / "split_manifest.csv")
+    position = {relpath: i for i, relpath in enumerate(index.relpaths)}
+    missing = [r.file for r in rows if r.file not in position]
+    if missing:
+        raise BundleError(f"{bundle_dir.name}: its split manifest names {len(missing)} file(s) the data lacks, "
+                          f"e.g. {missing[0]!r}")
+    hashes = index.sha256s()
+    changed = [r.file for r in rows if hashes[position[r.file]] != r.sha256]
+    if changed:
+        raise BundleError(f"{bundle_dir.name}: {len(changed)} file(s) differ from those it was trained on, "
+                          f"e.g. {changed[0]!r}")
+    return index, {r.file: r.split for r in rows}
+
+
+def fit_bundle_scope(bundle_dir: Path, data: Path | None = None, busbra: Path | None = None,
+                     components: int = DEFAULT_COMPONENTS, progress: Callable[[int], None] | None = None
+                     ) -> ScopeFit:
+    """Fit and write the scope guard of the bundle at ``bundle_dir`` (its card updated; atomic); data folders as
+    :func:`bundle_index` takes them."""
+    bundle_dir = Path(bundle_dir)
+    index, split_of = bundle_index(bundle_dir, data, busbra)
+    bundle = load_bundle(bundle_dir)
+    predictor = Predictor(bundle.model, bundle.card)
+    chosen = [i for i, relpath in enumerate(index.relpaths) if relpath in split_of]
+    features = pooled_features(predictor, [index.samples[i] for i in chosen], progress)
+    splits = np.array([split_of[index.relpaths[i]] for i in chosen])
+    sources = index.sources[chosen]
+    guard = fit_scope_guard(features[splits == "train"], components)
+    scores = guard.scores(features)
+    validation = {source: scores[(splits == "val") & (sources == source)] for source in dict.fromkeys(sources)}
+    guard = guard.with_threshold(validation)
+    devices = np.array([index.samples[i].device for i in chosen])
+    summary = {
+        "method": f"Mahalanobis distance of the pooled features in their top {guard.components.shape[1]} principal "
+                  "directions plus the energy outside them, each relative to its mean on the training images",
+        "components": guard.components.shape[1],
+        "threshold": guard.threshold,
+        "fitted_on": f"the bundle's {int(np.sum(splits == 'train'))} training images",
+        "calibrated_on": (f"its validation images of each source: at most {MAX_FLAGGED_IN_SCOPE:.0%} of each "
+                          "flagged"),
+        "flagged": {
+            "validation": _rates(scores, guard.threshold, splits == "val", sources),
+            "test": _rates(scores, guard.threshold, splits == "test", sources),
+            "test_by_device": _rates(scores, guard.threshold, (splits == "test") & (devices != ""), devices),
+        },
+    }
+    write_scope(bundle_dir, guard, summary)
+    return ScopeFit(guard, summary)
+
+
+def pooled_features(predictor: Predictor, samples: Sequence, progress: Callable[[int], None] | None = None
+                    ) -> np.ndarray:
+    """(N, C) float32 pooled features of ``samples``, each decoded as training and the app decode it."""
+    out = []
+    for start in range(0, len(samples), BATCH):
+        batch = samples[start:start + BATCH]
+        out.append(predictor.pooled_features([sample_image(s) for s in batch]))
+        if progress is not None:
+            progress(len(batch))
+    return np.concatenate(out) if out else np.empty((0, 0), np.float32)
+
+
+def score_folders(bundle_dir: Path, sets: Mapping[str, Sequence[Path]]) -> dict[str, dict]:
+    """Flag rate of the bundle's guard on each named set of image files (decoded by the app's loader), with the
+    bundle's own predictor; files that do not load are counted apart. Written into the card."""
+    bundle_dir = Path(bundle_dir)
+    bundle = load_bundle(bundle_dir)
+    guard = bundle_scope_guard(bundle_dir, bundle.card)
+    if guard is None:
+        raise BundleError(f"{bundle_dir.name} has no scope guard yet: run busi-train fit-scope on it first")
+    predictor = Predictor(bundle.model, bundle.card)
+    results = {}
+    for name, files in sets.items():
+        scores, unreadable = [], 0
+        for start in range(0, len(files), BATCH):
+            rgbs = []
+            for path in files[start:start + BATCH]:
+                try:
+                    rgbs.append(load_image(path).rgb)
+                except BusiViewerError:  # an unreadable file is counted, not fatal
+                    unreadable += 1
+            if rgbs:
+                scores.extend(guard.scores(predictor.pooled_features(rgbs)).tolist())
+        flagged = sum(s > guard.threshold for s in scores)
+        results[name] = {"n": len(scores), "flagged": int(flagged),
+                         "rate": flagged / len(scores) if scores else math.nan, "unreadable": unreadable}
+    update_bundle(bundle_dir, lambda _staged, card: dataclasses.replace(
+        card, scope_guard={**card.scope_guard,
+                           "flagged": {**card.scope_guard.get("flagged", {}), "out_of_scope_sets": results}}))
+    return results
+
+
+def write_scope(bundle_dir: Path, guard: ScopeGuard, summary: dict) -> ModelCard:
+    """Write ``scope_guard.npz`` and the card naming it into the bundle, atomically."""
+    def change(staged: Path, card: ModelCard) -> ModelCard:
+        sha256 = guard.save(staged / SCOPE_FILENAME)
+        return dataclasses.replace(card, scope_guard={"file_sha256": sha256, **summary})
+
+    return update_bundle(bundle_dir, change)
+
+
+def _rates(scores: np.ndarray, threshold: float, chosen: np.ndarray, names: np.ndarray) -> dict[str, dict]:
+    """{name: {"n", "flagged", "rate"}} over the chosen entries, grouped by ``names``."""
+    out = {}
+    for name in dict.fromkeys(names[chosen].tolist()):
+        member = chosen & (names == name)
+        flagged = int(np.sum(scores[member] > threshold))
+        out[name] = {"n": int(member.sum()), "flagged": flagged, "rate": flagged / int(member.sum())}
+    return out
