@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from busi_viewer.core.decision import apply_operating_point
+from busi_viewer.core.decision import apply_operating_point, override_sentence
 from busi_viewer.core.labels import CLASS_NAMES
 from busi_viewer.inference.model_card import ModelCard
 from busi_viewer.inference.prediction import decide
@@ -37,3 +37,15 @@ def test_the_operating_point_may_be_on_any_output_class():
     stale = ModelCard(name="mg", version="1", architecture="tf_efficientnet_lite0", class_names=("normal", "abnormal"),
                       thresholds={"malignant": 0.3})  # a threshold for a class this model does not output
     assert stale.operating_point() is None and decide(np.array([0.65, 0.35]), stale) == 0
+
+
+def test_the_override_is_said_only_when_the_rule_beats_the_most_probable_class():
+    names = ("benign", "malignant", "normal")
+    assert override_sentence(names, (0.62, 0.31, 0.07), "malignant", ("malignant", 0.05)) == (
+        "Malignant although benign is more probable (0.62): the operating rule decides, p(malignant) = 0.31 ≥ 0.05, "
+        "the threshold chosen on validation.")
+    assert override_sentence(names, (0.40, 0.45, 0.15), "benign", ("malignant", 0.50)) == (
+        "Benign although malignant is more probable (0.45): the operating rule decides, p(malignant) = 0.45 < 0.50, "
+        "the threshold chosen on validation.")
+    assert override_sentence(names, (0.40, 0.45, 0.15), "malignant", ("malignant", 0.05)) == ""
+    assert override_sentence(names, (0.62, 0.31, 0.07), "benign", None) == ""

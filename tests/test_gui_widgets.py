@@ -525,3 +525,29 @@ def test_result_panel_out_of_scope_shows_no_class_and_fades_the_bars(qtbot, tmp_
     panel.set_state(_result())
     assert not warning.isVisible() and not bars.graphicsEffect().isEnabled()
     assert predicted.text() == "malignant" and _find(panel, QLabel, "prob_name_malignant").font().bold()
+
+
+def test_result_panel_marks_the_threshold_and_says_when_it_overrides_the_most_probable_class(qtbot, tmp_path):
+    panel = ResultPanel()
+    qtbot.addWidget(panel)
+    panel.show()
+    said = ("Malignant although benign is more probable (0.62): the operating rule decides, p(malignant) = 0.31 "
+            "≥ 0.05, the threshold chosen on validation.")
+    panel.set_state(_result(probabilities=(0.62, 0.31, 0.07), predicted="malignant",
+                            operating_point=("malignant", 0.05), decision_override=said))
+    override = _find(panel, QLabel, "decision_override")
+    assert override.isVisible() and override.text() == said
+    assert _find(panel, QProgressBar, "prob_bar_malignant").tick() == 0.05
+    assert _find(panel, QProgressBar, "prob_bar_benign").tick() is None
+    pixels = _shoot(panel, tmp_path, "result_panel_override")
+    # the tick is drawn: the malignant bar's column at 5 % differs from the same column of the benign bar
+    bar = _find(panel, QProgressBar, "prob_bar_malignant")
+    top_left = bar.mapTo(panel, bar.rect().topLeft())
+    benign = _find(panel, QProgressBar, "prob_bar_benign").mapTo(panel, bar.rect().topLeft())
+    x = top_left.x() + round(1.5 + (bar.width() - 4) * 0.05) + 1
+    y_m, y_b = top_left.y() + bar.height() // 2, benign.y() + bar.height() // 2
+    scale = pixels.shape[1] / panel.width()
+    assert np.abs(pixels[round(y_m * scale), round(x * scale)].astype(int)
+                  - pixels[round(y_b * scale), round(x * scale)].astype(int)).max() > 60
+    panel.set_state(_result(operating_point=("malignant", 0.05)))  # malignant decided and most probable
+    assert not override.isVisible()

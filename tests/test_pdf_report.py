@@ -84,6 +84,23 @@ def test_image_report_says_what_was_on_screen_and_no_identifier(qtbot, tmp_path,
     assert not list(tmp_path.glob(".*partial"))  # the staging file was renamed away
 
 
+def test_the_report_says_when_the_rule_overrode_the_most_probable_class_or_the_image_is_out_of_scope(
+        qtbot, tmp_path, dicom_case):
+    path, record, heat, mask = dicom_case
+    entry = image_entry(record, "ab" * 32, class_names=CLASS_NAMES, probabilities=(0.62, 0.31, 0.07),
+                        predicted="malignant", low_confidence=False, decision_rule="malignant when …",
+                        operating_point=("malignant", 0.05))
+    text = _text(write_image_report(tmp_path / "override.pdf", entry, ReportImages(record.rgb, heat, mask), MODEL))
+    assert ("Prediction: malignant Malignant although benign is more probable (0.62): the operating rule decides, "
+            "p(malignant) = 0.31 ≥ 0.05, the threshold chosen on validation.") in text
+    why = "Outside this model's scope: this image is unlike the ultrasound images it was trained on."
+    entry = image_entry(record, "ab" * 32, class_names=CLASS_NAMES, probabilities=(0.25, 0.62, 0.13),
+                        predicted="malignant", low_confidence=True, decision_rule="", out_of_scope=why)
+    text = _text(write_image_report(tmp_path / "scope.pdf", entry, ReportImages(record.rgb, heat, mask), MODEL))
+    assert f"{why} Prediction: out of scope (most probable class: malignant, not a finding)" in text
+    assert "LOW CONFIDENCE" not in text and "Prediction: malignant" not in text
+
+
 def test_identifiers_appear_only_when_asked(qtbot, tmp_path, dicom_case):
     path, record, heat, mask = dicom_case
     entry = _entry(path, record, heat, mask, include_identifiers=True)

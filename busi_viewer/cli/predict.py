@@ -272,6 +272,7 @@ class _Reports:
                             probabilities=prediction.probabilities, predicted=prediction.predicted_class,
                             low_confidence=prediction.low_confidence, decision_rule=self._card.decision_rule(),
                             out_of_scope=scope_warning(self._card, record.modality, prediction),
+                            operating_point=self._card.operating_point(),
                             agreement=scores, review=self._review_for(sha256),
                             include_identifiers=self._args.include_identifiers)
         self._rows.append((entry, self._pdf.thumbnail(record.rgb)))

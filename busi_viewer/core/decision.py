@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 
@@ -17,3 +19,18 @@ def apply_operating_point(probabilities: np.ndarray, positive_index: int, thresh
     others = probs.copy()
     others[..., positive_index] = -np.inf
     return np.where(probs[..., positive_index] >= threshold, positive_index, others.argmax(axis=-1)).astype(np.int64)
+
+
+def override_sentence(class_names: Sequence[str], probabilities: Sequence[float], predicted: str,
+                      operating_point: tuple[str, float] | None) -> str:
+    """"" when ``predicted`` is the most probable class; otherwise one sentence saying that the operating point
+    (class, threshold) overrode the most probable class, with the numbers, for the screen and the reports."""
+    probs = [float(p) for p in probabilities]
+    top = class_names[int(np.argmax(probs))]
+    if predicted == top or operating_point is None:
+        return ""
+    name, threshold = operating_point
+    p = probs[list(class_names).index(name)]
+    relation = "≥" if predicted == name else "<"
+    return (f"{predicted.capitalize()} although {top} is more probable ({max(probs):.2f}): the operating rule decides, "
+            f"p({name}) = {p:.2f} {relation} {threshold:.2f}, the threshold chosen on validation.")

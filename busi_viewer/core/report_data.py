@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .agreement import AgreementResult
+from .decision import override_sentence
 from .image_record import ImageRecord
 from .reviews import Review
 
@@ -100,7 +101,8 @@ class ImageEntry:
 
     ``source_name`` and ``identifiers`` are empty unless identifiers were explicitly included; ``scale`` is set
     only when the image is calibrated; ``agreement`` only when a lesion mask exists; ``out_of_scope`` says why
-    the model's output means nothing here (an image of another modality than it was trained on), or is "".
+    the model's output means nothing here (another modality, or the model's scope guard), or is "";
+    ``decision_override`` says when the operating rule decided against the most probable class, or is "".
     """
 
     case_id: str
@@ -118,6 +120,7 @@ class ImageEntry:
     source_name: str = ""
     identifiers: Mapping[str, str] = field(default_factory=dict)
     out_of_scope: str = ""
+    decision_override: str = ""
 
     def __post_init__(self) -> None:
         if len(self.probabilities) != len(self.class_names):
@@ -129,8 +132,9 @@ class ImageEntry:
 def image_entry(record: ImageRecord, sha256: str, *, class_names: Sequence[str], probabilities: Sequence[float],
                 predicted: str, low_confidence: bool, decision_rule: str, agreement: AgreementResult | None = None,
                 review: ReviewSection | None = None, include_identifiers: bool = False,
-                out_of_scope: str = "") -> ImageEntry:
-    """The report entry of ``record`` (identified by its file's ``sha256``); de-identified by default."""
+                out_of_scope: str = "", operating_point: tuple[str, float] | None = None) -> ImageEntry:
+    """The report entry of ``record`` (identified by its file's ``sha256``); de-identified by default.
+    ``operating_point``: the model's (class, threshold), to say when it overrode the most probable class."""
     height, width = record.shape[:2]
     return ImageEntry(
         case_id=case_id(sha256), modality=record.modality or "", size=(int(width), int(height)),
@@ -142,6 +146,7 @@ def image_entry(record: ImageRecord, sha256: str, *, class_names: Sequence[str],
         source_name=record.path.name if include_identifiers else "",
         identifiers=dict(record.identifiers) if include_identifiers else {},
         out_of_scope=out_of_scope,
+        decision_override=override_sentence(class_names, probabilities, predicted, operating_point),
     )
 
 

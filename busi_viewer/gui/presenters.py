@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from busi_viewer.core.decision import override_sentence
 from busi_viewer.core.labels import CLASS_NAMES
 from busi_viewer.gui.state import AgreementState, ResultState
 from busi_viewer.inference.catalogue import modality_warning, scope_warning
@@ -48,6 +49,9 @@ def result_state(model: ModelState | None, done: InferenceDone, image_modality: 
         low_confidence=prediction.low_confidence,
         low_confidence_below=card.low_confidence_below if card else None,
         decision_rule=decision_rule(model),
+        operating_point=card.operating_point() if card else None,
+        decision_override=override_sentence(prediction.class_names, prediction.probabilities,
+                                            prediction.predicted_class, card.operating_point() if card else None),
         calibrated=bool(card and card.calibration_temperature != 1.0),
         model_label=model_label(model),
         device=model.device if model else "",

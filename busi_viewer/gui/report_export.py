@@ -32,7 +32,8 @@ def write_current_image_report(path: Path, *, record: ImageRecord, frame: int, a
     entry = image_entry(record, done.sha256, class_names=prediction.class_names,
                         probabilities=prediction.probabilities, predicted=prediction.predicted_class,
                         low_confidence=prediction.low_confidence, decision_rule=card.decision_rule(),
-                        out_of_scope=scope_warning(card, record.modality, done.prediction), agreement=done.agreement,
+                        out_of_scope=scope_warning(card, record.modality, done.prediction),
+                        operating_point=card.operating_point(), agreement=done.agreement,
                         review=ReviewSection.of(review), include_identifiers=include_identifiers)
     images = ReportImages(rgb, prediction.heatmap, mask, opacity, colormap, orientation)
     return write_image_report(path, entry, images, model_section_for(card), overwrite=overwrite)

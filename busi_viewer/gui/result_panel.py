@@ -7,7 +7,7 @@ both carry their own contrasting text.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QRectF, Qt
+from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QPainter, QPalette, QPen
 from PySide6.QtWidgets import (
     QGraphicsOpacityEffect,
@@ -33,6 +33,7 @@ _BADGE_STYLE = (
 )
 _WARNING_STYLE = "QLabel { color: #fbe9e7; background-color: #b3261e; font-weight: bold; padding: 3px 6px; }"
 _OUT_OF_SCOPE_STYLE = "QLabel { color: #b3261e; }"
+_OVERRIDE_STYLE = "QLabel { border-left: 4px solid #f0a800; padding-left: 6px; font-weight: bold; }"
 _OUT_OF_SCOPE_OPACITY = 0.35
 OUT_OF_SCOPE_TEXT = "Out of scope"
 
@@ -77,6 +78,7 @@ class _ProbabilityBar(QProgressBar):
         super().__init__(parent)
         self._colour = QColor(colour)
         self._value = 0
+        self._tick: float | None = None  # the operating threshold on this class, as a fraction of the bar
 
     # QProgressBar.setValue repaints synchronously (about 2 ms per bar); a scheduled update keeps image
     # flipping cheap, and the panel paints once per event-loop pass.
@@ -87,6 +89,16 @@ class _ProbabilityBar(QProgressBar):
 
     def value(self) -> int:
         return self._value
+
+    def set_tick(self, fraction: float | None) -> None:
+        """Mark the decision threshold on this bar (None: no mark)."""
+        if fraction != self._tick:
+            self._tick = fraction
+            self.setToolTip("" if fraction is None else f"decision threshold {fraction:.2f}")
+            self.update()
+
+    def tick(self) -> float | None:
+        return self._tick
 
     def paintEvent(self, _event) -> None:
         painter = QPainter(self)
@@ -104,6 +116,12 @@ class _ProbabilityBar(QProgressBar):
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(self._colour)
             painter.drawRoundedRect(inner, 2, 2)
+        if self._tick is not None:  # a dark-rimmed light line: visible on the filled and the empty part
+            x = frame.left() + 1.5 + (frame.width() - 3) * min(max(self._tick, 0.0), 1.0)
+            for colour, width in ((palette.color(QPalette.ColorRole.WindowText), 4.0),
+                                  (palette.color(QPalette.ColorRole.Window), 1.6)):
+                painter.setPen(QPen(colour, width))
+                painter.drawLine(QPointF(x, frame.top() - 2), QPointF(x, frame.bottom() + 2))
         painter.end()
 
 
@@ -149,6 +167,7 @@ class ResultPanel(QWidget):
 
     Children have objectNames for tests and stylesheets: ``prob_bar_<class>``, ``prob_value_<class>``,
     ``prob_name_<class>``, ``predicted_label``, ``low_confidence_badge``, ``result_message``, ``scope_warning``,
+    ``decision_override``,
     ``decision_rule``, ``calibration_label``, ``model_label``, ``timing_label``, ``agreement_box``,
     ``agreement_iou``/``agreement_pointing``/``agreement_energy`` (+ ``_baseline``), ``agreement_note``.
     """
@@ -203,8 +222,11 @@ class ResultPanel(QWidget):
         self._rows: dict[str, _ClassRow] = {}
         self._row_order: tuple[str, ...] = ()
 
+        self._override = self._label("decision_override", wrap=True)
+        self._override.setStyleSheet(_OVERRIDE_STYLE)
         self._rule = self._label("decision_rule", wrap=True)
         self._calibration = self._label("calibration_label", muted=True)
+        layout.addWidget(self._override)
         layout.addWidget(self._rule)
         layout.addWidget(self._calibration)
 
@@ -235,6 +257,7 @@ class ResultPanel(QWidget):
         self._calibration.setVisible(has_result)
         self._badge.setVisible(has_result and state.low_confidence and not state.out_of_scope)
         self._bars_faded.setEnabled(state.out_of_scope)
+        self._override.setVisible(has_result and bool(state.decision_override) and not state.out_of_scope)
         if not has_result:
             return
 
@@ -242,8 +265,11 @@ class ResultPanel(QWidget):
         if len(probabilities) != len(state.class_names):
             raise ValueError(f"{len(probabilities)} probabilities for {len(state.class_names)} classes")
         self._ensure_rows(state.class_names)
+        tick_class, tick = state.operating_point or (None, None)
         for name, p in zip(state.class_names, probabilities):
             self._rows[name].set(float(p), name == state.predicted and not state.out_of_scope)
+            self._rows[name].bar.set_tick(tick if name == tick_class else None)
+        self._override.setText(state.decision_override)
         self._predicted.setText(OUT_OF_SCOPE_TEXT if state.out_of_scope else state.predicted or "—")
         self._predicted.setStyleSheet(_OUT_OF_SCOPE_STYLE if state.out_of_scope else "")
         if state.low_confidence_below is not None:

@@ -25,6 +25,8 @@ class ResultState:
     low_confidence: bool = False
     low_confidence_below: float | None = None
     decision_rule: str = ""  # e.g. "malignant when p(malignant) ≥ 0.19 (chosen on validation)"
+    operating_point: tuple[str, float] | None = None  # (class, threshold): a tick on that class's bar
+    decision_override: str = ""  # the operating rule decided against the most probable class, in words
     calibrated: bool = False  # probabilities went through the card's temperature
     model_label: str = ""  # "busi-us 0.1.0 · tf_efficientnet_lite0"
     device: str = ""

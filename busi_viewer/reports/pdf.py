@@ -220,7 +220,10 @@ def _probabilities_html(entry: ImageEntry) -> str:
         f"<td align='right'>{p:.2f}</td></tr>" for n, p in zip(entry.class_names, entry.probabilities))
     confidence = (" <b style='color:#a15c00'>LOW CONFIDENCE</b>" if entry.low_confidence else "")
     scope = f"<p><b style='color:#b3261e'>{_e(entry.out_of_scope)}</b></p>" if entry.out_of_scope else ""
-    return (f"{scope}<h3>Prediction: {_e(entry.predicted)}{confidence}</h3>"
+    heading = (f"Prediction: out of scope (most probable class: {_e(entry.predicted)}, not a finding)"
+               if entry.out_of_scope else f"Prediction: {_e(entry.predicted)}{confidence}")
+    override = f"<p><b>{_e(entry.decision_override)}</b></p>" if entry.decision_override else ""
+    return (f"{scope}<h3>{heading}</h3>{override}"
             "<table border='1' cellspacing='0' cellpadding='3'><tr><th>class</th><th>probability</th></tr>"
             f"{rows}</table><p>Calibrated probabilities (temperature scaling). {_e(entry.decision_rule)}</p>")
 
