@@ -96,16 +96,29 @@ def test_heatmap_toggle_opacity_and_mask_change_rendered_pixels(qtbot, window, i
     _open_and_wait(qtbot, window, image_folder)
     window.view.fit()
     with_heatmap = _view_pixels(qtbot, window)
+    legend_width = window.view.colorbar.width()
+    assert window.view.colorbar.isVisible() and legend_width > 50
     _key(qtbot, window, Qt.Key.Key_H)
     assert not window.heatmap_check.isChecked()
     without = _view_pixels(qtbot, window)
-    assert np.abs(with_heatmap.astype(int) - without).sum() > 0, "toggling the heatmap changed nothing on screen"
+    # the legend goes and the image view takes its room back
+    assert not window.view.colorbar.isVisible() and without.shape[1] >= with_heatmap.shape[1] + legend_width
     _key(qtbot, window, Qt.Key.Key_H)
+    qtbot.wait(50)
+    assert window.view.colorbar.isVisible() and _view_pixels(qtbot, window).shape == with_heatmap.shape
+    window.opacity_slider.setValue(0)
+    bare = _view_pixels(qtbot, window)
+    assert np.abs(with_heatmap.astype(int) - bare).sum() > 0, "the heatmap changed nothing on screen"
     window.opacity_slider.setValue(10)
     faint = _view_pixels(qtbot, window)
     window.opacity_slider.setValue(90)
     strong = _view_pixels(qtbot, window)
-    assert np.abs(strong.astype(int) - without).sum() > np.abs(faint.astype(int) - without).sum()
+    assert np.abs(strong.astype(int) - bare).sum() > np.abs(faint.astype(int) - bare).sum() > 0
+    # evidence below the floor is not drawn: raising it to 90 % brings most of the bare image back
+    window.floor_slider.setValue(90)
+    assert window.settings.evidence_floor == 0.9 and window.floor_label.text() == "Hide below 90 %"
+    high_floor = _view_pixels(qtbot, window)
+    assert np.abs(high_floor.astype(int) - bare).sum() < np.abs(strong.astype(int) - bare).sum()
     _shot(window, "main_heatmap_strong")
 
     assert window.mask is not None and window.mask.any()  # phantoms carry masks

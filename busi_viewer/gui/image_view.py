@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
 )
 
 from busi_viewer.core.masks import mask_outline
-from busi_viewer.core.overlay import colorize
+from busi_viewer.core.overlay import DEFAULT_COLORMAP, DEFAULT_EVIDENCE_FLOOR, colorize, heatmap_alpha
 
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 ROTATIONS = (0, 90, 180, 270)
@@ -195,8 +195,9 @@ class HeatmapColorBar(QWidget):
         super().__init__(parent)
         self.title = ""
         self.scale_text = DEFAULT_SCALE_TEXT
-        self.colormap = "inferno"
-        self._gradient = self._make_gradient(self.colormap)
+        self.colormap = DEFAULT_COLORMAP
+        self.floor = DEFAULT_EVIDENCE_FLOOR
+        self._gradient = self._make_gradient(self.colormap, self.floor)
         self._orientation = Qt.Orientation.Vertical
         self.set_orientation(Qt.Orientation.Vertical)
         self.setAutoFillBackground(True)
@@ -205,9 +206,13 @@ class HeatmapColorBar(QWidget):
         self.setPalette(palette)
 
     @staticmethod
-    def _make_gradient(colormap: str) -> QImage:
-        """256 x 1 RGB image of the colour map, low (left) to high (right)."""
-        rgb = np.ascontiguousarray(_colormap_table(colormap))
+    def _make_gradient(colormap: str, floor: float) -> QImage:
+        """256 x 1 RGB image of the colour map, low (left) to high (right), as drawn at full opacity over the
+        bar's dark background: nothing below the evidence floor."""
+        ramp = np.linspace(0.0, 1.0, 256, dtype=np.float32)[None, :]
+        colours = _colormap_table(colormap).astype(np.float32)
+        alpha = heatmap_alpha(ramp, 1.0, floor)[..., None]
+        rgb = np.ascontiguousarray(np.rint(colours * alpha + 24.0 * (1.0 - alpha)).astype(np.uint8))
         # .copy(): the QImage must own its pixels, the numpy array is temporary
         return QImage(rgb.data, 256, 1, 256 * 3, QImage.Format.Format_RGB888).copy()
 
@@ -235,11 +240,13 @@ class HeatmapColorBar(QWidget):
         self.updateGeometry()
         self.update()
 
-    def set_content(self, *, colormap: str, title: str, scale_text: str) -> None:
-        """Colour map name (busi_viewer.core.overlay), title ("Grad-CAM evidence for <class>") and scale text."""
-        if colormap != self.colormap:
-            self._gradient = self._make_gradient(colormap)
-            self.colormap = colormap
+    def set_content(self, *, colormap: str, title: str, scale_text: str, floor: float | None = None) -> None:
+        """Colour map name (busi_viewer.core.overlay), title ("Grad-CAM evidence for <class>"), scale text and
+        the evidence floor (None: unchanged)."""
+        floor = self.floor if floor is None else floor
+        if colormap != self.colormap or floor != self.floor:
+            self._gradient = self._make_gradient(colormap, floor)
+            self.colormap, self.floor = colormap, floor
         self.title = title
         self.scale_text = scale_text
         self.update()
@@ -342,6 +349,7 @@ class ImageView(QWidget):
         self._heat_u8: np.ndarray | None = None  # (H, W) uint8 heatmap levels, kept to rebuild alpha only
         self._heat_rgba: np.ndarray | None = None  # (H, W, 4) uint8, RGB colourised once per heatmap
         self._opacity = 0.45
+        self._floor = DEFAULT_EVIDENCE_FLOOR
         self._heat_visible = True
         self._mask_visible = True
         self._has_mask = False
@@ -405,10 +413,6 @@ class ImageView(QWidget):
             scene.addItem(item)
 
         self.colorbar = HeatmapColorBar(self)
-        policy = self.colorbar.sizePolicy()
-        # toggling the heatmap must not resize the view (the image would jump); the window may change this
-        policy.setRetainSizeWhenHidden(True)
-        self.colorbar.setSizePolicy(policy)
         self.colorbar.hide()
         self.setAutoFillBackground(True)
         palette = self.palette()
@@ -476,14 +480,14 @@ class ImageView(QWidget):
         self,
         heatmap: np.ndarray | None,
         *,
-        colormap: str = "inferno",
+        colormap: str = DEFAULT_COLORMAP,
         title: str = "",
         scale_text: str = DEFAULT_SCALE_TEXT,
     ) -> None:
         """Overlay a float (H, W) heatmap in [0, 1] on the image grid; None removes it.
 
-        Colour = colorize(heatmap, colormap); alpha = opacity * heatmap (busi_viewer.core.overlay.blend_heatmap's
-        rule), so where the map is 0 the image shows through untouched.
+        Colour = colorize(heatmap, colormap); alpha = heatmap_alpha(heatmap, opacity, evidence floor) (the rule of
+        busi_viewer.core.overlay.blend_heatmap), so where the map is below the floor the image shows untouched.
         """
         if heatmap is None:
             self._heat_u8 = self._heat_rgba = None
@@ -507,8 +511,9 @@ class ImageView(QWidget):
     def _render_alpha(self) -> None:
         if self._heat_rgba is None or self._heat_u8 is None:
             return
-        # alpha = opacity * heatmap * 255 = opacity * level: one 256-entry table, one uint8 gather
-        table = np.round(np.arange(256, dtype=np.float32) * self._opacity).astype(np.uint8)
+        # alpha = heatmap_alpha(level / 255) * 255: one 256-entry table, one uint8 gather
+        levels = np.arange(256, dtype=np.float32) / 255.0
+        table = np.round(heatmap_alpha(levels, self._opacity, self._floor) * 255.0).astype(np.uint8)
         self._heat_rgba[..., 3] = cv2.LUT(self._heat_u8, table)  # ~10x faster than numpy fancy indexing
         self._heat_item.setImage(self._heat_rgba, autoLevels=False, levels=None)
 
@@ -523,6 +528,20 @@ class ImageView(QWidget):
     @property
     def opacity(self) -> float:
         return self._opacity
+
+    def set_evidence_floor(self, floor: float) -> None:
+        """Heatmap values below ``floor`` (in [0, 0.95]) are not drawn; rebuilds the alpha channel and the legend."""
+        floor = float(np.clip(floor, 0.0, 0.95))
+        if floor == self._floor:
+            return
+        self._floor = floor
+        self.colorbar.set_content(colormap=self.colorbar.colormap, title=self.colorbar.title,
+                                  scale_text=self.colorbar.scale_text, floor=floor)
+        self._render_alpha()
+
+    @property
+    def evidence_floor(self) -> float:
+        return self._floor
 
     def set_heatmap_visible(self, visible: bool) -> None:
         self._heat_visible = bool(visible)
@@ -540,6 +559,12 @@ class ImageView(QWidget):
     def _sync_heat_visibility(self) -> None:
         shown = self._heat_visible and self._heat_rgba is not None
         self._heat_item.setVisible(shown)
+        # While the heatmap is wanted, its legend keeps its room between images (the image would jump while
+        # the next result computes); switched off, the view takes the room back.
+        policy = self.colorbar.sizePolicy()
+        if policy.retainSizeWhenHidden() != self._heat_visible:
+            policy.setRetainSizeWhenHidden(self._heat_visible)
+            self.colorbar.setSizePolicy(policy)
         self.colorbar.setVisible(shown and self._placeholder is None)
 
     # ------------------------------------------------------------------------------------------------ mask

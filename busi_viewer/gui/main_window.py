@@ -181,11 +181,20 @@ class MainWindow(QMainWindow):
         self.opacity_slider.setObjectName("opacity_slider")
         self.opacity_slider.setRange(0, 100)
         self.opacity_slider.setValue(round(self.settings.opacity * 100))
+        self.floor_slider = QSlider(Qt.Orientation.Horizontal)
+        self.floor_slider.setObjectName("evidence_floor_slider")
+        self.floor_slider.setRange(0, 90)
+        self.floor_slider.setValue(round(self.settings.evidence_floor * 100))
+        self.floor_slider.setToolTip("Evidence weaker than this share of the image's peak is not drawn")
         self.colormap_combo = QComboBox()
         self.colormap_combo.addItems(COLORMAPS)
         self.colormap_combo.setCurrentText(self.settings.colormap)
         form.addRow(self.heatmap_check)
         form.addRow("Opacity", self.opacity_slider)
+        self.floor_label = QLabel()
+        self.floor_label.setObjectName("evidence_floor_label")
+        self._label_floor(self.floor_slider.value())
+        form.addRow(self.floor_label, self.floor_slider)
         form.addRow("Colour map", self.colormap_combo)
         form.addRow(self.mask_check)
         return box
@@ -258,6 +267,7 @@ class MainWindow(QMainWindow):
         self.heatmap_check.toggled.connect(self._on_heatmap_toggled)
         self.mask_check.toggled.connect(self._on_mask_toggled)
         self.opacity_slider.valueChanged.connect(self._on_opacity)
+        self.floor_slider.valueChanged.connect(self._on_evidence_floor)
         self.colormap_combo.currentTextChanged.connect(self._on_colormap)
         self.display.adjustChanged.connect(lambda _adjust: self._redisplay())
         self.view.windowDragged.connect(self.display.drag_window)
@@ -432,6 +442,7 @@ class MainWindow(QMainWindow):
             title=f"Grad-CAM evidence for “{prediction.predicted_class}”",
             scale_text="normalised per image (0–1): colours compare regions within this image only")
         self.view.set_opacity(self.opacity_slider.value() / 100)
+        self.view.set_evidence_floor(self.floor_slider.value() / 100)
         self.view.set_heatmap_visible(self.heatmap_check.isChecked())
 
     # ----------------------------------------------------------------------------------------------- model state
@@ -531,7 +542,7 @@ class MainWindow(QMainWindow):
                 path, record=self.record, frame=self.frame, adjust=self.display.adjust, done=done, mask=self.mask,
                 card=card, review=self.reviews.get(done.sha256) if self.reviews is not None else None,
                 opacity=self.opacity_slider.value() / 100, colormap=self.colormap_combo.currentText(),
-                include_identifiers=self.identifiers_action.isChecked(), overwrite=overwrite,
+                evidence_floor=self.floor_slider.value() / 100, include_identifiers=self.identifiers_action.isChecked(), overwrite=overwrite,
                 orientation=self.view.orientation)
         except (ReportError, ReviewStoreError, OSError) as exc:
             self._warn("Export report", f"Could not write the report: {exc}")
@@ -594,6 +605,14 @@ class MainWindow(QMainWindow):
     def _on_opacity(self, value: int) -> None:
         self.settings.opacity = value / 100
         self.view.set_opacity(value / 100)
+
+    def _label_floor(self, value: int) -> None:
+        self.floor_label.setText(f"Hide below {value} %")
+
+    def _on_evidence_floor(self, value: int) -> None:
+        self._label_floor(value)
+        self.settings.evidence_floor = value / 100
+        self.view.set_evidence_floor(value / 100)
 
     def _on_colormap(self, name: str) -> None:
         self.settings.colormap = name

@@ -21,11 +21,11 @@ from busi_viewer.reports.pdf import (
 
 def write_current_image_report(path: Path, *, record: ImageRecord, frame: int, adjust: DisplayAdjust, done: InferenceDone,
                                mask: np.ndarray | None, card, review: Review | None, opacity: float, colormap: str,
-                               include_identifiers: bool, overwrite: bool,
+                               evidence_floor: float, include_identifiers: bool, overwrite: bool,
                                orientation: tuple[int, bool, bool] = (0, False, False)) -> Path:
     """Write the report of the shown frame: its display rendering (window/level, brightness/contrast, invert and
-    orientation as on screen), the heatmap at the chosen opacity and colour map, the mask, scores and the
-    saved review."""
+    orientation as on screen), the heatmap at the chosen opacity, evidence floor and colour map, the mask, scores
+    and the saved review."""
     shown = render_display(record, frame, adjust)
     rgb = np.repeat(shown[..., None], 3, axis=2) if shown.ndim == 2 else shown
     prediction = done.prediction
@@ -35,5 +35,5 @@ def write_current_image_report(path: Path, *, record: ImageRecord, frame: int, a
                         out_of_scope=scope_warning(card, record.modality, done.prediction),
                         operating_point=card.operating_point(), agreement=done.agreement,
                         review=ReviewSection.of(review), include_identifiers=include_identifiers)
-    images = ReportImages(rgb, prediction.heatmap, mask, opacity, colormap, orientation)
+    images = ReportImages(rgb, prediction.heatmap, mask, opacity, colormap, orientation, evidence_floor)
     return write_image_report(path, entry, images, model_section_for(card), overwrite=overwrite)

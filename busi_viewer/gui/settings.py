@@ -11,10 +11,11 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings
 
+from busi_viewer.core.overlay import DEFAULT_COLORMAP, DEFAULT_EVIDENCE_FLOOR
 from busi_viewer.core.paths import user_config_dir
 
 SETTINGS_FILE = "viewer.ini"
-COLORMAPS = ("inferno", "jet", "viridis", "hot")
+COLORMAPS = ("viridis", "inferno", "jet", "hot")
 
 
 @dataclass
@@ -23,7 +24,8 @@ class ViewerSettings:
 
     last_folder: str = ""
     opacity: float = 0.45
-    colormap: str = "inferno"
+    colormap: str = DEFAULT_COLORMAP
+    evidence_floor: float = DEFAULT_EVIDENCE_FLOOR  # heatmap values below it are not drawn
     heatmap_visible: bool = True
     mask_visible: bool = True
     geometry: QByteArray | None = None

@@ -31,7 +31,12 @@ from PySide6.QtGui import (
 
 from busi_viewer import RESEARCH_USE_BANNER, __version__
 from busi_viewer.core.errors import BusiViewerError
-from busi_viewer.core.overlay import blend_heatmap, colorize, draw_mask_outline
+from busi_viewer.core.overlay import (
+    DEFAULT_COLORMAP,
+    DEFAULT_EVIDENCE_FLOOR,
+    blend_heatmap,
+    draw_mask_outline,
+)
 from busi_viewer.core.report_data import (
     FolderCounts,
     ImageEntry,
@@ -53,14 +58,16 @@ class ReportError(BusiViewerError):
 @dataclass(frozen=True)
 class ReportImages:
     """The pixels of one entry: ``rgb`` (H, W, 3) uint8 as displayed, ``heatmap`` (H, W) float in [0, 1] or
-    None, ``mask`` (H, W) bool or None; ``opacity`` and ``colormap`` as chosen on screen."""
+    None, ``mask`` (H, W) bool or None; ``opacity``, ``colormap`` and ``floor`` (evidence not drawn below it)
+    as chosen on screen."""
 
     rgb: np.ndarray
     heatmap: np.ndarray | None = None
     mask: np.ndarray | None = None
     opacity: float = 0.45
-    colormap: str = "inferno"
+    colormap: str = DEFAULT_COLORMAP
     orientation: tuple[int, bool, bool] = (0, False, False)  # as on screen: clockwise degrees, then flips
+    floor: float = DEFAULT_EVIDENCE_FLOOR
 
     def oriented(self, array: np.ndarray) -> np.ndarray:
         """``array`` (H, W[, C]) turned as the screen shows it: rotated clockwise, then mirrored."""
@@ -142,14 +149,15 @@ def _with_scale_bar(rgb: np.ndarray, scale: ScaleBar | None) -> np.ndarray:
 def _explanation(images: ReportImages) -> np.ndarray | None:
     if images.heatmap is None:
         return None
-    out = blend_heatmap(images.rgb, images.heatmap, images.opacity, images.colormap)
+    out = blend_heatmap(images.rgb, images.heatmap, images.opacity, images.colormap, images.floor)
     out = draw_mask_outline(out, images.mask) if images.mask is not None and images.mask.any() else out
     return images.oriented(out)
 
 
-def _colour_bar(colormap: str) -> np.ndarray:
+def _colour_bar(colormap: str, floor: float) -> np.ndarray:
+    """(14, 256, 3): the colour map as drawn, over white paper: the part below ``floor`` is not drawn."""
     ramp = np.tile(np.linspace(0.0, 1.0, 256, dtype=np.float32)[None, :], (14, 1))
-    return colorize(ramp, colormap)
+    return blend_heatmap(np.full((14, 256, 3), 255, np.uint8), ramp, 1.0, colormap, floor)
 
 
 # --------------------------------------------------------------------------------------------------- html
@@ -303,7 +311,7 @@ def write_image_report(path: Path | str, entry: ImageEntry, images: ReportImages
     explained = _explanation(images)
     if explained is not None:
         pictures.append(_add_image(document, "explanation", _with_scale_bar(explained, scale), IMAGE_WIDTH_PX))
-    bar = _add_image(document, "colourbar", _colour_bar(images.colormap), IMAGE_WIDTH_PX)
+    bar = _add_image(document, "colourbar", _colour_bar(images.colormap, images.floor), IMAGE_WIDTH_PX)
     width, height = entry.size
     parts = [
         _header(f"Image report — {entry.case_id}"),
@@ -315,7 +323,8 @@ def write_image_report(path: Path | str, entry: ImageEntry, images: ReportImages
     ]
     if explained is not None:
         mask_note = " Green outline: the lesion mask." if images.mask is not None and images.mask.any() else ""
-        parts.append(f"<p>Grad-CAM of the predicted class at opacity {images.opacity:.2f}.{mask_note}<br>{bar}<br>"
+        parts.append(f"<p>Grad-CAM of the predicted class at opacity {images.opacity:.2f}; evidence below "
+                     f"{images.floor:.0%} of this image's peak not drawn.{mask_note}<br>{bar}<br>"
                      "low ← evidence → high; normalised per image (colours compare regions within this image only)</p>")
     parts += [_probabilities_html(entry), _agreement_html(entry), _review_html(entry), _model_html(model)]
     document.setHtml("".join(parts))
