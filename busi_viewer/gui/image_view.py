@@ -407,7 +407,9 @@ class ImageView(QWidget):
         self._placeholder_item = _ScreenText(
             colour=QColor(200, 200, 200), point_size=14.0, align=Qt.AlignmentFlag.AlignHCenter, anchor="center_center"
         )
-        for item in (*self._corners.values(), self._badge, self._placeholder_item):
+        self._warning = _ScreenText(colour=QColor(251, 233, 231), box=QColor(179, 38, 30), bold=True,
+                                    align=Qt.AlignmentFlag.AlignHCenter, anchor="bottom_center")
+        for item in (*self._corners.values(), self._badge, self._placeholder_item, self._warning):
             item.setZValue(1000)
             item.hide()
             scene.addItem(item)
@@ -797,6 +799,7 @@ class ImageView(QWidget):
         self._placeholder = text
         self._placeholder_item.set_text(text or "")
         self._placeholder_item.setVisible(text is not None)
+        self._warning.setVisible(bool(self._warning.text) and text is None)
         self._stack.setVisible(text is None)
         self._sync_heat_visibility()
         self._sync_badge()
@@ -818,6 +821,16 @@ class ImageView(QWidget):
     def corner_text(self, position: str) -> str:
         return self._corners[position].text
 
+    def set_warning(self, text: str) -> None:
+        """A warning on the image itself, bottom centre on a red box (e.g. burned-in identifying text); "" hides it."""
+        self._warning.set_text(text)
+        self._warning.setVisible(bool(text) and self._placeholder is None)
+        self._place_overlays()
+
+    @property
+    def warning(self) -> str:
+        return self._warning.text if self._warning.isVisible() else ""
+
     def _place_overlays(self) -> None:
         viewport = self._view.viewport()
         width, height, margin = viewport.width(), viewport.height(), _CORNER_MARGIN
@@ -832,3 +845,7 @@ class ImageView(QWidget):
         self._badge.setPos(to_scene.map(QPointF(width - margin, badge_y)))
         self._placeholder_item.setPos(to_scene.map(QPointF(width / 2, height / 2)))
         self._placeholder_item.set_text(self._placeholder or "", max_width=width * 0.8)
+        bottom_corners = max((self._corners[n].boundingRect().height() + 4 for n in ("bottom_left", "bottom_right")
+                              if self._corners[n].isVisible()), default=0.0)
+        self._warning.setPos(to_scene.map(QPointF(width / 2, height - margin - bottom_corners)))
+        self._warning.set_text(self._warning.text, max_width=width * 0.7)

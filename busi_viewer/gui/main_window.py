@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QSlider,
+    QStackedWidget,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -40,12 +41,13 @@ from busi_viewer.core.reviews import ReviewStore, ReviewStoreError
 from busi_viewer.core.scan import ScanError, scan_folder
 from busi_viewer.inference.catalogue import installed_models
 from busi_viewer.gui import presenters
-from busi_viewer.gui.attributes_panel import AttributesPanel
+from busi_viewer.gui.attributes_panel import BURNED_IN_WARNING, AttributesPanel, burned_in_risk
 from busi_viewer.gui.cine_bar import CineBar
 from busi_viewer.gui.display_panel import DisplayPanel
 from busi_viewer.gui.folder_hasher import FolderHasher
 from busi_viewer.gui.image_view import ImageView
 from busi_viewer.gui.model_menu import ModelChooser
+from busi_viewer.gui.raw_preview import RawPreview
 from busi_viewer.gui.result_panel import ResultPanel
 from busi_viewer.gui.review_panel import ReviewPanel
 from busi_viewer.gui.settings import COLORMAPS, ViewerSettings, save_settings
@@ -55,6 +57,7 @@ from busi_viewer.gui.state import (
     ReviewState,
     ThumbState,
 )
+from busi_viewer.gui.start_screen import StartScreen
 from busi_viewer.gui.thumbnails import ThumbnailStrip
 from busi_viewer.gui.worker import (
     ImageLoaded,
@@ -127,16 +130,27 @@ class MainWindow(QMainWindow):
         self.frame_infer_timer.setSingleShot(True)
         self.frame_infer_timer.setInterval(FRAME_INFERENCE_DELAY_MS)
 
+        viewer = QWidget()
+        viewer_column = QVBoxLayout(viewer)
+        viewer_column.setContentsMargins(0, 0, 0, 0)
+        viewer_column.setSpacing(2)
+        row = QHBoxLayout()
+        row.addWidget(self.view, 1)
+        row.addWidget(self.view.colorbar)
+        viewer_column.addLayout(row, 1)
+        viewer_column.addWidget(self.cine)
+        self.start_screen = StartScreen()
+        self.start_screen.set_recent(self.settings.recent())
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.start_screen)
+        self.pages.addWidget(viewer)
+        self.viewer_page = viewer
         centre = QWidget()
         column = QVBoxLayout(centre)
         column.setContentsMargins(0, 0, 0, 0)
         column.setSpacing(2)
         column.addWidget(banner)
-        row = QHBoxLayout()
-        row.addWidget(self.view, 1)
-        row.addWidget(self.view.colorbar)
-        column.addLayout(row, 1)
-        column.addWidget(self.cine)
+        column.addWidget(self.pages, 1)
         self.setCentralWidget(centre)
 
         self.thumbnails = ThumbnailStrip()
@@ -158,7 +172,9 @@ class MainWindow(QMainWindow):
         tabs.addTab(self.display, "Display")
         tabs.addTab(self.attributes_panel, "Attributes")
         self.tabs = tabs
-        side_layout.addWidget(tabs, 1)
+        side_layout.addWidget(tabs)
+        self.raw_preview = RawPreview()
+        side_layout.addWidget(self.raw_preview, 1)
         right = QDockWidget("Model and review", self)
         right.setObjectName("side_dock")
         right.setWidget(side)
@@ -245,6 +261,8 @@ class MainWindow(QMainWindow):
         self._action(review_menu, "Clear decision", "C", lambda: self.review_panel.apply_decision(None))
 
         help_menu = menu.addMenu("&Help")
+        shortcuts = self._action(help_menu, "&Keyboard shortcuts", "?", self.show_shortcuts)
+        shortcuts.setShortcuts([QKeySequence("?"), QKeySequence(QKeySequence.StandardKey.HelpContents)])
         self._action(help_menu, "&About", None, self._about)
 
     def _action(self, menu, text: str, shortcut, slot) -> QAction:
@@ -271,12 +289,15 @@ class MainWindow(QMainWindow):
         self.colormap_combo.currentTextChanged.connect(self._on_colormap)
         self.display.adjustChanged.connect(lambda _adjust: self._redisplay())
         self.view.windowDragged.connect(self.display.drag_window)
-        self.display.orientationChanged.connect(lambda o: self.view.set_orientation(*o))
+        self.display.orientationChanged.connect(self._on_orientation)
         self.display.measureToggled.connect(self._on_measure_mode)
         self.view.measurementChanged.connect(self._on_measurement)
         self.cine.frameChanged.connect(self._on_frame)
         self.cine.playingChanged.connect(self._on_playing)
         self.frame_infer_timer.timeout.connect(self._infer_current_frame)
+        self.start_screen.openFolderRequested.connect(self.choose_folder)
+        self.start_screen.openDemoRequested.connect(self.open_demo)
+        self.start_screen.recentChosen.connect(self.open_folder)
 
     # ----------------------------------------------------------------------------------------------- folder
     def choose_folder(self) -> None:
@@ -305,7 +326,8 @@ class MainWindow(QMainWindow):
         self.hashes = {}
         self.thumbs = [ThumbState(path=p) for p in self.paths]
         self.thumbnails.set_items(self.thumbs)
-        self.settings.last_folder = str(folder)
+        self.settings.remember_folder(folder)
+        self.start_screen.set_recent(self.settings.recent())
         masks = sum(s.reason.startswith("lesion mask of") for s in scan.skipped)
         others = len(scan.skipped) - masks
         skipped = (f", {masks} lesion mask(s)" if masks else "") + (
@@ -317,10 +339,13 @@ class MainWindow(QMainWindow):
             self._hasher = FolderHasher(self.paths, self)
             self._hasher.hashed.connect(self._on_hashed)
             self._hasher.start()
+            self.pages.setCurrentWidget(self.viewer_page)
             self.go_to(0)
         else:
             self._clear_image()
             self.view.set_placeholder(f"No images in {folder}")
+            self.start_screen.set_message(f"No images found in {folder}")
+            self.pages.setCurrentWidget(self.start_screen)
         self.folderOpened.emit(len(self.paths))
         return True
 
@@ -378,13 +403,15 @@ class MainWindow(QMainWindow):
         record = loaded.record
         self.display.reset_for(record)
         self.view.set_placeholder(None)
-        self.view.set_image(render_display(record, 0, self.display.adjust))
+        self._show_pixels(render_display(record, 0, self.display.adjust))
         self.view.set_heatmap(None)
         self.view.set_mask(self.mask)
         self.view.set_mask_visible(self.mask_check.isChecked())
         self._setup_frames(record)
         self.attributes_panel.set_attributes(record.attributes, record.identifiers, record.burned_in_annotation,
                                              record.modality)
+        self.view.set_warning(BURNED_IN_WARNING if burned_in_risk(record.burned_in_annotation, record.modality)
+                              else "")
         self._show_review()
         mask_note = f" · mask: {loaded.mask_error}" if loaded.mask_error else ""
         side = f" · {record.laterality_and_view}" if record.laterality_and_view else ""
@@ -396,7 +423,7 @@ class MainWindow(QMainWindow):
         self.imageShown.emit(self.index)
 
     def _show_unreadable(self, loaded: ImageLoaded) -> None:
-        self.view.set_image(None)
+        self._show_pixels(None)
         self.view.set_heatmap(None)
         self.view.set_mask(None)
         self.view.set_placeholder(f"Cannot show {loaded.path.name}:\n{loaded.error}")
@@ -412,7 +439,7 @@ class MainWindow(QMainWindow):
 
     def _clear_image(self) -> None:
         self.record = self.sha256 = self.mask = self.result = None
-        self.view.set_image(None)
+        self._show_pixels(None)
         self.view.set_heatmap(None)
         self.view.set_mask(None)
         self.review_panel.set_state(None)
@@ -590,9 +617,18 @@ class MainWindow(QMainWindow):
             self.thumbnails.update_item(index, self.thumbs[index])
 
     # ----------------------------------------------------------------------------------------------- display
+    def _show_pixels(self, pixels: np.ndarray | None, keep_view: bool = False) -> None:
+        """The frame as displayed, in the view (with its layers) and, bare, in the raw preview."""
+        self.view.set_image(pixels, keep_view=keep_view)
+        self.raw_preview.set_image(pixels, self.view.orientation)
+
+    def _on_orientation(self, orientation: tuple[int, bool, bool]) -> None:
+        self.view.set_orientation(*orientation)
+        self._redisplay()
+
     def _redisplay(self) -> None:
         if self.record is not None:
-            self.view.set_image(render_display(self.record, self.frame, self.display.adjust), keep_view=True)
+            self._show_pixels(render_display(self.record, self.frame, self.display.adjust), keep_view=True)
 
     def _on_heatmap_toggled(self, on: bool) -> None:
         self.settings.heatmap_visible = on
@@ -656,7 +692,7 @@ class MainWindow(QMainWindow):
             return
         self.frame = value
         try:
-            self.view.set_image(render_display(self.record, value, self.display.adjust), keep_view=True)
+            self._show_pixels(render_display(self.record, value, self.display.adjust), keep_view=True)
         except (BusiViewerError, IndexError, ValueError) as exc:
             self.statusBar().showMessage(f"Frame {value + 1} cannot be decoded: {exc}", 10_000)
             return
@@ -680,6 +716,11 @@ class MainWindow(QMainWindow):
         box.setModal(False)  # never block review (or a test) on a dialog
         box.show()
         self.warning_box = box
+
+    def show_shortcuts(self) -> None:
+        from busi_viewer.gui.shortcuts_dialog import ShortcutsDialog, shortcut_rows
+
+        ShortcutsDialog(shortcut_rows(self.menuBar()), self).exec()
 
     def _about(self) -> None:
         QMessageBox.about(self, "About BUSI Viewer",

@@ -15,6 +15,7 @@ from busi_viewer.core.overlay import DEFAULT_COLORMAP, DEFAULT_EVIDENCE_FLOOR
 from busi_viewer.core.paths import user_config_dir
 
 SETTINGS_FILE = "viewer.ini"
+RECENT_FOLDERS = 8
 COLORMAPS = ("viridis", "inferno", "jet", "hot")
 
 
@@ -23,6 +24,7 @@ class ViewerSettings:
     """Everything the viewer remembers between sessions."""
 
     last_folder: str = ""
+    recent_folders: str = ""  # newline-separated, most recent first
     opacity: float = 0.45
     colormap: str = DEFAULT_COLORMAP
     evidence_floor: float = DEFAULT_EVIDENCE_FLOOR  # heatmap values below it are not drawn
@@ -30,6 +32,18 @@ class ViewerSettings:
     mask_visible: bool = True
     geometry: QByteArray | None = None
     window_state: QByteArray | None = None
+
+
+    def recent(self) -> list[str]:
+        """The recent folders, most recent first."""
+        return [line for line in self.recent_folders.splitlines() if line]
+
+    def remember_folder(self, folder: Path | str) -> None:
+        """Make ``folder`` the last and most recent folder (at most :data:`RECENT_FOLDERS` kept)."""
+        folder = str(folder)
+        self.last_folder = folder
+        recent = [folder] + [f for f in self.recent() if f != folder]
+        self.recent_folders = "\n".join(recent[:RECENT_FOLDERS])
 
 
 def settings_path() -> Path:
