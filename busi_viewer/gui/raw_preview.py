@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QRectF, Qt
-from PySide6.QtGui import QColor, QImage, QPainter, QTransform
+from PySide6.QtGui import QColor, QImage, QPainter
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 __all__ = ["RawPreview"]
@@ -28,14 +28,16 @@ class RawPreview(QWidget):
         if pixels is None:
             self._image = None
         else:
-            pixels = np.ascontiguousarray(pixels)
+            rotation, flip_h, flip_v = orientation
+            turned = np.rot90(pixels, k=-(int(rotation) // 90) % 4)  # clockwise, then the mirrors, as the view
+            turned = turned[:, ::-1] if flip_h else turned
+            pixels = np.ascontiguousarray(turned[::-1] if flip_v else turned)
             height, width = pixels.shape[:2]
             if pixels.ndim == 2:
                 image = QImage(pixels.data, width, height, width, QImage.Format.Format_Grayscale8)
             else:
                 image = QImage(pixels.data, width, height, 3 * width, QImage.Format.Format_RGB888)
-            rotation, flip_h, flip_v = orientation
-            self._image = image.transformed(QTransform().rotate(rotation)).mirrored(flip_h, flip_v)  # owns a copy
+            self._image = image.copy()  # the QImage must own its pixels
         self.update()
 
     @property
