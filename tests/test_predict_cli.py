@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -62,11 +64,49 @@ def test_predicts_every_readable_image_and_reports_the_bad_one(image_folder, tin
     errors = _rows(out / "errors.csv")
     assert [e["file"] for e in errors] == ["broken.png"]
     assert errors[0]["reason"]
-    heatmap = np.asarray(Image.open(out / "heatmaps" / "case (2).png"))
-    assert heatmap.shape == (180, 240 * 2 + 8, 3)
+    # rows join the reports and PNGs by case id ("case-" + the file's SHA-256 prefix) and name the model
+    for row in rows:
+        digest = hashlib.sha256((image_folder / row["file"]).read_bytes()).hexdigest()
+        assert row["case_id"] == f"case-{digest[:10]}" and row["model"] == "test-random 0.0.1"
+    heatmap = np.asarray(Image.open(out / "heatmaps" / f"{rows[0]['case_id']}.png"))
+    assert heatmap.shape[1] == 240 * 2 + 8 and heatmap.shape[0] > 180 + 60  # pictures above a legend
     # the right half is the overlay: it must differ from the plain image on the left
-    assert np.abs(heatmap[:, :240].astype(int) - heatmap[:, 248:].astype(int)).mean() > 1
-    assert (out / "heatmaps" / "sub" / "deep.png").is_file()
+    assert np.abs(heatmap[:180, :240].astype(int) - heatmap[:180, 248:].astype(int)).mean() > 1
+    assert sorted(p.name for p in (out / "heatmaps").iterdir()) == sorted(f"{r['case_id']}.png" for r in rows)
+    # the legend is drawn: dark text on white below the pictures
+    assert (heatmap[180:] < 100).mean() > 0.01
+    Image.fromarray(heatmap).save("/tmp/widget_shots/busi_predict_heatmap.png")  # looked at by eye
+
+
+def test_json_lines_hold_the_same_rows(image_folder, tiny_bundle, tmp_path):
+    out = tmp_path / "out"
+    assert main([str(image_folder), "--model", str(tiny_bundle), "--out", str(out), "--json", "--no-progress"]) == 0
+    rows = _rows(out / "predictions.csv")
+    lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [line["file"] for line in lines] == [r["file"] for r in rows]
+    for line, row in zip(lines, rows):
+        assert line["case_id"] == row["case_id"] and line["predicted_class"] == row["predicted_class"]
+        assert line["p_malignant"] == pytest.approx(float(row["p_malignant"]), abs=1e-6)
+        assert line["low_confidence"] is (row["low_confidence"] == "1")
+        assert line["in_scope"] is None and line["scope_score"] is None  # the test bundle has no guard
+    assert lines[1]["iou"] is None and isinstance(lines[0]["pointing_hit"], bool)
+
+
+def test_an_empty_folder_says_so_and_writes_nothing(tmp_path, tiny_bundle, capsys):
+    folder = tmp_path / "only-masks"
+    folder.mkdir()
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(folder / "case_mask.png")
+    out = tmp_path / "o"
+    assert main([str(folder), "--model", str(tiny_bundle), "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"no images found in {folder} (1 lesion mask(s), 0 other file(s)); nothing written" in err
+    assert not out.exists()
+
+
+def test_devices_are_the_same_choices_as_the_other_tools(image_folder, tiny_bundle, tmp_path, capsys):
+    assert main([str(image_folder), "--model", str(tiny_bundle), "--out", str(tmp_path / "o"), "--device", "auto",
+                 "--no-progress"]) == 0
+    assert "1 lesion mask(s) used as masks, 1 other file(s) skipped" in capsys.readouterr().err  # notes.txt
 
 
 def test_refuses_to_overwrite_without_force(image_folder, tiny_bundle, tmp_path, capsys):

@@ -77,7 +77,7 @@ def _recipe(args: argparse.Namespace):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="busi-train", description=f"{__doc__.splitlines()[0]} {RESEARCH_USE_BANNER}.")
+    parser = argparse.ArgumentParser(prog="busi-train", description=f"{__doc__.splitlines()[0].replace('``', '')} {RESEARCH_USE_BANNER}.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     audit = commands.add_parser("audit", help="manifest, duplicates, near-duplicate groups, burned-in annotations")

@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from busi_viewer.cli.options import add_runtime_options
+
 
 def _timings(fn: Callable[[], object], repeats: int, warmup: int, sync: Callable[[], None]) -> list[float]:
     return _interleaved({"only": fn}, repeats, warmup, sync)["only"]
@@ -132,8 +134,8 @@ def run_benchmarks(device_name: str | None, repeats: int, listing_files: int, ba
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="busi-bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--device", choices=("cpu", "cuda", "mps"), default=None)
+    parser = argparse.ArgumentParser(prog="busi-bench", description=__doc__.splitlines()[0].replace("``", ""))
+    add_runtime_options(parser, backend=False)
     parser.add_argument("--repeats", type=int, default=30, help="timed runs per measurement (default 30)")
     parser.add_argument("--listing-files", type=int, default=10_000, help="images in the listing benchmark (0: skip)")
     args = parser.parse_args(argv)

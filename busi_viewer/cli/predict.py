@@ -1,7 +1,9 @@
 """``busi-predict``: headless batch prediction with explanations over a folder of images.
 
-Writes ``predictions.csv`` (one row per readable image) and ``errors.csv`` (file, reason) into ``--out``;
-with ``--heatmaps`` also one PNG per image: the image, the Grad-CAM overlay and the mask outline side by side.
+Writes ``predictions.csv`` (one row per readable image: file, case id, model, class, probabilities, scope) and
+``errors.csv`` (file, reason) into ``--out``; with ``--json`` the same rows as ``predictions.jsonl``; with
+``--heatmaps`` one PNG per image named by its case id, like the reports: the image, the Grad-CAM overlay and the
+mask outline side by side above a legend.
 One bad file never stops the run. Exit status: 0 when at least one image was processed, 1 when none was,
 2 for a usage, model or output-folder problem.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -29,14 +32,17 @@ from busi_viewer.core.hashing import sha256_file
 from busi_viewer.core.image_record import ImageRecord
 from busi_viewer.core.loader import load_image
 from busi_viewer.core.masks import mask_for_image
-from busi_viewer.core.overlay import blend_heatmap, draw_mask_outline
 from busi_viewer.core.paths import default_model_dir
+from busi_viewer.core.report_data import case_id
 from busi_viewer.core.scan import scan_folder
+from busi_viewer.cli.options import add_runtime_options
 
 PREDICTIONS_CSV = "predictions.csv"
+PREDICTIONS_JSONL = "predictions.jsonl"
 ERRORS_CSV = "errors.csv"
 SUMMARY_PDF = "summary.pdf"
 REPORTS_DIR = "reports"
+HEATMAPS_DIR = "heatmaps"
 AGREEMENT_COLUMNS = ("iou", "pointing_hit", "energy_in_mask", "baseline_iou", "baseline_pointing_hit",
                      "baseline_energy_in_mask")
 
@@ -55,11 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"model bundle folder, or the name of an installed one such as mias-mg "
                              f"(default: {default_model_dir()})")
     parser.add_argument("--out", type=Path, default=Path("busi-predictions"), help="output folder (default: ./busi-predictions)")
-    parser.add_argument("--heatmaps", action="store_true", help="also write an explanation PNG per image")
-    parser.add_argument("--device", choices=("cpu", "cuda", "mps"), default=None, help="default: CUDA if available, else MPS, else CPU")
-    parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default=None,
-                        help="inference runtime (default: $BUSI_VIEWER_BACKEND, else PyTorch when installed, "
-                             "else ONNX Runtime)")
+    parser.add_argument("--heatmaps", action="store_true",
+                        help="also write an explanation PNG per image into heatmaps/ (named by case id)")
+    parser.add_argument("--json", action="store_true", help=f"also write the rows as JSON lines ({PREDICTIONS_JSONL})")
+    add_runtime_options(parser)
     parser.add_argument("--mask-dir", type=Path, default=None, help="look for lesion masks in this folder too")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--opacity", type=float, default=0.45, help="heatmap opacity in the PNGs, 0..1")
@@ -126,14 +131,6 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _heatmap_png(record: ImageRecord, heatmap: np.ndarray, mask: np.ndarray | None, opacity: float) -> np.ndarray:
-    overlay = blend_heatmap(record.rgb, heatmap, opacity)
-    if mask is not None and mask.any():
-        overlay = draw_mask_outline(overlay, mask)
-    separator = np.full((record.rgb.shape[0], 8, 3), 255, np.uint8)
-    return np.concatenate([record.rgb, separator, overlay], axis=1)
-
-
 def _write_png(path: Path, rgb: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
@@ -153,6 +150,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         scan = scan_folder(args.folder)
+    except BusiViewerError as exc:
+        print(f"busi-predict: error: {exc}", file=sys.stderr)
+        return 2
+    masks = sum(skip.reason.startswith("lesion mask") for skip in scan.skipped)
+    if not scan.images:
+        print(f"busi-predict: no images found in {args.folder} ({masks} lesion mask(s), "
+              f"{len(scan.skipped) - masks} other file(s)); nothing written", file=sys.stderr)
+        return 1
+    try:
         predictor, _folder = load_predictor(args.model, args.device, args.backend)
     except BusiViewerError as exc:
         print(f"busi-predict: error: {exc}", file=sys.stderr)
@@ -162,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     out = args.out
-    targets = [out / PREDICTIONS_CSV, out / ERRORS_CSV] + ([out / SUMMARY_PDF] if args.pdf else [])
+    targets = ([out / PREDICTIONS_CSV, out / ERRORS_CSV] + ([out / SUMMARY_PDF] if args.pdf else [])
+               + ([out / PREDICTIONS_JSONL] if args.json else []))
     existing = [p for p in targets if p.exists()]
     if existing and not args.force:
         print(f"busi-predict: error: {existing[0]} already exists; use --force to overwrite or choose another --out",
@@ -176,16 +183,23 @@ def run(args: argparse.Namespace) -> int:
 
     card = predictor.card
     reports = _Reports(args, card) if args.pdf or args.pdf_per_image else None
-    print(f"{RESEARCH_USE_BANNER}.\nModel {card.name} {card.version} ({card.architecture}) on {predictor.description}; "
-          f"{len(scan.images)} image(s) in {args.folder}, {len(scan.skipped)} other file(s) skipped.", file=sys.stderr)
+    if args.heatmaps:
+        from busi_viewer.reports.heatmap_png import Legend, explanation_png
+        from busi_viewer.reports.pdf import ensure_gui_application
 
-    header = ["file", "status", "predicted_class", *(f"p_{name}" for name in card.class_names),
+        ensure_gui_application()  # the PNGs' legends are drawn with Qt
+    print(f"{RESEARCH_USE_BANNER}.\nModel {card.name} {card.version} ({card.architecture}) on {predictor.description}; "
+          f"{len(scan.images)} image(s) in {args.folder}, {masks} lesion mask(s) used as masks, "
+          f"{len(scan.skipped) - masks} other file(s) skipped.", file=sys.stderr)
+
+    header = ["file", "case_id", "status", "model", "predicted_class", *(f"p_{name}" for name in card.class_names),
               "low_confidence", "in_scope", "scope_score", *AGREEMENT_COLUMNS]
     processed = failed = 0
     try:
         with ExitStack() as stack:
             predictions = csv.writer(stack.enter_context(atomic_write(targets[0], newline="", encoding="utf-8")))
             errors = csv.writer(stack.enter_context(atomic_write(targets[1], newline="", encoding="utf-8")))
+            jsonl = stack.enter_context(atomic_write(out / PREDICTIONS_JSONL, encoding="utf-8")) if args.json else None
             predictions.writerow(header)
             errors.writerow(["file", "reason"])
             progress = _progress(len(scan.images), disabled=args.no_progress)
@@ -215,17 +229,24 @@ def run(args: argparse.Namespace) -> int:
                     except ImageLoadError as exc:
                         errors.writerow([relative, f"mask: {exc.reason}"])
                     scores = _agreement_of(prediction.heatmap_raw, mask)
-                    predictions.writerow([
-                        relative, "ok", prediction.predicted_class,
-                        *(_fmt(p) for p in prediction.probabilities), _fmt(prediction.low_confidence),
-                        in_scope_cell(card, item.record.modality, prediction), _fmt(prediction.scope_score),
-                        *_agreement_cells(scores),
-                    ])
+                    sha256 = sha256_file(item.path)
+                    row = dict(zip(header, [
+                        relative, case_id(sha256), "ok", f"{card.name} {card.version}", prediction.predicted_class,
+                        *(float(p) for p in prediction.probabilities), prediction.low_confidence,
+                        in_scope_cell(card, item.record.modality, prediction), prediction.scope_score,
+                        *_agreement_values(scores),
+                    ]))
+                    predictions.writerow([_fmt(value) for value in row.values()])
+                    if jsonl is not None:
+                        jsonl.write(json.dumps({key: _json_value(v) for key, v in row.items()}, allow_nan=False) + "\n")
                     if args.heatmaps:
-                        png = out / "heatmaps" / Path(relative).with_suffix(".png")
-                        _write_png(png, _heatmap_png(item.record, prediction.heatmap, mask, args.opacity))
+                        legend = Legend(f"Prediction: {prediction.predicted_class}, p({prediction.predicted_class}) "
+                                        f"{prediction.probability(prediction.predicted_class):.2f}",
+                                        row["model"], scope, opacity=args.opacity)
+                        _write_png(out / HEATMAPS_DIR / f"{row['case_id']}.png",
+                                   explanation_png(item.record.rgb, prediction.heatmap, mask, legend))
                     if reports is not None:
-                        problem = reports.add(item.path, item.record, prediction, mask, scores)
+                        problem = reports.add(item.path, sha256, item.record, prediction, mask, scores)
                         if problem:
                             errors.writerow([relative, problem])
                     processed += 1
@@ -261,13 +282,12 @@ class _Reports:
         self._unreadable: list[tuple[str, str]] = []
         self._review_for = _review_lookup()
 
-    def add(self, path: Path, record: ImageRecord, prediction, mask: np.ndarray | None,
+    def add(self, path: Path, sha256: str, record: ImageRecord, prediction, mask: np.ndarray | None,
             scores: AgreementResult | None) -> str | None:
         """Record one image (and write its report when asked); returns a problem to log, or None."""
         from busi_viewer.core.report_data import image_entry
         from busi_viewer.inference.catalogue import scope_warning
 
-        sha256 = sha256_file(path)
         entry = image_entry(record, sha256, class_names=self._card.class_names,
                             probabilities=prediction.probabilities, predicted=prediction.predicted_class,
                             low_confidence=prediction.low_confidence, decision_rule=self._card.decision_rule(),
@@ -288,8 +308,6 @@ class _Reports:
         return None
 
     def add_unreadable(self, path: Path, reason: str | None) -> None:
-        from busi_viewer.core.report_data import case_id
-
         reason = reason or "unreadable"
         if self._args.include_identifiers:
             self._unreadable.append((path.name, reason))
@@ -340,12 +358,21 @@ def _agreement_of(heatmap_raw: np.ndarray | None, mask: np.ndarray | None) -> Ag
     return agreement(heatmap_raw, mask)
 
 
-def _agreement_cells(result: AgreementResult | None) -> list[str]:
+def _agreement_values(result: AgreementResult | None) -> list:
     if result is None:
-        return [""] * len(AGREEMENT_COLUMNS)
+        return [None] * len(AGREEMENT_COLUMNS)
     base = result.baseline
-    return [_fmt(v) for v in (result.iou_otsu, result.pointing_hit, result.energy_in_mask,
-                              base.iou_otsu, base.pointing_hit, base.energy_in_mask)]
+    return [result.iou_otsu, result.pointing_hit, result.energy_in_mask,
+            base.iou_otsu, base.pointing_hit, base.energy_in_mask]
+
+
+def _json_value(value):
+    """A row's value as JSON has it: NumPy scalars as Python's, NaN and "" (unknown) as null."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (float, np.floating)):
+        return None if np.isnan(value) else float(value)
+    return None if value == "" else value
 
 
 def _relative(path: Path, root: Path) -> str:

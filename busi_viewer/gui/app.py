@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from busi_viewer.cli.options import add_runtime_options
+
 SMOKE_TIMEOUT_S = 180
 
 
@@ -21,10 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", type=Path, default=None,
                         help="model bundle folder, or the name of an installed one such as mias-mg (default: the "
                              "bundled one)")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the GPU when there is one)")
-    parser.add_argument("--backend", choices=("auto", "torch", "onnx"), default=None,
-                        help="inference runtime (default: $BUSI_VIEWER_BACKEND, else auto: PyTorch when installed, "
-                             "else ONNX Runtime)")
+    add_runtime_options(parser)
     parser.add_argument("--smoke-test", action="store_true",
                         help="load the model, open the demo, run one inference, print a summary and exit (0 = ok)")
     return parser
