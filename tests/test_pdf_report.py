@@ -191,3 +191,35 @@ def test_report_pictures_follow_the_screen_orientation():
     scale = ScaleBar(0.2, (0, 0, 2, 0))  # the top row of the 2 x 3 image
     assert turn.oriented_scale(scale, (2, 3)).region == (1, 0, 1, 2)  # becomes the right column
     assert turn.oriented_scale(None, (2, 3)) is None
+
+
+def test_a_heading_that_would_end_a_page_moves_to_the_next(qtbot):
+    from PySide6.QtCore import QSizeF
+    from PySide6.QtGui import QTextDocument
+
+    from busi_viewer.reports.pdf import keep_headings_with_their_content
+
+    document = QTextDocument()
+    document.setPageSize(QSizeF(400, 300))
+    layout = document.documentLayout()
+    for lines in range(100, 160):  # pad until the heading lands in a page's last tenth
+        document.setHtml("<p>x</p>" * lines + "<h3>Review</h3><p>Not reviewed.</p>")
+        heading = document.lastBlock().previous()
+        top = layout.blockBoundingRect(heading).top()
+        if 300 - top % 300 < 0.1 * 300:
+            break
+    assert heading.text() == "Review" and 300 - top % 300 < 0.1 * 300
+    assert keep_headings_with_their_content(document) == 1
+    moved = layout.blockBoundingRect(document.lastBlock().previous()).top()
+    assert moved % 300 < 0.1 * 300 and moved // 300 == top // 300 + 1  # the top of the next page
+    assert keep_headings_with_their_content(document) == 0
+
+
+def test_modality_codes_and_split_sizes_read_as_words():
+    from busi_viewer.core.report_data import modality_text
+    from training.report import split_sizes_text
+
+    assert modality_text("OT") == "OT (other: a plain image file, or no modality stated)"
+    assert modality_text("us") == "US (ultrasound)" and modality_text("XX") == "XX" and modality_text("") == "image"
+    assert split_sizes_text({"train": 1859, "val": 399, "test": 397}) == (
+        "1859 training, 399 validation and 397 test images")

@@ -16,6 +16,7 @@ from busi_viewer.inference.bundle import BUNDLE_DOCUMENTS, save_bundle
 from busi_viewer.inference.model_card import ModelCard
 from training.busbra import CITATION as BUSBRA_CITATION
 from training.config import load_config, to_toml
+from training.report import split_sizes_text
 from training.engine import BEST_WEIGHTS
 
 # Calibrated top-class probability under which the app shows "low confidence": with three classes, a top
@@ -70,7 +71,7 @@ def card_for_run(run_dir: Path, name: str, version: str) -> ModelCard:
         preprocess=config.preprocess_spec(), modality=MODALITY[config.data.dataset],
         data_manifest_sha256=fit_info["data_manifest_sha256"],
         training_data=(f"{DATASET_CITATION[config.data.dataset]}: {fit_info['n_images']} images, "
-                       f"split sizes {fit_info['split_sizes']}"),
+                       f"{split_sizes_text(fit_info['split_sizes'])}"),
         protocol=protocol, metrics={"test": headline},
         calibration_temperature=float(point["temperature"]),
         thresholds={positive: float(point["threshold"])} if point.get("threshold") is not None else {},

@@ -28,6 +28,20 @@ def case_id(sha256: str) -> str:
     return f"case-{sha256[:CASE_ID_HEX]}"
 
 
+# What DICOM Modality codes mean, for readers of a report; "OT" is also what a plain image file is given.
+MODALITY_MEANINGS = {"US": "ultrasound", "MG": "mammography", "CT": "computed tomography", "MR": "magnetic resonance",
+                     "DX": "digital radiography", "CR": "computed radiography", "XA": "X-ray angiography",
+                     "NM": "nuclear medicine", "PT": "PET", "OT": "other: a plain image file, or no modality stated",
+                     "SC": "secondary capture"}
+
+
+def modality_text(code: str) -> str:
+    """"US (ultrasound)", "OT (other: a plain image file, or no modality stated)"; an unknown code as it is."""
+    code = (code or "").strip().upper()
+    meaning = MODALITY_MEANINGS.get(code)
+    return f"{code} ({meaning})" if meaning else (code or "image")
+
+
 def burned_in_risk(burned_in_annotation: str | None, modality: str) -> bool:
     """True when the pixels may show identifying text: flagged "YES", or ultrasound that does not say.
 

@@ -26,7 +26,9 @@ from PySide6.QtGui import (
     QPageSize,
     QPainter,
     QPdfWriter,
+    QTextCursor,
     QTextDocument,
+    QTextFormat,
 )
 
 from busi_viewer import RESEARCH_USE_BANNER, __version__
@@ -42,6 +44,7 @@ from busi_viewer.core.report_data import (
     ImageEntry,
     ModelSection,
     ScaleBar,
+    modality_text,
 )
 
 DPI = 150
@@ -263,6 +266,7 @@ def _render(document: QTextDocument, path: Path, title: str, overwrite: bool) ->
         body = QSizeF(page.width(), page.height() - footer_height)
         document.documentLayout().setPaintDevice(writer)  # point sizes at the PDF's resolution, not the screen's
         document.setPageSize(body)
+        keep_headings_with_their_content(document)
         painter = QPainter(writer)
         if not painter.isActive():
             raise ReportError(f"cannot write {path.name}: the PDF could not be opened for writing")
@@ -285,6 +289,27 @@ def _render(document: QTextDocument, path: Path, title: str, overwrite: bool) ->
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
+
+
+def keep_headings_with_their_content(document: QTextDocument, room: float = 0.12) -> int:
+    """Move each heading that would end a page (less than ``room`` of the page height left below it) to the next
+    page; Qt's rich text has no keep-with-next. Returns how many headings moved. Call after setPageSize."""
+    page_height = document.pageSize().height()
+    layout = document.documentLayout()
+    moved = 0
+    block = document.begin()
+    while block.isValid():
+        if block.blockFormat().headingLevel() > 0:
+            top = layout.blockBoundingRect(block).top()
+            below = page_height - (top % page_height)
+            if below < room * page_height and top % page_height > 0:
+                cursor = QTextCursor(block)
+                form = block.blockFormat()
+                form.setPageBreakPolicy(QTextFormat.PageBreakFlag.PageBreak_AlwaysBefore)
+                cursor.setBlockFormat(form)
+                moved += 1
+        block = block.next()
+    return moved
 
 
 def _new_document() -> QTextDocument:
@@ -315,7 +340,7 @@ def write_image_report(path: Path | str, entry: ImageEntry, images: ReportImages
     width, height = entry.size
     parts = [
         _header(f"Image report — {entry.case_id}"),
-        f"<p>{_e(entry.modality or 'image')} · {width}×{height} px · "
+        f"<p>{_e(modality_text(entry.modality))} · {width}×{height} px · "
         + ("scale bar in mm (calibrated region)" if entry.scale else "uncalibrated: no scale bar") + "</p>",
         _identifiers_html(entry),
         f"<p><b>{_e(BURNED_IN_NOTE)}</b></p>" if entry.burned_in_risk else "",
