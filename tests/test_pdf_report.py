@@ -221,5 +221,4 @@ def test_modality_codes_and_split_sizes_read_as_words():
 
     assert modality_text("OT") == "OT (other: a plain image file, or no modality stated)"
     assert modality_text("us") == "US (ultrasound)" and modality_text("XX") == "XX" and modality_text("") == "image"
-    assert split_sizes_text({"train": 1859, "val": 399, "test": 397}) == (
-        "1859 training, 399 validation and 397 test images")
+    assert split_sizes_text({"train": 1859, "val": 399, "test": 397}) == "1859 training, 399 validation and 397 test"

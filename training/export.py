@@ -70,8 +70,8 @@ def card_for_run(run_dir: Path, name: str, version: str) -> ModelCard:
         name=name, version=version, architecture=config.model.arch, class_names=config.class_names,
         preprocess=config.preprocess_spec(), modality=MODALITY[config.data.dataset],
         data_manifest_sha256=fit_info["data_manifest_sha256"],
-        training_data=(f"{DATASET_CITATION[config.data.dataset]}: {fit_info['n_images']} images, "
-                       f"{split_sizes_text(fit_info['split_sizes'])}"),
+        training_data=(f"{DATASET_CITATION[config.data.dataset]}: {fit_info['n_images']} images "
+                       f"({split_sizes_text(fit_info['split_sizes'])})"),
         protocol=protocol, metrics={"test": headline},
         calibration_temperature=float(point["temperature"]),
         thresholds={positive: float(point["threshold"])} if point.get("threshold") is not None else {},

@@ -48,7 +48,7 @@ def write_report(run_dir: Path, results: dict, title: str, *, class_names: tuple
              f"- Data: {data}, {run['n_images']} images"
              + (" (" + ", ".join(f"{source} {n}" for source, n in run["images_per_source"].items()) + ")"
                 if len(run.get("images_per_source") or {}) > 1 else "") + " "
-             f"(manifest SHA-256 `{run['data_manifest_sha256'][:16]}…`); {split_sizes_text(run['split_sizes'])}; "
+             f"(manifest SHA-256 `{run['data_manifest_sha256'][:16]}…`); split {split_sizes_text(run['split_sizes'])}; "
              f"{run['train_items_per_epoch']} training items per epoch.",
              f"- Recipe `{run['config']}` (hash `{run['config_hash']}`, resolved in `config.toml`), seed {run['seed']}"
              + (f", fold {run['fold']}" if run.get("fold") is not None else "") + ".",
@@ -141,7 +141,7 @@ def write_report(run_dir: Path, results: dict, title: str, *, class_names: tuple
 
 
 def split_sizes_text(sizes: dict[str, int]) -> str:
-    """{"train": 1859, "val": 399, "test": 397} -> "1859 training, 399 validation and 397 test images"."""
+    """{"train": 1859, "val": 399, "test": 397} -> "1859 training, 399 validation and 397 test"."""
     words = {"train": "training", "val": "validation", "test": "test"}
     parts = [f"{count} {words.get(name, name)}" for name, count in sizes.items()]
-    return (", ".join(parts[:-1]) + f" and {parts[-1]}" if len(parts) > 1 else "".join(parts)) + " images"
+    return ", ".join(parts[:-1]) + f" and {parts[-1]}" if len(parts) > 1 else "".join(parts)
