@@ -14,8 +14,15 @@ from busi_viewer.core.hashing import sha256_file
 from busi_viewer.inference.backend import load_predictor
 from busi_viewer.inference.bundle import load_bundle
 from busi_viewer.inference.bundle_files import SCOPE_FILENAME
-from busi_viewer.inference.scope import ScopeGuard, bundle_scope_guard, fit_scope_guard, read_scope_guard
-from tests.helpers.scope import guarded_copy, phantom_rgb, pooled_by_hand
+from busi_viewer.inference.scope import (
+    ScopeCheck,
+    ScopeGuard,
+    bundle_scope_guard,
+    fit_scope_guard,
+    image_statistics,
+    read_scope_guard,
+)
+from tests.helpers.scope import guard_score_by_hand, guarded_copy, phantom_rgb, pooled_by_hand
 
 
 def test_score_is_the_mean_of_the_whitened_and_the_residual_energy():
@@ -56,18 +63,40 @@ def test_threshold_flags_at_most_five_percent_of_each_source_s_validation_images
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
 def test_every_prediction_carries_its_scope_score(tiny_bundle, tmp_path, backend):
-    bundle, guard = guarded_copy(tiny_bundle, tmp_path)
+    bundle, check = guarded_copy(tiny_bundle, tmp_path)
     predictor, _ = load_predictor(bundle, "cpu", backend)
     images = [phantom_rgb("malignant", seed=50 + k, size=(80, 100)) for k in range(3)]
     images.append(np.full((90, 90, 3), 255, np.uint8))  # a blank white page
     results = predictor.predict_batch(images)
     pooled = pooled_by_hand(load_bundle(bundle).model, predictor.card, images)
-    centred = pooled.astype(np.float64) - guard.mean
-    within = ((centred @ guard.components) / guard.scales) ** 2
-    outside = (centred ** 2).sum(1) - ((centred @ guard.components) ** 2).sum(1)
-    expected = 0.5 * (within.mean(1) + outside / guard.residual_scale)
+    statistics = np.stack([image_statistics(image) for image in images])
+    expected = np.maximum(guard_score_by_hand(check.features, pooled) / check.features.threshold,
+                          guard_score_by_hand(check.image, statistics) / check.image.threshold)
     assert [r.scope_score for r in results] == pytest.approx(expected, rel=1e-3)
-    assert [r.in_scope for r in results] == [bool(s <= guard.threshold) for s in expected]
+    assert [r.in_scope for r in results] == [bool(s <= 1.0) for s in expected]
+    assert results[-1].in_scope is False  # the blank page is nothing like the phantoms
+
+
+def test_image_statistics_by_hand():
+    grey = np.full((64, 64, 3), 100, np.uint8)
+    # no colour, no edges, no speckle (std 0 in every block)
+    assert image_statistics(grey) == pytest.approx([0, 0, 0, 0, 0, 0])
+    red = np.zeros((64, 64, 3), np.uint8)
+    red[..., 0] = 255
+    # |R - G| = 255 -> 1; |(R + G) / 2 - B| = 127.5 -> 0.5; dark blocks (grey mean 85 > 20) have std 0
+    assert image_statistics(red)[:2] == pytest.approx([1.0, 0.5])
+    stripes = np.zeros((128, 128, 3), np.uint8)
+    stripes[:, ::2] = 200  # 8 x 8 blocks of alternating columns: mean 100, std 100 -> ratio 1
+    assert image_statistics(stripes)[4:] == pytest.approx([1.0, 1.0])
+
+
+def test_the_check_flags_when_either_guard_does():
+    one = ScopeGuard(np.zeros(1), np.ones((1, 1)), np.ones(1), 1.0, threshold=2.0)
+    check = ScopeCheck(one, dataclasses.replace(one, threshold=4.0))
+    # distances 0.5 * x^2: features x = 2 -> 2 (ratio 1.0), image x = 3 -> 4.5 (ratio 1.125)
+    scores = check.scores(np.array([[2.0], [0.0]]), np.array([[0.0], [3.0]]))
+    assert scores == pytest.approx([1.0, 1.125])
+    assert check.in_scope(scores[0]) and not check.in_scope(scores[1])
 
 
 def test_a_bundle_without_a_guard_predicts_without_scope(tiny_bundle):
@@ -78,10 +107,11 @@ def test_a_bundle_without_a_guard_predicts_without_scope(tiny_bundle):
 
 
 def test_a_modified_or_missing_guard_is_refused(tiny_bundle, tmp_path):
-    bundle, guard = guarded_copy(tiny_bundle, tmp_path)
+    bundle, check = guarded_copy(tiny_bundle, tmp_path)
     card = json.loads((bundle / "model_card.json").read_text())
-    assert read_scope_guard(bundle, card["scope_guard"]["file_sha256"]).threshold == guard.threshold
-    tampered = dataclasses.replace(guard, threshold=guard.threshold * 100)
+    read = read_scope_guard(bundle, card["scope_guard"]["file_sha256"])
+    assert read.image.threshold == pytest.approx(check.image.threshold)
+    tampered = ScopeCheck(check.features, dataclasses.replace(check.image, threshold=check.image.threshold * 100))
     tampered.save(bundle / SCOPE_FILENAME)
     with pytest.raises(BundleError, match="scope_guard.npz does not match its model card"):
         load_predictor(bundle, "cpu", "torch")

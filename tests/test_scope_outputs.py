@@ -17,7 +17,8 @@ from busi_viewer.core.loader import load_image
 from busi_viewer.inference.bundle import load_bundle
 from tests.helpers.gui import open_window
 from tests.helpers.pdf import pdf_text
-from tests.helpers.scope import guarded_copy, phantom_rgb, pooled_by_hand
+from busi_viewer.inference.scope import image_statistics
+from tests.helpers.scope import guard_score_by_hand, guarded_copy, phantom_rgb, pooled_by_hand
 
 WAIT_MS = 60_000
 SHOTS = Path("/tmp/widget_shots")  # looked at by eye
@@ -37,18 +38,18 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def _expected_scores(bundle: Path, guard, files: list[Path]) -> list[float]:
+def _expected_scores(bundle: Path, check, files: list[Path]) -> list[float]:
     loaded = load_bundle(bundle)
-    pooled = pooled_by_hand(loaded.model, loaded.card, [load_image(f).rgb for f in files]).astype(np.float64)
-    centred = pooled - guard.mean
-    projected = centred @ guard.components
-    outside = (centred ** 2).sum(1) - (projected ** 2).sum(1)
-    return list(0.5 * (((projected / guard.scales) ** 2).mean(1) + outside / guard.residual_scale))
+    rgbs = [load_image(f).rgb for f in files]
+    pooled = pooled_by_hand(loaded.model, loaded.card, rgbs)
+    statistics = np.stack([image_statistics(rgb) for rgb in rgbs])
+    return list(np.maximum(guard_score_by_hand(check.features, pooled) / check.features.threshold,
+                           guard_score_by_hand(check.image, statistics) / check.image.threshold))
 
 
-@pytest.mark.parametrize(("threshold", "verdict"), [(-1.0, "no"), (1e12, "yes")])
-def test_busi_predict_writes_in_scope_and_the_score(folder, tiny_bundle, tmp_path, threshold, verdict):
-    bundle, guard = guarded_copy(tiny_bundle, tmp_path, threshold=threshold)
+@pytest.mark.parametrize(("flag_all", "verdict"), [(True, "no"), (False, "yes")])
+def test_busi_predict_writes_in_scope_and_the_score(folder, tiny_bundle, tmp_path, flag_all, verdict):
+    bundle, guard = guarded_copy(tiny_bundle, tmp_path, flag_all=flag_all)
     out = tmp_path / "out"
     assert predict_main([str(folder), "--model", str(bundle), "--out", str(out), "--pdf-per-image",
                          "--no-progress"]) == 0
@@ -56,7 +57,7 @@ def test_busi_predict_writes_in_scope_and_the_score(folder, tiny_bundle, tmp_pat
     assert [r["file"] for r in rows] == ["case0.png", "case1.png"]
     assert [r["in_scope"] for r in rows] == [verdict, verdict]
     expected = _expected_scores(bundle, guard, [folder / "case0.png", folder / "case1.png"])
-    assert [float(r["scope_score"]) for r in rows] == pytest.approx(expected, rel=1e-3)
+    assert [float(r["scope_score"]) for r in rows] == pytest.approx(expected, rel=1e-3, abs=1e-9)
     errors = _rows(out / "errors.csv")
     reports = sorted((out / "reports").glob("*.pdf"))
     assert len(reports) == 2
@@ -75,7 +76,7 @@ def test_a_bundle_without_a_guard_leaves_the_columns_empty(folder, tiny_bundle, 
 
 
 def test_the_viewer_shows_an_out_of_scope_image_as_such(qtbot, folder, tiny_bundle, tmp_path):
-    bundle, _ = guarded_copy(tiny_bundle, tmp_path, threshold=-1.0)
+    bundle, _ = guarded_copy(tiny_bundle, tmp_path, flag_all=True)
     window = open_window(qtbot, bundle)
     try:
         with qtbot.waitSignal(window.resultShown, timeout=WAIT_MS):

@@ -259,7 +259,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             data = load_config(args.run / "config.toml").data
             fit = fit_bundle_scope(bundle, Path(data.root) if data.root else None,
                                    Path(data.busbra_root) if data.busbra_root else None)
-            print(f"scope guard fitted: threshold {fit.guard.threshold:.3g}")
+            print(f"scope check fitted: {json.dumps(fit.summary['flagged']['test'])}")
         return 0
     if args.command == "fit-scope":
         from training.scope_fit import DEFAULT_COMPONENTS, fit_bundle_scope

@@ -1,7 +1,8 @@
 """``busi-train fit-scope``: give a model bundle its scope guard, fitted on its own training images.
 
-The guard (:mod:`busi_viewer.inference.scope`) is fitted on the pooled features of the bundle's training images
-and its threshold set on its validation images, source by source (at most 5 % of each flagged), both read from
+The check (:mod:`busi_viewer.inference.scope`) is fitted on the pooled features and image statistics of the
+bundle's training images and its thresholds set on its validation images, source by source (at most 5 % of each
+flagged), both read from
 the bundle's own split manifest (and checked against its SHA-256s). Its flag rate on every test split is
 recorded too: the test images of a source the model trained on, and per scanner where the data set says.
 ``busi-train scope-eval`` adds the flag rates on folders of images that are not the model's kind.
@@ -28,9 +29,11 @@ from busi_viewer.inference.predictor import Predictor
 from busi_viewer.inference.scope import (
     DEFAULT_COMPONENTS,
     MAX_FLAGGED_IN_SCOPE,
-    ScopeGuard,
+    PARTS,
+    ScopeCheck,
     bundle_scope_guard,
     fit_scope_guard,
+    image_statistics,
 )
 from training.config import load_config
 from training.data import BusiIndex, index_dataset, sample_image
@@ -43,7 +46,7 @@ BATCH = 16
 class ScopeFit:
     """The fitted guard, and what the card says of it (``summary``: JSON-ready)."""
 
-    guard: ScopeGuard
+    guard: ScopeCheck
     summary: dict
 
 
@@ -74,49 +77,57 @@ def bundle_index(bundle_dir: Path, data: Path | None = None, busbra: Path | None
 def fit_bundle_scope(bundle_dir: Path, data: Path | None = None, busbra: Path | None = None,
                      components: int = DEFAULT_COMPONENTS, progress: Callable[[int], None] | None = None
                      ) -> ScopeFit:
-    """Fit and write the scope guard of the bundle at ``bundle_dir`` (its card updated; atomic); data folders as
+    """Fit and write the scope check of the bundle at ``bundle_dir`` (its card updated; atomic); data folders as
     :func:`bundle_index` takes them."""
     bundle_dir = Path(bundle_dir)
     index, split_of = bundle_index(bundle_dir, data, busbra)
     bundle = load_bundle(bundle_dir)
     predictor = Predictor(bundle.model, bundle.card)
     chosen = [i for i, relpath in enumerate(index.relpaths) if relpath in split_of]
-    features = pooled_features(predictor, [index.samples[i] for i in chosen], progress)
+    features, statistics = describe(predictor, [index.samples[i] for i in chosen], progress)
     splits = np.array([split_of[index.relpaths[i]] for i in chosen])
     sources = index.sources[chosen]
-    guard = fit_scope_guard(features[splits == "train"], components)
-    scores = guard.scores(features)
-    validation = {source: scores[(splits == "val") & (sources == source)] for source in dict.fromkeys(sources)}
-    guard = guard.with_threshold(validation)
+    part_share = MAX_FLAGGED_IN_SCOPE / len(PARTS)
+    guards = []
+    for values in (features, statistics):
+        guard = fit_scope_guard(values[splits == "train"], components)
+        scores = guard.scores(values)
+        validation = {source: scores[(splits == "val") & (sources == source)] for source in dict.fromkeys(sources)}
+        guards.append(guard.with_threshold(validation, part_share))
+    check = ScopeCheck(*guards)
+    scores = check.scores(features, statistics)
     devices = np.array([index.samples[i].device for i in chosen])
     summary = {
-        "method": f"Mahalanobis distance of the pooled features in their top {guard.components.shape[1]} principal "
-                  "directions plus the energy outside them, each relative to its mean on the training images",
-        "components": guard.components.shape[1],
-        "threshold": guard.threshold,
+        "method": (f"two guards, each a Mahalanobis distance in the top principal directions plus the energy outside "
+                   f"them, fitted on the training images: on the model's pooled features "
+                   f"({check.features.components.shape[1]} directions) and on six image statistics (colourfulness, "
+                   f"edge strength, speckle); each flags at most {part_share:.1%} of every source's validation "
+                   f"images; the score is the larger distance over its threshold, above 1 is out of scope"),
+        "threshold": check.threshold,
         "fitted_on": f"the bundle's {int(np.sum(splits == 'train'))} training images",
-        "calibrated_on": (f"its validation images of each source: at most {MAX_FLAGGED_IN_SCOPE:.0%} of each "
-                          "flagged"),
+        "calibrated_on": f"its validation images of each source: at most {MAX_FLAGGED_IN_SCOPE:.0%} of each flagged",
         "flagged": {
-            "validation": _rates(scores, guard.threshold, splits == "val", sources),
-            "test": _rates(scores, guard.threshold, splits == "test", sources),
-            "test_by_device": _rates(scores, guard.threshold, (splits == "test") & (devices != ""), devices),
+            "validation": _rates(scores, check.threshold, splits == "val", sources),
+            "test": _rates(scores, check.threshold, splits == "test", sources),
+            "test_by_device": _rates(scores, check.threshold, (splits == "test") & (devices != ""), devices),
         },
     }
-    write_scope(bundle_dir, guard, summary)
-    return ScopeFit(guard, summary)
+    write_scope(bundle_dir, check, summary)
+    return ScopeFit(check, summary)
 
 
-def pooled_features(predictor: Predictor, samples: Sequence, progress: Callable[[int], None] | None = None
-                    ) -> np.ndarray:
-    """(N, C) float32 pooled features of ``samples``, each decoded as training and the app decode it."""
-    out = []
+def describe(predictor: Predictor, samples: Sequence, progress: Callable[[int], None] | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(N, C) float32 pooled features and (N, 6) image statistics of ``samples``, each decoded as training and the
+    app decode it."""
+    features, statistics = [], []
     for start in range(0, len(samples), BATCH):
-        batch = samples[start:start + BATCH]
-        out.append(predictor.pooled_features([sample_image(s) for s in batch]))
+        rgbs = [sample_image(s) for s in samples[start:start + BATCH]]
+        features.append(predictor.pooled_features(rgbs))
+        statistics.extend(image_statistics(rgb) for rgb in rgbs)
         if progress is not None:
-            progress(len(batch))
-    return np.concatenate(out) if out else np.empty((0, 0), np.float32)
+            progress(len(rgbs))
+    return np.concatenate(features), np.stack(statistics)
 
 
 def score_folders(bundle_dir: Path, sets: Mapping[str, Sequence[Path]]) -> dict[str, dict]:
@@ -139,8 +150,9 @@ def score_folders(bundle_dir: Path, sets: Mapping[str, Sequence[Path]]) -> dict[
                 except BusiViewerError:  # an unreadable file is counted, not fatal
                     unreadable += 1
             if rgbs:
-                scores.extend(guard.scores(predictor.pooled_features(rgbs)).tolist())
-        flagged = sum(s > guard.threshold for s in scores)
+                statistics = np.stack([image_statistics(rgb) for rgb in rgbs])
+                scores.extend(guard.scores(predictor.pooled_features(rgbs), statistics).tolist())
+        flagged = sum(not guard.in_scope(s) for s in scores)
         results[name] = {"n": len(scores), "flagged": int(flagged),
                          "rate": flagged / len(scores) if scores else math.nan, "unreadable": unreadable}
     update_bundle(bundle_dir, lambda _staged, card: dataclasses.replace(
@@ -149,7 +161,7 @@ def score_folders(bundle_dir: Path, sets: Mapping[str, Sequence[Path]]) -> dict[
     return results
 
 
-def write_scope(bundle_dir: Path, guard: ScopeGuard, summary: dict) -> ModelCard:
+def write_scope(bundle_dir: Path, guard: ScopeCheck, summary: dict) -> ModelCard:
     """Write ``scope_guard.npz`` and the card naming it into the bundle, atomically."""
     def change(staged: Path, card: ModelCard) -> ModelCard:
         sha256 = guard.save(staged / SCOPE_FILENAME)

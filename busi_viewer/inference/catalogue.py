@@ -73,11 +73,9 @@ def scope_warning(card: ModelCard | None, modality: str | None, prediction: Pred
     text = modality_warning(card, modality)
     if text or card is None or prediction is None or prediction.in_scope is not False:
         return text
-    threshold = card.scope_guard.get("threshold")
-    limit = f" > {threshold:.2f}" if isinstance(threshold, (int, float)) else ""
     return (f"Outside this model's scope: this image is unlike the {MODALITY_NAMES.get(card.modality, card.modality)} "
-            f"images it was trained on (scope score {prediction.scope_score:.2f}{limit}); its classification here "
-            f"means little.")
+            f"images it was trained on (scope score {prediction.scope_score:.2f}; above 1 is outside); its "
+            f"classification here means little.")
 
 
 def in_scope_cell(card: ModelCard | None, modality: str | None, prediction: Prediction | None) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 from busi_viewer.core.decision import apply_operating_point
 from busi_viewer.inference.model_card import ModelCard
 from busi_viewer.inference.preprocessing import Geometry, preprocess
-from busi_viewer.inference.scope import ScopeGuard
+from busi_viewer.inference.scope import ScopeCheck, image_statistics
 
 
 @dataclass
@@ -26,9 +26,8 @@ class Prediction:
     ``probabilities`` (K,) float32 are calibrated (softmax of logits / the card's temperature) and sum to 1.
     ``heatmap_raw`` (H, W) float32 >= 0 is Grad-CAM for ``predicted_index`` on the original image grid, in
     the model's logit units (comparable across images); ``heatmap`` is the same map scaled to [0, 1] per
-    image. Both are None when no explanation was asked for. ``scope_score`` (>= 0, about 1 for a typical
-    training image) and ``in_scope`` come from the bundle's scope guard (:mod:`busi_viewer.inference.scope`);
-    None when the bundle has none.
+    image. Both are None when no explanation was asked for. ``scope_score`` (>= 0; above 1 is out of scope) and
+    ``in_scope`` come from the bundle's scope check (:mod:`busi_viewer.inference.scope`); None when it has none.
     """
 
     class_names: tuple[str, ...]
@@ -98,12 +97,12 @@ class PredictorBase:
 
     Subclasses implement :meth:`_run` (logits, pooled features and the decided class's map per image) and
     :meth:`_class_maps` (maps of given classes); ``card`` and ``description`` (device and runtime, for the status
-    bar) are set by them. ``scope``: the bundle's scope guard, set by whoever loads the bundle (None: no guard).
+    bar) are set by them. ``scope``: the bundle's scope check, set by whoever loads the bundle (None: no check).
     """
 
     card: ModelCard
     description: str = ""
-    scope: ScopeGuard | None = None
+    scope: ScopeCheck | None = None
 
     def predict(self, rgb: np.ndarray, explain: bool = True) -> Prediction:
         """(H, W, 3) uint8 RGB -> :class:`Prediction`."""
@@ -115,7 +114,8 @@ class PredictorBase:
         inputs, geometries = zip(*(preprocess(rgb, self.card.preprocess) for rgb in rgbs))
         logits, pooled, maps = self._run(np.stack(inputs), explain)
         probabilities = calibrated_probabilities(logits, self.card.calibration_temperature)
-        scope_scores = self.scope.scores(pooled) if self.scope is not None else [None] * len(rgbs)
+        scope_scores = ([None] * len(rgbs) if self.scope is None else
+                        self.scope.scores(pooled, np.stack([image_statistics(rgb) for rgb in rgbs])))
         elapsed_each = (time.perf_counter() - start) / len(rgbs)
         return [
             self._prediction(logits[i], probabilities[i], None if maps is None else maps[i], geometries[i],

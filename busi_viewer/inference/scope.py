@@ -1,13 +1,19 @@
-"""The scope guard: the model's own answer to "is this the kind of image I was trained on?".
+"""The scope check: the model's own answer to "is this the kind of image I was trained on?".
 
-A classifier gives every input a class, a cardiac echo or a photograph included. The guard measures how far an
-image's pooled features (the (C,) vector the linear head reads) lie from those of the training images: a
-Mahalanobis distance in the top ``k`` principal directions of the training features, plus the energy left
-outside them, each divided by its mean over the training images, so that a typical training image scores
-about 1. Its threshold is chosen on validation images of every training source (at most 5 % of each flagged).
+A classifier gives every input a class, a cardiac echo or a photograph included. The check has two guards, each
+a distance from the training images fitted on them (:class:`ScopeGuard`: a Mahalanobis distance in the top ``k``
+principal directions plus the energy left outside them, each relative to its mean on the training images):
+
+* on the model's pooled features (the (C,) vector its linear head reads), and
+* on six statistics of the image itself (:func:`image_statistics`: colourfulness, edge strength, speckle).
+
+The fine-tuned features alone proved unreliable: a model retrained on another split placed mammograms and CT
+inside its training distribution. Each guard's threshold flags at most 2.5 % of every training source's
+validation images, so the two together flag at most 5 %. The check's score is the larger of the two distances,
+each divided by its threshold: above 1 is out of scope.
 
 Fitted by ``busi-train fit-scope`` and stored in the bundle as ``scope_guard.npz`` (plain arrays, read without
-pickle), whose SHA-256 the card records. NumPy only: both runtimes use it.
+pickle), whose SHA-256 the card records. NumPy and OpenCV only: both runtimes use it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from busi_viewer.core.atomic import atomic_write
@@ -26,8 +33,28 @@ from busi_viewer.inference.bundle_files import SCOPE_FILENAME
 from busi_viewer.inference.model_card import ModelCard
 
 DEFAULT_COMPONENTS = 64
-MAX_FLAGGED_IN_SCOPE = 0.05  # share of each training source's validation images the threshold may flag
+MAX_FLAGGED_IN_SCOPE = 0.05  # share of each training source's validation images the check may flag
+PARTS = ("features", "image")  # the two guards of a ScopeCheck; each may flag half of MAX_FLAGGED_IN_SCOPE
 _ARRAYS = ("mean", "components", "scales", "residual_scale", "threshold")
+_STATS_SIZE = 128  # image statistics are taken on a 128 x 128 grey copy
+_SPECKLE_BLOCK = 8
+
+
+def image_statistics(rgb: np.ndarray) -> np.ndarray:
+    """(6,) float64 of an (H, W, 3) uint8 image, on a 128 x 128 area-resized copy: colourfulness (mean |R - G| and
+    mean |(R + G) / 2 - B|, / 255), edge strength (mean and 90th percentile of the Sobel gradient magnitude / 255)
+    and speckle (median and 90th percentile of std / mean over 8 x 8 blocks whose mean is above 20)."""
+    small = cv2.resize(np.asarray(rgb), (_STATS_SIZE, _STATS_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
+    red, green, blue = small[..., 0], small[..., 1], small[..., 2]
+    grey = small.mean(axis=2)
+    gradient = np.hypot(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)) / 255.0
+    n = _STATS_SIZE // _SPECKLE_BLOCK
+    blocks = grey.reshape(n, _SPECKLE_BLOCK, n, _SPECKLE_BLOCK).transpose(0, 2, 1, 3).reshape(n * n, -1)
+    means, stds = blocks.mean(axis=1), blocks.std(axis=1)
+    lit = means > 20  # a dark block's ratio is noise
+    ratio = stds[lit] / means[lit] if lit.any() else np.zeros(1)
+    return np.array([np.mean(np.abs(red - green)) / 255.0, np.mean(np.abs(0.5 * (red + green) - blue)) / 255.0,
+                     gradient.mean(), np.percentile(gradient, 90), np.median(ratio), np.percentile(ratio, 90)])
 
 
 @dataclass(frozen=True)
@@ -65,12 +92,36 @@ class ScopeGuard:
             raise ValueError("the scope threshold needs validation scores of at least one source")
         return ScopeGuard(self.mean, self.components, self.scales, self.residual_scale, float(max(limits)))
 
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        """The guard as plain arrays, names prefixed (what :meth:`ScopeCheck.save` writes)."""
+        return {f"{prefix}_mean": self.mean.astype(np.float32), f"{prefix}_components": self.components.astype(np.float32),
+                f"{prefix}_scales": self.scales.astype(np.float32),
+                f"{prefix}_residual_scale": np.float64(self.residual_scale), f"{prefix}_threshold": np.float64(self.threshold)}
+
+
+@dataclass(frozen=True)
+class ScopeCheck:
+    """The two guards (see the module docstring); ``scores`` of images are their larger relative distance."""
+
+    features: ScopeGuard
+    image: ScopeGuard
+
+    @property
+    def threshold(self) -> float:
+        return 1.0
+
+    def scores(self, pooled: np.ndarray, statistics: np.ndarray) -> np.ndarray:
+        """(B, C) pooled features and (B, 6) :func:`image_statistics` -> (B,) float64 >= 0; above 1: out of scope."""
+        return np.maximum(self.features.scores(pooled) / self.features.threshold,
+                          self.image.scores(statistics) / self.image.threshold)
+
+    def in_scope(self, score: float) -> bool:
+        return bool(score <= self.threshold)
+
     def save(self, path: Path) -> str:
-        """Write the guard as an .npz of plain arrays (atomically); returns its SHA-256."""
+        """Write the check as an .npz of plain arrays (atomically); returns its SHA-256."""
         with atomic_write(path, "wb") as handle:
-            np.savez(handle, mean=self.mean.astype(np.float32), components=self.components.astype(np.float32),
-                     scales=self.scales.astype(np.float32), residual_scale=np.float64(self.residual_scale),
-                     threshold=np.float64(self.threshold))
+            np.savez(handle, **self.features.arrays("features"), **self.image.arrays("image"))
         return sha256_file(path)
 
 
@@ -93,8 +144,8 @@ def fit_scope_guard(pooled: np.ndarray, components: int = DEFAULT_COMPONENTS) ->
     return ScopeGuard(mean, basis, np.maximum(scales, math.sqrt(floor)), max(float(outside.mean()), floor))
 
 
-def read_scope_guard(folder: Path, expected_sha256: str) -> ScopeGuard:
-    """The guard at ``folder``/scope_guard.npz, once its SHA-256 matches the card's; BundleError otherwise."""
+def read_scope_guard(folder: Path, expected_sha256: str) -> ScopeCheck:
+    """The check at ``folder``/scope_guard.npz, once its SHA-256 matches the card's; BundleError otherwise."""
     path = Path(folder) / SCOPE_FILENAME
     if not path.is_file():
         raise BundleError(f"{path.parent.name}: the model card names a scope guard but {SCOPE_FILENAME} is missing")
@@ -103,21 +154,26 @@ def read_scope_guard(folder: Path, expected_sha256: str) -> ScopeGuard:
                           "modified or corrupted after the bundle was written")
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {name: np.asarray(data[name]) for name in _ARRAYS}
+            arrays = {f"{part}_{name}": np.asarray(data[f"{part}_{name}"]) for part in PARTS for name in _ARRAYS}
     except (OSError, KeyError, ValueError) as exc:
         raise BundleError(f"{path.parent.name}: {SCOPE_FILENAME} is not a valid scope guard ({exc})") from exc
-    guard = ScopeGuard(arrays["mean"].astype(np.float64), arrays["components"].astype(np.float64),
-                       arrays["scales"].astype(np.float64), float(arrays["residual_scale"]),
-                       float(arrays["threshold"]))
+    guards = [_guard_from(arrays, part, path.parent.name) for part in PARTS]
+    return ScopeCheck(*guards)
+
+
+def _guard_from(arrays: dict[str, np.ndarray], part: str, bundle: str) -> ScopeGuard:
+    guard = ScopeGuard(arrays[f"{part}_mean"].astype(np.float64), arrays[f"{part}_components"].astype(np.float64),
+                       arrays[f"{part}_scales"].astype(np.float64), float(arrays[f"{part}_residual_scale"]),
+                       float(arrays[f"{part}_threshold"]))
     c, k = guard.components.shape if guard.components.ndim == 2 else (0, 0)
     if guard.mean.shape != (c,) or guard.scales.shape != (k,) or not k or not guard.residual_scale > 0 \
-            or not np.all(guard.scales > 0):
-        raise BundleError(f"{path.parent.name}: {SCOPE_FILENAME} holds inconsistent arrays")
+            or not np.all(guard.scales > 0) or not guard.threshold > 0:
+        raise BundleError(f"{bundle}: {SCOPE_FILENAME} holds inconsistent arrays")
     return guard
 
 
-def bundle_scope_guard(folder: Path, card: ModelCard) -> ScopeGuard | None:
-    """The verified scope guard of the bundle at ``folder``, or None when its card names none."""
+def bundle_scope_guard(folder: Path, card: ModelCard) -> ScopeCheck | None:
+    """The verified scope check of the bundle at ``folder``, or None when its card names none."""
     expected = str(card.scope_guard.get("file_sha256", "")) if card.scope_guard else ""
     if not expected:
         return None
