@@ -126,3 +126,13 @@ def test_a_guard_file_with_pickled_objects_is_never_unpickled(tiny_bundle, tmp_p
         np.savez(handle, mean=np.array([object()], dtype=object))
     with pytest.raises(BundleError, match="not a valid scope guard"):
         read_scope_guard(bundle, sha256_file(bundle / SCOPE_FILENAME))
+
+
+def test_a_guard_over_every_direction_scores_the_whitened_distance_alone():
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(50, 3)) * (3.0, 1.0, 0.5)
+    guard = fit_scope_guard(values, components=64)  # only 3 directions exist
+    assert guard.components.shape == (3, 3) and guard.residual_scale == np.inf
+    # a point 2 standard deviations along the second direction: z = (0, 2, 0) -> 0.5 * 4 / 3, no residual term
+    point = guard.mean + 2 * guard.scales[1] * guard.components[:, 1]
+    assert guard.scores(point[None])[0] == pytest.approx(0.5 * 4 / 3)

@@ -61,7 +61,8 @@ def image_statistics(rgb: np.ndarray) -> np.ndarray:
 class ScopeGuard:
     """``mean`` (C,), ``components`` (C, k) orthonormal columns, ``scales`` (k,) the training features' standard
     deviation along them, ``residual_scale`` the training features' mean squared distance from that subspace,
-    ``threshold``: a score above it is out of scope (inf until :meth:`with_threshold`)."""
+    ``threshold``: a score above it is out of scope (inf until :meth:`with_threshold`). ``residual_scale`` is
+    inf when the components span every direction (nothing lies outside them)."""
 
     mean: np.ndarray
     components: np.ndarray
@@ -141,7 +142,9 @@ def fit_scope_guard(pooled: np.ndarray, components: int = DEFAULT_COMPONENTS) ->
     projected = centred @ basis
     outside = np.sum(centred ** 2, axis=1) - np.sum(projected ** 2, axis=1)
     floor = 1e-12 * max(float(np.sum(centred ** 2)) / features.shape[0], 1e-30)  # a degenerate set keeps scores finite
-    return ScopeGuard(mean, basis, np.maximum(scales, math.sqrt(floor)), max(float(outside.mean()), floor))
+    # With every direction kept, what is "outside" is rounding error: infinite scale drops that term.
+    residual_scale = math.inf if components == features.shape[1] else max(float(outside.mean()), floor)
+    return ScopeGuard(mean, basis, np.maximum(scales, math.sqrt(floor)), residual_scale)
 
 
 def read_scope_guard(folder: Path, expected_sha256: str) -> ScopeCheck:
