@@ -221,4 +221,7 @@ def test_images_of_another_modality_are_classified_but_flagged(tiny_bundle, tmp_
     reports = {pdf: pdf_text(pdf) for pdf in (out / "reports").glob("*.pdf")}
     flagged = [pdf for pdf, text in reports.items() if "Out of scope: this model was trained on ultrasound" in text]
     assert len(reports) == 2 and len(flagged) == 1 and "MG" in reports[flagged[0]]  # the mammogram's report says it
-    assert pdf_text(out / "summary.pdf").count("(out of scope)") == 1
+    summary = pdf_text(out / "summary.pdf")
+    assert summary.count("out of scope (most probable:") == 1
+    rows = {r["file"]: r for r in _rows(out / "predictions.csv")}
+    assert rows["mg.dcm"]["in_scope"] == "no" and rows["us.dcm"]["in_scope"] == ""  # no guard: unknown

@@ -379,9 +379,12 @@ def write_summary_report(path: Path | str, rows: Sequence[tuple[ImageEntry, np.n
         agreement = "—" if a is None or a.iou_otsu is None else (
             f"IoU {a.iou_otsu:.2f}, {'hit' if a.pointing_hit else 'miss'}")
         name = _e(entry.case_id) + (f"<br>{_e(entry.source_name)}" if entry.source_name else "")
-        low = (" (low confidence)" if entry.low_confidence else "") + (" (out of scope)" if entry.out_of_scope else "")
+        if entry.out_of_scope:  # no class for an image the model does not know: the most probable, as a note
+            prediction = f"<b>out of scope</b><br>(most probable: {_e(entry.predicted)})"
+        else:
+            prediction = _e(entry.predicted) + ("<br>(low confidence)" if entry.low_confidence else "")
         body.append(f"<tr><td>{thumb}</td><td style='white-space:nowrap'>{name}</td>"
-                    f"<td style='white-space:nowrap'>{_e(entry.predicted)}{low}</td>{probs}"
+                    f"<td>{prediction}</td>{probs}"
                     f"<td>{_e(review)}</td><td>{_e(agreement)}</td></tr>")
     per_class = ", ".join(f"{_e(n)} {c}" for n, c in counts.per_class.items())
     anonymous = not any(entry.source_name for entry, _ in rows)
