@@ -569,7 +569,8 @@ class MainWindow(QMainWindow):
                 path, record=self.record, frame=self.frame, adjust=self.display.adjust, done=done, mask=self.mask,
                 card=card, review=self.reviews.get(done.sha256) if self.reviews is not None else None,
                 opacity=self.opacity_slider.value() / 100, colormap=self.colormap_combo.currentText(),
-                evidence_floor=self.floor_slider.value() / 100, include_identifiers=self.identifiers_action.isChecked(), overwrite=overwrite,
+                evidence_floor=self.floor_slider.value() / 100,
+                include_identifiers=self.identifiers_action.isChecked(), overwrite=overwrite,
                 orientation=self.view.orientation)
         except (ReportError, ReviewStoreError, OSError) as exc:
             self._warn("Export report", f"Could not write the report: {exc}")

@@ -57,7 +57,8 @@ class StartScreen(QWidget):
             layout.addWidget(widget)
         self.open_folder_button.clicked.connect(self.openFolderRequested)
         self.open_demo_button.clicked.connect(self.openDemoRequested)
-        self.recent.itemActivated.connect(lambda item: self.recentChosen.emit(Path(item.data(Qt.ItemDataRole.UserRole))))
+        self.recent.itemActivated.connect(
+            lambda item: self.recentChosen.emit(Path(item.data(Qt.ItemDataRole.UserRole))))
         self.set_recent([])
 
     def set_recent(self, folders: list[str]) -> None:

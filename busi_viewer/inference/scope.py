@@ -95,9 +95,11 @@ class ScopeGuard:
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
         """The guard as plain arrays, names prefixed (what :meth:`ScopeCheck.save` writes)."""
-        return {f"{prefix}_mean": self.mean.astype(np.float32), f"{prefix}_components": self.components.astype(np.float32),
+        return {f"{prefix}_mean": self.mean.astype(np.float32),
+                f"{prefix}_components": self.components.astype(np.float32),
                 f"{prefix}_scales": self.scales.astype(np.float32),
-                f"{prefix}_residual_scale": np.float64(self.residual_scale), f"{prefix}_threshold": np.float64(self.threshold)}
+                f"{prefix}_residual_scale": np.float64(self.residual_scale),
+                f"{prefix}_threshold": np.float64(self.threshold)}
 
 
 @dataclass(frozen=True)
