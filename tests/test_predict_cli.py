@@ -75,7 +75,9 @@ def test_predicts_every_readable_image_and_reports_the_bad_one(image_folder, tin
     assert sorted(p.name for p in (out / "heatmaps").iterdir()) == sorted(f"{r['case_id']}.png" for r in rows)
     # the legend is drawn: dark text on white below the pictures
     assert (heatmap[180:] < 100).mean() > 0.01
-    Image.fromarray(heatmap).save("/tmp/widget_shots/busi_predict_heatmap.png")  # looked at by eye
+    shots = Path("/tmp/widget_shots")  # looked at by eye
+    shots.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(heatmap).save(shots / "busi_predict_heatmap.png")
 
 
 def test_json_lines_hold_the_same_rows(image_folder, tiny_bundle, tmp_path):
