@@ -44,9 +44,9 @@ BATCH = 16
 
 @dataclasses.dataclass(frozen=True)
 class ScopeFit:
-    """The fitted guard, and what the card says of it (``summary``: JSON-ready)."""
+    """The fitted check, and what the card says of it (``summary``: JSON-ready)."""
 
-    guard: ScopeCheck
+    check: ScopeCheck
     summary: dict
 
 

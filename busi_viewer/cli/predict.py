@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     except BusiViewerError as exc:
         print(f"busi-predict: error: {exc}", file=sys.stderr)
         return 2
-    masks = sum(skip.reason.startswith("lesion mask") for skip in scan.skipped)
+    masks = scan.masks
     if not scan.images:
         print(f"busi-predict: no images found in {args.folder} ({masks} lesion mask(s), "
               f"{len(scan.skipped) - masks} other file(s)); nothing written", file=sys.stderr)
@@ -233,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
                     row = dict(zip(header, [
                         relative, case_id(sha256), "ok", f"{card.name} {card.version}", prediction.predicted_class,
                         *(float(p) for p in prediction.probabilities), prediction.low_confidence,
-                        in_scope_cell(card, item.record.modality, prediction), prediction.scope_score,
+                        in_scope_cell(scope, prediction), prediction.scope_score,
                         *_agreement_values(scores),
                     ]))
                     predictions.writerow([_fmt(value) for value in row.values()])

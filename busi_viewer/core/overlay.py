@@ -46,6 +46,13 @@ def blend_heatmap(rgb: np.ndarray, heatmap: np.ndarray, opacity: float = 0.45, c
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
+def colour_ramp(colormap: str, floor: float, width: int = 256, height: int = 1, background: int = 255) -> np.ndarray:
+    """(height, width, 3) uint8 legend of the heatmap as drawn at full opacity over a ``background`` grey, low
+    (left) to high (right): the part below ``floor`` shows the background."""
+    ramp = np.tile(np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :], (height, 1))
+    return blend_heatmap(np.full((height, width, 3), background, np.uint8), ramp, 1.0, colormap, floor)
+
+
 def draw_mask_outline(rgb: np.ndarray, mask: np.ndarray, color=(0, 255, 0), thickness: int = 2) -> np.ndarray:
     """A copy of (H, W, 3) uint8 ``rgb`` with the outline of the bool (H, W) ``mask`` drawn on it."""
     out = np.ascontiguousarray(rgb.copy())

@@ -26,6 +26,9 @@ class ScanError(BusiViewerError, ValueError):
     """The folder to scan does not exist, is not a folder or cannot be read."""
 
 
+MASK_REASON = "lesion mask"  # how a skipped mask's reason starts
+
+
 class SkippedFile(NamedTuple):
     """A file (or folder) the scan left out, and why, in words for the user."""
 
@@ -39,6 +42,11 @@ class ScanResult:
 
     images: list[Path] = field(default_factory=list)
     skipped: list[SkippedFile] = field(default_factory=list)
+
+    @property
+    def masks(self) -> int:
+        """How many of the skipped files are lesion masks (read beside their images, not images themselves)."""
+        return sum(skip.reason.startswith(MASK_REASON) for skip in self.skipped)
 
 
 def _part_key(part: str) -> tuple:
@@ -92,7 +100,7 @@ def _classify(directory: Path, names: list[str]) -> list[tuple[str, str | None]]
             out.append((name, f"not an image file ({suffix})"))
     for name, stem in masks:
         image = image_names.get(stem.casefold())
-        reason = f"lesion mask of {image}" if image else f"lesion mask (no image named {stem!r} beside it)"
+        reason = f"{MASK_REASON} of {image}" if image else f"{MASK_REASON} (no image named {stem!r} beside it)"
         out.append((name, reason))
     return out
 

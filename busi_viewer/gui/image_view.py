@@ -36,11 +36,12 @@ from PySide6.QtWidgets import (
 )
 
 from busi_viewer.core.masks import mask_outline
-from busi_viewer.core.overlay import DEFAULT_COLORMAP, DEFAULT_EVIDENCE_FLOOR, colorize, heatmap_alpha
+from busi_viewer.core.overlay import DEFAULT_COLORMAP, DEFAULT_EVIDENCE_FLOOR, colorize, colour_ramp, heatmap_alpha
 
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 ROTATIONS = (0, 90, 180, 270)
 DEFAULT_SCALE_TEXT = "normalised per image (0–1)"
+_LEGEND_BACKGROUND = 24  # grey level behind the heatmap legend
 
 _BACKGROUND = QColor(0, 0, 0)
 _OUTLINE_COLOUR = QColor(0, 255, 0)
@@ -202,17 +203,14 @@ class HeatmapColorBar(QWidget):
         self.set_orientation(Qt.Orientation.Vertical)
         self.setAutoFillBackground(True)
         palette = self.palette()
-        palette.setColor(self.backgroundRole(), QColor(24, 24, 24))
+        palette.setColor(self.backgroundRole(), QColor(*(_LEGEND_BACKGROUND,) * 3))
         self.setPalette(palette)
 
     @staticmethod
     def _make_gradient(colormap: str, floor: float) -> QImage:
         """256 x 1 RGB image of the colour map, low (left) to high (right), as drawn at full opacity over the
         bar's dark background: nothing below the evidence floor."""
-        ramp = np.linspace(0.0, 1.0, 256, dtype=np.float32)[None, :]
-        colours = _colormap_table(colormap).astype(np.float32)
-        alpha = heatmap_alpha(ramp, 1.0, floor)[..., None]
-        rgb = np.ascontiguousarray(np.rint(colours * alpha + 24.0 * (1.0 - alpha)).astype(np.uint8))
+        rgb = np.ascontiguousarray(colour_ramp(colormap, floor, background=_LEGEND_BACKGROUND))
         # .copy(): the QImage must own its pixels, the numpy array is temporary
         return QImage(rgb.data, 256, 1, 256 * 3, QImage.Format.Format_RGB888).copy()
 
@@ -240,20 +238,25 @@ class HeatmapColorBar(QWidget):
         self.updateGeometry()
         self.update()
 
-    def set_content(self, *, colormap: str, title: str, scale_text: str, floor: float | None = None) -> None:
-        """Colour map name (busi_viewer.core.overlay), title ("Grad-CAM evidence for <class>"), scale text and
-        the evidence floor (None: unchanged)."""
-        floor = self.floor if floor is None else floor
-        if colormap != self.colormap or floor != self.floor:
-            self._gradient = self._make_gradient(colormap, floor)
-            self.colormap, self.floor = colormap, floor
+    def set_content(self, *, colormap: str, title: str, scale_text: str) -> None:
+        """Colour map name (busi_viewer.core.overlay), title ("Grad-CAM evidence for <class>") and scale text."""
+        if colormap != self.colormap:
+            self._gradient = self._make_gradient(colormap, self.floor)
+            self.colormap = colormap
         self.title = title
         self.scale_text = scale_text
         self.update()
 
+    def set_floor(self, floor: float) -> None:
+        """The evidence floor below which the legend, like the heatmap, shows nothing."""
+        if floor != self.floor:
+            self._gradient = self._make_gradient(self.colormap, floor)
+            self.floor = floor
+            self.update()
+
     def paintEvent(self, ev) -> None:
         painter = QPainter(self)
-        painter.fillRect(self.rect(), QColor(24, 24, 24))
+        painter.fillRect(self.rect(), QColor(*(_LEGEND_BACKGROUND,) * 3))
         if self._orientation == Qt.Orientation.Vertical:
             self._paint_vertical(painter)
         else:
@@ -537,8 +540,7 @@ class ImageView(QWidget):
         if floor == self._floor:
             return
         self._floor = floor
-        self.colorbar.set_content(colormap=self.colorbar.colormap, title=self.colorbar.title,
-                                  scale_text=self.colorbar.scale_text, floor=floor)
+        self.colorbar.set_floor(floor)
         self._render_alpha()
 
     @property

@@ -328,7 +328,7 @@ class MainWindow(QMainWindow):
         self.thumbnails.set_items(self.thumbs)
         self.settings.remember_folder(folder)
         self.start_screen.set_recent(self.settings.recent())
-        masks = sum(s.reason.startswith("lesion mask") for s in scan.skipped)
+        masks = scan.masks
         others = len(scan.skipped) - masks
         skipped = (f", {masks} lesion mask(s)" if masks else "") + (
             f", {others} other file(s) skipped" if others else "")

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from busi_viewer.core.paths import models_dir
+from busi_viewer.core.report_data import MODALITY_MEANINGS
 from busi_viewer.inference.bundle_files import CARD_FILENAME, ONNX_FILENAME, WEIGHTS_FILENAME
 from busi_viewer.inference.model_card import ModelCard
 from busi_viewer.inference.prediction import Prediction
 
-MODALITY_NAMES = {"US": "ultrasound", "MG": "mammography"}
+# The modalities bundles are made for, in words (one table of words: core.report_data).
+MODALITY_NAMES = {code: MODALITY_MEANINGS[code] for code in ("US", "MG")}
 
 
 @dataclass(frozen=True)
@@ -78,10 +80,10 @@ def scope_warning(card: ModelCard | None, modality: str | None, prediction: Pred
             f"classification here means little.")
 
 
-def in_scope_cell(card: ModelCard | None, modality: str | None, prediction: Prediction | None) -> str:
-    """busi-predict's ``in_scope`` column: "no" when :func:`scope_warning` has something to say, "yes" when the
-    scope guard passed the image, "" when nothing is known (a bundle without a guard)."""
-    if scope_warning(card, modality, prediction):
+def in_scope_cell(warning: str, prediction: Prediction | None) -> str:
+    """busi-predict's ``in_scope`` column: "no" when :func:`scope_warning` said something (``warning``), "yes"
+    when the scope check passed the image, "" when nothing is known (a bundle without a check)."""
+    if warning:
         return "no"
     return "yes" if prediction is not None and prediction.in_scope else ""
 

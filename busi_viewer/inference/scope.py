@@ -18,6 +18,7 @@ pickle), whose SHA-256 the card records. NumPy and OpenCV only: both runtimes us
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -91,7 +92,7 @@ class ScopeGuard:
         limits = [_quantile_flagging_at_most(a, max_flagged) for a in arrays if a.size]
         if not limits:
             raise ValueError("the scope threshold needs validation scores of at least one source")
-        return ScopeGuard(self.mean, self.components, self.scales, self.residual_scale, float(max(limits)))
+        return dataclasses.replace(self, threshold=float(max(limits)))
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
         """The guard as plain arrays, names prefixed (what :meth:`ScopeCheck.save` writes)."""

@@ -8,7 +8,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from busi_viewer import RESEARCH_USE_BANNER
-from busi_viewer.core.overlay import DEFAULT_COLORMAP, DEFAULT_EVIDENCE_FLOOR, blend_heatmap, draw_mask_outline
+from busi_viewer.core.overlay import (
+    DEFAULT_COLORMAP,
+    DEFAULT_EVIDENCE_FLOOR,
+    blend_heatmap,
+    colour_ramp,
+    draw_mask_outline,
+)
 
 __all__ = ["Legend", "explanation_png"]
 
@@ -75,9 +81,7 @@ def _legend_strip(width: int, legend: Legend) -> np.ndarray:
     painter.setPen(QColor(0, 0, 0))
     low = QFontMetricsF(font).horizontalAdvance("low ")
     painter.drawText(QRectF(6, y + 2, low, line), Qt.AlignmentFlag.AlignLeft, "low")
-    ramp = np.tile(np.linspace(0.0, 1.0, _BAR_WIDTH, dtype=np.float32)[None, :], (bar_height, 1))
-    bar = np.ascontiguousarray(blend_heatmap(np.full((bar_height, _BAR_WIDTH, 3), 255, np.uint8), ramp, 1.0,
-                                             legend.colormap, legend.floor))
+    bar = np.ascontiguousarray(colour_ramp(legend.colormap, legend.floor, _BAR_WIDTH, bar_height))
     bar_image = QImage(bar.data, _BAR_WIDTH, bar_height, 3 * _BAR_WIDTH, QImage.Format.Format_RGB888).copy()
     painter.drawImage(int(6 + low), int(y + 2 + (line - bar_height) / 2), bar_image)
     painter.drawText(QRectF(6 + low + _BAR_WIDTH + 4, y + 2, 200, line), Qt.AlignmentFlag.AlignLeft,

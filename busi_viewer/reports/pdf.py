@@ -37,6 +37,7 @@ from busi_viewer.core.overlay import (
     DEFAULT_COLORMAP,
     DEFAULT_EVIDENCE_FLOOR,
     blend_heatmap,
+    colour_ramp,
     draw_mask_outline,
 )
 from busi_viewer.core.report_data import (
@@ -155,12 +156,6 @@ def _explanation(images: ReportImages) -> np.ndarray | None:
     out = blend_heatmap(images.rgb, images.heatmap, images.opacity, images.colormap, images.floor)
     out = draw_mask_outline(out, images.mask) if images.mask is not None and images.mask.any() else out
     return images.oriented(out)
-
-
-def _colour_bar(colormap: str, floor: float) -> np.ndarray:
-    """(14, 256, 3): the colour map as drawn, over white paper: the part below ``floor`` is not drawn."""
-    ramp = np.tile(np.linspace(0.0, 1.0, 256, dtype=np.float32)[None, :], (14, 1))
-    return blend_heatmap(np.full((14, 256, 3), 255, np.uint8), ramp, 1.0, colormap, floor)
 
 
 # --------------------------------------------------------------------------------------------------- html
@@ -336,7 +331,7 @@ def write_image_report(path: Path | str, entry: ImageEntry, images: ReportImages
     explained = _explanation(images)
     if explained is not None:
         pictures.append(_add_image(document, "explanation", _with_scale_bar(explained, scale), IMAGE_WIDTH_PX))
-    bar = _add_image(document, "colourbar", _colour_bar(images.colormap, images.floor), IMAGE_WIDTH_PX)
+    bar = _add_image(document, "colourbar", colour_ramp(images.colormap, images.floor, height=14), IMAGE_WIDTH_PX)
     width, height = entry.size
     parts = [
         _header(f"Image report — {entry.case_id}"),
