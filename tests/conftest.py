@@ -72,3 +72,41 @@ def tiny_bundle(tmp_path_factory) -> Path:
     save_bundle(folder, model, card)
     export_onnx(folder)  # what the viewer runs on the CPU, as the frozen app's bundles carry it
     return folder
+
+
+# The calibrated test bundle: its head ignores the image (zero weights), so its raw logits are the bias below for
+# every input, and every number the user sees can be worked out by hand (see test_calibrated_bundle.py).
+CALIBRATED_LOGITS = {"benign": 1.0, "malignant": 0.5, "normal": 0.0}
+CALIBRATED_TEMPERATURE = 0.5
+CALIBRATED_THRESHOLD = ("malignant", 0.2)
+CALIBRATED_LOW_CONFIDENCE_BELOW = 0.7
+
+
+@pytest.fixture(scope="session")
+def calibrated_bundle(tmp_path_factory) -> Path:
+    """A loadable bundle (with ONNX export) whose logits are :data:`CALIBRATED_LOGITS` for any image, with a
+    calibration temperature != 1, a malignant operating threshold and a low-confidence bound."""
+    import torch
+
+    from busi_viewer.core.labels import CLASS_NAMES
+    from busi_viewer.inference.architectures import build_classifier
+    from busi_viewer.inference.bundle import save_bundle
+    from busi_viewer.inference.model_card import ModelCard, PreprocessSpec
+    from busi_viewer.inference.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    model = build_classifier("tf_efficientnet_lite0", len(CLASS_NAMES))
+    head = model.get_classifier()
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([CALIBRATED_LOGITS[name] for name in CLASS_NAMES]))
+    card = ModelCard(
+        name="test-calibrated", version="0.0.1", architecture="tf_efficientnet_lite0", class_names=CLASS_NAMES,
+        preprocess=PreprocessSpec(input_size=128), protocol="fixed logits for tests",
+        calibration_temperature=CALIBRATED_TEMPERATURE, thresholds=dict([CALIBRATED_THRESHOLD]),
+        low_confidence_below=CALIBRATED_LOW_CONFIDENCE_BELOW,
+    )
+    folder = tmp_path_factory.mktemp("bundles") / "calibrated"
+    save_bundle(folder, model, card)
+    export_onnx(folder)
+    return folder

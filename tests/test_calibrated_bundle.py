@@ -1,0 +1,81 @@
+"""Calibration, the operating threshold and the low-confidence badge, end to end, against values worked out by hand.
+
+The ``calibrated_bundle`` fixture's head ignores the image: its logits are (benign 1.0, malignant 0.5, normal 0.0)
+for every input, its temperature T = 0.5, its rule "malignant when p(malignant) >= 0.20", its low-confidence bound
+0.70. By hand, softmax(logits / T) = softmax(2, 1, 0):
+
+    e^2 = 7.389056, e^1 = 2.718282, e^0 = 1, sum = 11.107338
+    p(benign) = 0.665241, p(malignant) = 0.244728, p(normal) = 0.090031
+
+so the arg-max (benign) is overruled by the threshold (0.2447 >= 0.20: malignant), and the largest probability
+0.665 is below 0.70: low confidence. Temperature applied the wrong way round (logits * T) would give
+(0.419, 0.326, 0.254); no calibration (T = 1) would give (0.506, 0.307, 0.186).
+"""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+from PySide6.QtWidgets import QLabel
+
+from busi_viewer.cli.predict import main as predict_main
+from busi_viewer.inference.backend import load_predictor
+from tests.helpers.gui import open_window
+
+BY_HAND = {"benign": 0.665241, "malignant": 0.244728, "normal": 0.090031}
+DECIDED = "malignant"
+WAIT_MS = 60_000
+
+
+def _speckle(seed: int, size=(160, 200)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, size=size, dtype=np.uint8)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_predictor_applies_temperature_threshold_and_low_confidence(calibrated_bundle, backend):
+    predictor, _ = load_predictor(calibrated_bundle, "cpu", backend)
+    prediction = predictor.predict(np.stack([_speckle(1)] * 3, axis=-1))
+    for name, expected in BY_HAND.items():
+        assert prediction.probability(name) == pytest.approx(expected, abs=1e-5), name
+    assert prediction.predicted_class == DECIDED  # not the arg-max: the card's threshold decides
+    assert prediction.low_confidence is True
+
+
+def test_busi_predict_writes_the_calibrated_numbers_and_decision(calibrated_bundle, tmp_path):
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    Image.fromarray(_speckle(2)).save(folder / "a.png")
+    out = tmp_path / "out"
+    assert predict_main([str(folder), "--model", str(calibrated_bundle), "--out", str(out), "--no-progress",
+                         "--device", "cpu"]) == 0
+    with (out / "predictions.csv").open(newline="", encoding="utf-8") as handle:
+        (row,) = list(csv.DictReader(handle))
+    for name, expected in BY_HAND.items():
+        assert float(row[f"p_{name}"]) == pytest.approx(expected, abs=1e-4), name
+    assert row["predicted_class"] == DECIDED
+    assert row["low_confidence"] == "1"
+
+
+def test_viewer_shows_the_calibrated_numbers_badge_and_override(qtbot, calibrated_bundle, tmp_path):
+    folder = tmp_path / "study"
+    folder.mkdir()
+    Image.fromarray(_speckle(3)).save(folder / "one.png")
+    window = open_window(qtbot, calibrated_bundle)
+    try:
+        with qtbot.waitSignal(window.resultShown, timeout=WAIT_MS):
+            assert window.open_folder(folder)
+        panel = window.result_panel
+        shown = {name: panel.findChild(QLabel, f"prob_value_{name}").text() for name in BY_HAND}
+        assert shown == {"benign": "0.67", "malignant": "0.24", "normal": "0.09"}
+        assert panel.findChild(QLabel, "predicted_label").text() == DECIDED
+        badge = panel.findChild(QLabel, "low_confidence_badge")
+        assert badge.isVisible() and "0.70" in badge.text()
+        override = panel.findChild(QLabel, "decision_override")
+        assert override.isVisible()
+        assert override.text() == ("Malignant although benign is more probable (0.67): the operating rule decides, "
+                                   "p(malignant) = 0.24 ≥ 0.20, the threshold chosen on validation.")
+    finally:
+        window.close()
