@@ -53,7 +53,37 @@ def test_fit_resumes_and_logs_every_epoch_once(trained_run):
 def test_short_training_beats_chance_on_held_out_phantoms(trained_run):
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert metrics["test"]["auc_macro"] > 0.75
-    assert metrics["validation"]["n"] > 0 and metrics["operating_point"]["temperature"] > 0
+    assert metrics["validation"]["n"] > 0
+
+
+def test_calibration_and_threshold_never_see_the_test_split(trained_run, tmp_path, monkeypatch):
+    """Scrambling the test predictions leaves the temperature and the malignant threshold exactly as they were;
+    scrambling the validation predictions moves them (so this test can fail)."""
+    import shutil
+
+    import numpy as np
+
+    from training.pipeline import Predictions
+
+    monkeypatch.setenv("BUSI_AUDIT", str(tmp_path / "no-audit"))
+    before = json.loads((trained_run / "metrics.json").read_text())["operating_point"]
+    assert before["calibrated_on"] == "validation" and before["threshold"] is not None
+
+    def scrambled(split: str) -> dict:
+        run = tmp_path / split
+        shutil.copytree(trained_run, run)
+        original = Predictions.load(run / f"predictions_{split}.npz")
+        # negated and sharpened logits: a temperature or threshold fitted on them would be far from the real one
+        Predictions(original.files, original.labels, -5.0 * original.logits, original.groups).save(
+            run / f"predictions_{split}.npz")
+        assert train_main(["evaluate", str(run)]) == 0
+        return json.loads((run / "metrics.json").read_text())["operating_point"]
+
+    after_test = scrambled("test")
+    assert after_test["temperature"] == before["temperature"]
+    assert after_test["threshold"] == before["threshold"]
+    after_val = scrambled("val")
+    assert not np.isclose(after_val["temperature"], before["temperature"])
 
 
 def test_report_and_figures_are_written(trained_run):
