@@ -82,7 +82,7 @@ def test_open_folder_navigate_with_keys_and_see_results(qtbot, window, image_fol
     assert window.index == 5
     # The last file is unreadable: its reason is shown in place and navigation goes on.
     qtbot.waitUntil(lambda: window.thumbs[5].unreadable, timeout=WAIT_MS)
-    assert window.record is None and window.review_panel.isEnabled() in (True, False)
+    assert window.record is None and not window.review_panel.isEnabled()  # nothing to review
     _shot(window, "main_unreadable")
     with qtbot.waitSignal(window.resultShown, timeout=WAIT_MS):
         _key(qtbot, window, Qt.Key.Key_Up)
@@ -232,11 +232,15 @@ def test_display_controls_change_the_screen_not_the_model_input(qtbot, window, i
     window.heatmap_check.setChecked(False)
     window.mask_check.setChecked(False)
     plain = _view_pixels(qtbot, window)
+    model_input, result = window.record.rgb.copy(), window.result
+    requests = window.service.latest_request_id
     _key(qtbot, window, Qt.Key.Key_I)
     inverted = _view_pixels(qtbot, window)
     assert window.display.adjust.invert
     assert np.abs(plain.astype(int) - inverted).mean() > 20
-    assert window.result.prediction is not None and window.record.rgb is not None  # model input untouched
+    # the model input is untouched: same pixels, same result, and no new inference was asked for
+    assert np.array_equal(window.record.rgb, model_input)
+    assert window.result is result and window.service.latest_request_id == requests
     _key(qtbot, window, Qt.Key.Key_I)
     window.display.contrast_slider.setValue(80)
     assert np.abs(_view_pixels(qtbot, window).astype(int) - plain).mean() > 3

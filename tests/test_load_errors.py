@@ -94,13 +94,38 @@ def test_directory(tmp_path):
     assert "folder" in _reason(folder)
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can read any file")
+_LOAD_IN_CHILD = """
+import sys
+from busi_viewer.core.errors import ImageLoadError
+from busi_viewer.core.loader import load_image
+try:
+    load_image(sys.argv[1])
+except ImageLoadError as exc:
+    print(exc.reason)
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
 def test_permission_denied(tmp_path):
+    """An unreadable file. Root reads anything, so as root the load runs in a child process that has lost the
+    capabilities to override file modes (util-linux setpriv): the kernel then refuses root as it refuses a user."""
+    import subprocess
+    import sys
+
     path = tmp_path / "locked.png"
     path.write_bytes(_png_bytes())
     path.chmod(0)
     try:
-        assert "permission denied" in _reason(path)
+        if os.geteuid() != 0:
+            assert "permission denied" in _reason(path)
+            return
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without util-linux setpriv: cannot make a file unreadable to root")
+        done = subprocess.run([setpriv, "--bounding-set", "-dac_override,-dac_read_search", sys.executable, "-c",
+                               _LOAD_IN_CHILD, str(path)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "permission denied" in done.stdout
     finally:
         path.chmod(0o644)
 
