@@ -300,3 +300,18 @@ def test_a_service_that_never_started_stops_at_once():
     service = InferenceService(Path("unused"))
     assert service.stop()
     assert service.cache_stats()["misses"] == 0
+
+
+def test_result_cache_is_bounded_in_bytes(make_service, tiny_bundle, qtbot, tmp_path):
+    """Each 64 x 80 result caches two float32 heatmaps, 2 x 64 x 80 x 4 = 40 960 bytes: a 100 000-byte bound holds
+    two results (81 920 bytes), and a third evicts the least recently used."""
+    service, rec = make_service(tiny_bundle, result_cache_bytes=100_000)
+    qtbot.waitUntil(lambda: bool(rec.models), timeout=WAIT_MS)
+    first, second, third = (_png(tmp_path / f"{n}.png", 60 + i) for i, n in enumerate("abc"))
+    for path in (first, second, third):
+        assert not _wait_done(qtbot, rec, service.request(path)).cached
+    stats = service.cache_stats()
+    assert stats["results"] == 2 and stats["result_bytes"] == 81_920
+    assert _wait_done(qtbot, rec, service.request(third)).cached
+    assert _wait_done(qtbot, rec, service.request(second)).cached
+    assert not _wait_done(qtbot, rec, service.request(first)).cached  # the oldest went first

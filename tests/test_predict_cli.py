@@ -227,3 +227,25 @@ def test_images_of_another_modality_are_classified_but_flagged(tiny_bundle, tmp_
     assert summary.count("out of scope (most probable:") == 1
     rows = {r["file"]: r for r in _rows(out / "predictions.csv")}
     assert rows["mg.dcm"]["in_scope"] == "no" and rows["us.dcm"]["in_scope"] == ""  # no guard: unknown
+
+
+def test_mask_dir_supplies_masks_kept_in_another_folder(tiny_bundle, tmp_path):
+    """A mask in --mask-dir is found by the image's name and scored: with the mask the top half of the image, the
+    centre prior (symmetric about the image centre) has exactly half its energy inside it, by symmetry."""
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    image, _ = _phantom(160, 200, 4)
+    Image.fromarray(image).save(images / "case.png")
+    top_half = np.zeros((160, 200), np.uint8)
+    top_half[:80] = 255
+    Image.fromarray(top_half).save(masks / "case_mask.png")
+    without, with_dir = tmp_path / "without", tmp_path / "with"
+    assert main([str(images), "--model", str(tiny_bundle), "--out", str(without), "--no-progress"]) == 0
+    assert main([str(images), "--model", str(tiny_bundle), "--out", str(with_dir), "--no-progress",
+                 "--mask-dir", str(masks)]) == 0
+    (plain,) = _rows(without / "predictions.csv")
+    (scored,) = _rows(with_dir / "predictions.csv")
+    assert plain["energy_in_mask"] == "" and plain["baseline_energy_in_mask"] == ""
+    assert float(scored["baseline_energy_in_mask"]) == pytest.approx(0.5, abs=1e-3)
+    assert 0.0 <= float(scored["energy_in_mask"]) <= 1.0 and scored["iou"] != ""
