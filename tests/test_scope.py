@@ -20,6 +20,7 @@ from busi_viewer.inference.scope import (
     bundle_scope_guard,
     fit_scope_guard,
     image_statistics,
+    margin_flagging_at_most,
     read_scope_guard,
 )
 from tests.helpers.scope import guard_score_by_hand, guarded_copy, phantom_rgb, pooled_by_hand
@@ -136,3 +137,22 @@ def test_a_guard_over_every_direction_scores_the_whitened_distance_alone():
     # a point 2 standard deviations along the second direction: z = (0, 2, 0) -> 0.5 * 4 / 3, no residual term
     point = guard.mean + 2 * guard.scales[1] * guard.components[:, 1]
     assert guard.scores(point[None])[0] == pytest.approx(0.5 * 4 / 3)
+
+
+def test_a_margin_divides_every_score_and_is_never_a_narrowing():
+    one = ScopeGuard(np.zeros(1), np.ones((1, 1)), np.ones(1), 1.0, threshold=2.0)
+    check = ScopeCheck(one, dataclasses.replace(one, threshold=4.0))
+    wide = check.widened(1.5)
+    assert (wide.features.threshold, wide.image.threshold) == (3.0, 6.0)
+    # as in test_the_check_flags_when_either_guard_does: ratios 1.0 and 1.125 before, / 1.5 after
+    assert wide.scores(np.array([[2.0], [0.0]]), np.array([[0.0], [3.0]])) == pytest.approx([2 / 3, 0.75])
+    with pytest.raises(ValueError, match=">= 1"):
+        check.widened(0.9)
+
+
+def test_the_margin_that_flags_at_most_a_share_by_hand():
+    scores = np.array([0.2, 0.5, 0.8, 0.9, 1.1, 1.3, 1.6, 2.0, 2.4, 5.0])
+    # 10 % of 10 may stay above the margin: one score (5.0); the smallest margin with only it above is 2.4
+    assert margin_flagging_at_most(scores, 0.10) == pytest.approx(2.4)
+    assert margin_flagging_at_most(scores, 0.30) == pytest.approx(1.6)  # three above: 2.0, 2.4, 5.0
+    assert margin_flagging_at_most(scores[:4], 0.10) == 1.0  # all within 1 already: no widening

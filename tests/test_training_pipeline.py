@@ -7,6 +7,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from busi_viewer.cli.predict import main as predict_main
@@ -61,8 +62,6 @@ def test_calibration_and_threshold_never_see_the_test_split(trained_run, tmp_pat
     scrambling the validation predictions moves them (so this test can fail)."""
     import shutil
 
-    import numpy as np
-
     from training.pipeline import Predictions
 
     monkeypatch.setenv("BUSI_AUDIT", str(tmp_path / "no-audit"))
@@ -99,7 +98,9 @@ def test_exported_bundle_loads_in_busi_predict(trained_run, phantom_root, tmp_pa
     assert train_main(["export", str(trained_run), "--to", str(bundle), "--version", "0.0.1-test"]) == 0
     loaded = load_bundle(bundle)
     assert loaded.card.version == "0.0.1-test" and loaded.card.preprocess.input_size == 64
-    assert "temperature" not in loaded.card.protocol or loaded.card.calibration_temperature > 0
+    point = json.loads((trained_run / "metrics.json").read_text())["operating_point"]
+    assert loaded.card.calibration_temperature == point["temperature"]  # the calibration travels with the weights
+    assert loaded.card.thresholds == {"malignant": point["threshold"]}
     assert (bundle / "split_manifest.csv").is_file() and (bundle / "report.md").is_file()
     assert not (bundle / "gradcam_test.png").exists()  # dataset images never travel with a bundle
     out = tmp_path / "pred"
@@ -111,6 +112,18 @@ def test_exported_bundle_loads_in_busi_predict(trained_run, phantom_root, tmp_pa
     # every malignant phantom has a mask: the baseline is always scored, the model's map whenever it is non-zero
     assert all(row["baseline_energy_in_mask"] for row in rows)
     assert any(row["energy_in_mask"] for row in rows)
+
+    # the scope check was fitted at export with the recipe's margin (1: none); a refit with a margin widens both
+    # thresholds by exactly that factor
+    def thresholds() -> np.ndarray:
+        with np.load(bundle / "scope_guard.npz", allow_pickle=False) as arrays:
+            return np.array([float(arrays["features_threshold"]), float(arrays["image_threshold"])])
+
+    assert loaded.card.scope_guard["margin"] == 1.0
+    tight = thresholds()
+    assert train_main(["fit-scope", str(bundle), "--data", str(phantom_root), "--margin", "2.5"]) == 0
+    assert thresholds() == pytest.approx(2.5 * tight, rel=1e-9)
+    assert load_bundle(bundle).card.scope_guard["margin"] == 2.5
 
 
 def test_bad_config_key_is_a_clear_error(phantom_root, capsys):
@@ -136,3 +149,27 @@ def test_cv_summary_averages_evaluated_runs(trained_run, tmp_path, capsys):
     capsys.readouterr()
     assert train_main(["cv-summary", str(tmp_path), "--out", str(out)]) == 2
     assert "has no metrics.json" in capsys.readouterr().err
+
+
+def test_fit_fold_trains_on_that_fold_of_the_grouped_cross_validation(phantom_root, tmp_path, monkeypatch):
+    """`busi-train fit --fold K` of a 3-fold grouped recipe: folds 0 and 1 hold out disjoint test images, about a
+    third of the data each, and no audit group straddles a run's test boundary."""
+    audit = tmp_path / "audit"
+    monkeypatch.setenv("BUSI_AUDIT", str(audit))
+    monkeypatch.setenv("BUSI_VIEWER_HOME", str(tmp_path / "home"))
+    assert train_main(["audit", "--data", str(phantom_root), "--out", str(audit)]) == 0
+    grouped = ["--config", "busi_smoke", "--set", "data.input_size=64", "--set", "split.folds=3",
+               "--set", "train.max_epochs=1", "--no-progress", "--data", str(phantom_root)]
+    tests = []
+    for fold in (0, 1):
+        run = tmp_path / f"fold{fold}"
+        assert train_main(["fit", *grouped, "--fold", str(fold), "--out", str(run)]) == 0
+        assert json.loads((run / "fit.json").read_text())["fold"] == fold
+        with (run / "split_manifest.csv").open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        test = {r["file"] for r in rows if r["split"] == "test"}
+        test_groups = {r["group"] for r in rows if r["split"] == "test"}
+        assert not test_groups & {r["group"] for r in rows if r["split"] != "test"}
+        assert abs(len(test) - len(rows) / 3) <= 4  # 54 phantoms in whole groups: 18 give or take a group
+        tests.append(test)
+    assert not tests[0] & tests[1]

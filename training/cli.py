@@ -138,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="folder of the bundle's (first) data set (default: $BUSI_DATA / $MIAS_DATA / $BUSBRA_DATA)")
     scope.add_argument("--busbra", type=Path, default=None, help="BUS-BRA folder (default: $BUSBRA_DATA)")
     scope.add_argument("--components", type=int, default=None, help="principal directions (default: 64)")
+    scope.add_argument("--margin", type=float, default=None,
+                       help="widen both thresholds by this factor >= 1 (default: the bundle config's eval.scope_margin)")
 
     scope_eval = commands.add_parser("scope-eval", help="flag rates of a bundle's scope guard on folders of images")
     scope_eval.add_argument("bundle", type=Path)
@@ -264,8 +266,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "fit-scope":
         from training.scope_fit import DEFAULT_COMPONENTS, fit_bundle_scope
 
-        fit = fit_bundle_scope(args.bundle, args.data, args.busbra, args.components or DEFAULT_COMPONENTS)
-        print(json.dumps({k: fit.summary[k] for k in ("threshold", "fitted_on", "flagged")}, indent=2))
+        fit = fit_bundle_scope(args.bundle, args.data, args.busbra, args.components or DEFAULT_COMPONENTS,
+                               margin=args.margin)
+        print(json.dumps({k: fit.summary[k] for k in ("margin", "fitted_on", "flagged")}, indent=2))
         return 0
     if args.command == "scope-eval":
         from busi_viewer.core.scan import scan_folder

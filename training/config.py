@@ -336,9 +336,11 @@ class EvalConfig:
     bootstrap: int = 2000
     confidence: float = 0.95
     bootstrap_by_group: bool = False
+    scope_margin: float = 1.0  # the exported bundle's scope check widened by this factor (see training.scope_fit)
 
     def __post_init__(self) -> None:
         _choice(self.threshold, ("argmax", "target_sensitivity"), "eval.threshold")
+        _check(self.scope_margin >= 1.0, "eval.scope_margin", "must be >= 1 (it widens the scope check)")
         _choice(self.threshold_class, (*CLASS_NAMES, ABNORMAL), "eval.threshold_class")
         _fraction(self.target_sensitivity, "eval.target_sensitivity", low_open=True)
         _check(self.ece_bins >= 1, "eval.ece_bins", "must be >= 1")

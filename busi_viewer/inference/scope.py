@@ -9,8 +9,11 @@ principal directions plus the energy left outside them, each relative to its mea
 
 The fine-tuned features alone proved unreliable: a model retrained on another split placed mammograms and CT
 inside its training distribution. Each guard's threshold flags at most 2.5 % of every training source's
-validation images, so the two together flag at most 5 %. The check's score is the larger of the two distances,
-each divided by its threshold: above 1 is out of scope.
+validation images, so the two together flag at most 5 %. Fitted that tightly, the check of a model trained on one
+hospital flagged half of another hospital's breast ultrasound; so both thresholds are then widened by a margin
+(:meth:`ScopeCheck.widened`) chosen leave-one-source-out: the factor at which a check fitted on one training source
+flags at most 10 % of the other. The check's score is the larger of the two distances, each divided by its
+threshold: above 1 is out of scope.
 
 Fitted by ``busi-train fit-scope`` and stored in the bundle as ``scope_guard.npz`` (plain arrays, read without
 pickle), whose SHA-256 the card records. NumPy and OpenCV only: both runtimes use it.
@@ -122,6 +125,12 @@ class ScopeCheck:
     def in_scope(self, score: float) -> bool:
         return bool(score <= self.threshold)
 
+    def widened(self, margin: float) -> ScopeCheck:
+        """This check with both guards' thresholds multiplied by ``margin`` >= 1: every score divided by it."""
+        if not margin >= 1.0:
+            raise ValueError(f"a scope margin widens the check: it must be >= 1, got {margin}")
+        return ScopeCheck(*(dataclasses.replace(g, threshold=g.threshold * margin) for g in (self.features, self.image)))
+
     def save(self, path: Path) -> str:
         """Write the check as an .npz of plain arrays (atomically); returns its SHA-256."""
         with atomic_write(path, "wb") as handle:
@@ -184,6 +193,13 @@ def bundle_scope_guard(folder: Path, card: ModelCard) -> ScopeCheck | None:
     if not expected:
         return None
     return read_scope_guard(folder, expected)
+
+
+def margin_flagging_at_most(scores: np.ndarray, share: float) -> float:
+    """The smallest margin >= 1 (see :meth:`ScopeCheck.widened`) at which at most ``share`` of (N,) check scores
+    would be out of scope: how far the check must widen to accept a set of images it should accept."""
+    scores = np.asarray(scores, np.float64)
+    return max(1.0, _quantile_flagging_at_most(scores, share)) if scores.size else 1.0
 
 
 def _quantile_flagging_at_most(scores: np.ndarray, share: float) -> float:
