@@ -78,6 +78,8 @@ def test_image_report_says_what_was_on_screen_and_no_identifier(qtbot, tmp_path,
                      "Disagrees: benign", "smooth margin", "page 1 of", "burned-in identifying text",
                      "uncalibrated", "not a lesion detection"):
         assert expected in text, expected
+    # one page: at full picture size this report ran one line onto a second page; the pictures shrink instead
+    assert len(pypdf.PdfReader(pdf).pages) == 1 and "page 1 of 1" in text
     raw = pdf.read_bytes()
     for secret in [*IDENTIFIERS.values(), "Doe_Jane", "Doe^Jane", "Jane"]:
         assert secret not in text and secret.encode() not in raw, secret

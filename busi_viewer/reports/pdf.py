@@ -18,7 +18,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PySide6.QtCore import QMarginsF, QRectF, QSizeF, Qt, QUrl
+from PySide6.QtCore import QBuffer, QIODevice, QMarginsF, QRectF, QSizeF, Qt, QUrl
 from PySide6.QtGui import (
     QFont,
     QImage,
@@ -50,6 +50,8 @@ from busi_viewer.core.report_data import (
 
 DPI = 150
 IMAGE_WIDTH_PX = 300  # each picture: about 8 cm wide (the layout scales pixels by the PDF's DPI / 96)
+MIN_IMAGE_WIDTH_PX = 200  # smallest picture an image report shrinks to, to stay on one page
+IMAGE_WIDTH_STEP_PX = 25
 THUMB_WIDTH_PX = 64
 BURNED_IN_NOTE = ("The image itself may carry burned-in identifying text (DICOM BurnedInAnnotation, or ultrasound "
                   "that does not say): check the pictures before sharing this report.")
@@ -251,17 +253,10 @@ def _render(document: QTextDocument, path: Path, title: str, overwrite: bool) ->
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
         writer = QPdfWriter(str(staging))
-        writer.setResolution(DPI)
-        writer.setPageSize(QPageSize(QPageSize.PageSizeId.A4))
-        writer.setPageMargins(QMarginsF(15, 15, 15, 15), QPageLayout.Unit.Millimeter)
         writer.setTitle(title)  # never an identifier: case ids and "Folder summary" only
         writer.setCreator(f"BUSI Viewer {__version__}")
-        page = writer.pageLayout().paintRectPixels(DPI)
-        footer_height = DPI // 3
-        body = QSizeF(page.width(), page.height() - footer_height)
-        document.documentLayout().setPaintDevice(writer)  # point sizes at the PDF's resolution, not the screen's
-        document.setPageSize(body)
-        keep_headings_with_their_content(document)
+        body = _lay_out(document, writer)
+        footer_height = FOOTER_HEIGHT_PX
         painter = QPainter(writer)
         if not painter.isActive():
             raise ReportError(f"cannot write {path.name}: the PDF could not be opened for writing")
@@ -284,6 +279,34 @@ def _render(document: QTextDocument, path: Path, title: str, overwrite: bool) ->
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
+
+
+FOOTER_HEIGHT_PX = DPI // 3
+
+
+def _lay_out(document: QTextDocument, writer: QPdfWriter) -> QSizeF:
+    """Set ``writer`` to A4 with 15 mm margins and lay ``document`` out on its pages, less the footer; returns the
+    size of one page's body in PDF pixels."""
+    writer.setResolution(DPI)
+    writer.setPageSize(QPageSize(QPageSize.PageSizeId.A4))
+    writer.setPageMargins(QMarginsF(15, 15, 15, 15), QPageLayout.Unit.Millimeter)
+    page = writer.pageLayout().paintRectPixels(DPI)
+    body = QSizeF(page.width(), page.height() - FOOTER_HEIGHT_PX)
+    document.documentLayout().setPaintDevice(writer)  # point sizes at the PDF's resolution, not the screen's
+    document.setPageSize(body)
+    keep_headings_with_their_content(document)
+    return body
+
+
+def _page_count(document: QTextDocument) -> int:
+    """How many pages ``document`` takes as :func:`_render` lays it out (into memory; nothing is written)."""
+    buffer = QBuffer()
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    writer = QPdfWriter(buffer)
+    _lay_out(document, writer)
+    pages = document.pageCount()
+    document.documentLayout().setPaintDevice(None)  # the writer goes away with this function
+    return pages
 
 
 def keep_headings_with_their_content(document: QTextDocument, room: float = 0.12) -> int:
@@ -322,16 +345,28 @@ def _add_image(document: QTextDocument, name: str, rgb: np.ndarray, width: int) 
 
 def write_image_report(path: Path | str, entry: ImageEntry, images: ReportImages, model: ModelSection, *,
                        overwrite: bool = False) -> Path:
-    """One image's report (see the module docstring); returns the written path. ReportError on a bad target."""
+    """One image's report (see the module docstring); returns the written path. ReportError on a bad target.
+
+    One page whenever it can be: when the text runs onto a second page, the pictures are drawn smaller (down to
+    :data:`MIN_IMAGE_WIDTH_PX`) rather than leave a line or two alone on it."""
     path = Path(path)
+    for width in range(IMAGE_WIDTH_PX, MIN_IMAGE_WIDTH_PX - 1, -IMAGE_WIDTH_STEP_PX):
+        document = _image_document(entry, images, model, width)
+        if _page_count(document) == 1:
+            break
+    _render(document, path, f"BUSI Viewer report {entry.case_id}", overwrite)
+    return path
+
+
+def _image_document(entry: ImageEntry, images: ReportImages, model: ModelSection, width_px: int) -> QTextDocument:
     document = _new_document()
     scale = images.oriented_scale(entry.scale, images.rgb.shape[:2])
     shown = _with_scale_bar(images.oriented(images.rgb), scale)
-    pictures = [_add_image(document, "image", shown, IMAGE_WIDTH_PX)]
+    pictures = [_add_image(document, "image", shown, width_px)]
     explained = _explanation(images)
     if explained is not None:
-        pictures.append(_add_image(document, "explanation", _with_scale_bar(explained, scale), IMAGE_WIDTH_PX))
-    bar = _add_image(document, "colourbar", colour_ramp(images.colormap, images.floor, height=14), IMAGE_WIDTH_PX)
+        pictures.append(_add_image(document, "explanation", _with_scale_bar(explained, scale), width_px))
+    bar = _add_image(document, "colourbar", colour_ramp(images.colormap, images.floor, height=14), width_px)
     width, height = entry.size
     parts = [
         _header(f"Image report — {entry.case_id}"),
@@ -348,8 +383,7 @@ def write_image_report(path: Path | str, entry: ImageEntry, images: ReportImages
                      "low ← evidence → high; normalised per image (colours compare regions within this image only)</p>")
     parts += [_probabilities_html(entry), _agreement_html(entry), _review_html(entry), _model_html(model)]
     document.setHtml("".join(parts))
-    _render(document, path, f"BUSI Viewer report {entry.case_id}", overwrite)
-    return path
+    return document
 
 
 def write_summary_report(path: Path | str, rows: Sequence[tuple[ImageEntry, np.ndarray]], counts: FolderCounts,
