@@ -159,9 +159,10 @@ def test_png_saved_as_dcm_loads_as_png(tmp_path):
 
 def test_text_named_png(tmp_path):
     path = tmp_path / "notes.png"
-    path.write_text("Patient seen on Monday, scan to follow.\n")
+    path.write_text("Patient: Jane Doe, seen on Monday, scan to follow.\n")
     reason = _reason(path)
-    assert "promises PNG" in reason and "plain text" in reason and "Patient seen" in reason
+    assert "promises PNG" in reason and "plain text" in reason
+    assert "Jane" not in reason and "Patient" not in reason  # the content is never quoted (de-identified reports)
 
 
 def test_garbage_named_dcm(tmp_path):
@@ -346,3 +347,19 @@ def test_unexpected_library_error_is_wrapped(tmp_path, monkeypatch):
     path = tmp_path / "ok.png"
     path.write_bytes(_png_bytes())
     assert "unexpected error" in _reason(path)
+
+
+def test_a_uid_that_is_no_transfer_syntax_is_named(tmp_path):
+    path = _dicom(tmp_path / "ts.dcm")  # pydicom will not write a bogus syntax: patch the file meta afterwards
+    data = path.read_bytes()
+    assert data.count(ExplicitVRLittleEndian.encode()) == 1
+    path.write_bytes(data.replace(ExplicitVRLittleEndian.encode(), b"1.2.3.4.5.6.7.8.9.1"))  # same length
+    assert _reason(path) == ("the header names 1.2.3.4.5.6.7.8.9.1 as the transfer syntax, which is not a DICOM "
+                             "transfer syntax: the pixel data cannot be interpreted")
+
+
+@pytest.mark.parametrize(("slope", "intercept"), [("NaN", "0"), ("1", "inf"), ("-inf", "0")])
+def test_non_finite_rescale_values_are_a_load_error_not_a_black_image(tmp_path, slope, intercept):
+    with pytest.warns(UserWarning):  # pydicom warns that these are invalid DS values, and reads them anyway
+        reason = _reason(_dicom(tmp_path / "rescale.dcm", RescaleSlope=slope, RescaleIntercept=intercept))
+    assert reason.startswith("unusable RescaleSlope / RescaleIntercept") and "not finite" in reason

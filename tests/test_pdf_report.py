@@ -124,6 +124,9 @@ def test_summary_lists_every_image_counts_and_the_model_once(qtbot, tmp_path, di
     assert "reviewed 1, not reviewed 1" in text and "low confidence" in text
     assert entries[0].case_id in text and "case-ffffffffff" in text
     assert text.count("busi-us 0.2.0") == 1 and "Doe" not in text
+    # both are ultrasound that does not say whether text is burned in: each row is marked, and the page says why
+    assert "2 image(s), marked" in text and "may carry burned-in identifying text" in text
+    assert text.count("burned-in text?") == 3  # two rows and the note naming the mark
     with pytest.raises(ReportError, match="nothing to report"):
         write_summary_report(tmp_path / "empty.pdf", [], folder_counts([], CLASS_NAMES), MODEL)
 

@@ -15,6 +15,7 @@ What a record holds for a DICOM file:
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -96,6 +97,9 @@ def load_dicom(path: Path, force: bool = False) -> ImageRecord:
     """Load a DICOM file: frame 0 decoded now, other frames on demand. Raises ImageLoadError on any failure."""
     ds, pixel_offset = read_header(path, force)
     tsyntax = _transfer_syntax(ds)
+    if not tsyntax.is_transfer_syntax:
+        raise ImageLoadError(path, f"the header names {tsyntax} as the transfer syntax, which is not a DICOM "
+                                   "transfer syntax: the pixel data cannot be interpreted")
     rows, cols, frames, samples = _geometry(path, ds, pixel_offset)
     _check_pixel_element(path, ds, tsyntax, pixel_offset, rows * cols * samples * frames)
     _check_decoder(path, ds, tsyntax)
@@ -356,6 +360,10 @@ def _modality_lut(path: Path, ds: Dataset, arr: np.ndarray) -> np.ndarray:
         intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
     except (TypeError, ValueError):
         return arr
+    if not (math.isfinite(slope) and math.isfinite(intercept)):
+        # NaN or infinity would turn every pixel into the same value: an all-black image, shown as if real
+        raise ImageLoadError(path, f"unusable RescaleSlope / RescaleIntercept ({slope:g} / {intercept:g}): "
+                                   "not finite numbers, so no pixel value can be computed")
     if slope == 1.0 and intercept == 0.0:
         return arr
     out = arr.astype(np.float64) * slope + intercept

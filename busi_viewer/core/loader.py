@@ -149,7 +149,7 @@ def _mismatch_reason(path: Path, head: bytes) -> str:
 
 
 def describe_content(head: bytes) -> str:
-    """A short phrase for what a file's first bytes look like (for error messages)."""
+    """A short phrase for what a file's first bytes look like (for error messages); it quotes none of them."""
     for signature, what in _OTHER_SIGNATURES:
         if head.startswith(signature):
             return what
@@ -165,7 +165,7 @@ def describe_content(head: bytes) -> str:
         text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
     except UnicodeDecodeError:
         text = None
+    # Never quote the content: error messages reach de-identified reports, and a note may name a patient.
     if text is not None and all(c.isprintable() or c in "\r\n\t" for c in text):
-        preview = " ".join(text.split())[:40]
-        return f"plain text (starts with {preview!r})"
-    return f"unrecognised binary data (first bytes {head[:8].hex(' ')})"
+        return "plain text"
+    return "unrecognised binary data"

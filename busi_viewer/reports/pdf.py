@@ -205,6 +205,14 @@ def _agreement_html(entry: ImageEntry) -> str:
             "<tr><th>score</th><th>this heatmap</th><th>centre prior</th></tr>" + body + "</table>")
 
 
+def _burned_in_summary_html(count: int) -> str:
+    if not count:
+        return ""
+    return (f"<p><b>{count} image(s), marked “burned-in text?”, may carry burned-in identifying text (DICOM "
+            "BurnedInAnnotation, or ultrasound that does not say): check their thumbnails before sharing this "
+            "summary.</b></p>")
+
+
 def _unreadable_html(unreadable: Sequence[tuple[str, str]]) -> str:
     if not unreadable:
         return ""
@@ -407,7 +415,8 @@ def write_summary_report(path: Path | str, rows: Sequence[tuple[ImageEntry, np.n
         a = entry.agreement
         agreement = "—" if a is None or a.iou_otsu is None else (
             f"IoU {a.iou_otsu:.2f}, {'hit' if a.pointing_hit else 'miss'}")
-        name = _e(entry.case_id) + (f"<br>{_e(entry.source_name)}" if entry.source_name else "")
+        name = _e(entry.case_id) + (f"<br>{_e(entry.source_name)}" if entry.source_name else "") + (
+            "<br><b>burned-in text?</b>" if entry.burned_in_risk else "")
         if entry.out_of_scope:  # no class for an image the model does not know: the most probable, as a note
             prediction = f"<b>out of scope</b><br>(most probable: {_e(entry.predicted)})"
         else:
@@ -424,6 +433,7 @@ def write_summary_report(path: Path | str, rows: Sequence[tuple[ImageEntry, np.n
          + (f" · {len(unreadable)} not classified" if unreadable else "") + "</p>"),
         ("<p>Case ids come from each file's hash; file names and patient identifiers are left out unless the user "
          "asked for them.</p>") if anonymous else "",
+        _burned_in_summary_html(sum(entry.burned_in_risk for entry, _ in rows)),
         ("<table border='1' cellspacing='0' cellpadding='2' style='font-size:8pt'><tr><th>image</th><th>case</th>"
          f"<th>prediction</th>{head}<th>review</th><th>agreement</th></tr>{''.join(body)}</table>"),
         _unreadable_html(unreadable),
