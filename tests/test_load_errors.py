@@ -88,6 +88,17 @@ def test_missing_file(tmp_path):
     assert "not found" in _reason(tmp_path / "nowhere.png")
 
 
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links as POSIX makes them")
+def test_broken_links_and_link_loops_say_so(tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.symlink_to(tmp_path / "gone.png")
+    assert _reason(broken) == "a broken symbolic link: its target does not exist"
+    loop = tmp_path / "loop.png"
+    loop.symlink_to(loop)
+    assert _reason(loop) == "a symbolic link loop (the link points back to itself)"
+    assert _reason(tmp_path / "never.png") == "file not found"
+
+
 def test_directory(tmp_path):
     folder = tmp_path / "scan.dcm"
     folder.mkdir()

@@ -9,6 +9,7 @@ a user can act on.
 from __future__ import annotations
 
 import codecs
+import errno
 from pathlib import Path
 
 from .errors import ImageLoadError
@@ -105,7 +106,7 @@ def _read_head(path: Path) -> bytes:
     """The first bytes of a readable, non-empty regular file; ImageLoadError otherwise."""
     try:
         if not path.exists():
-            raise ImageLoadError(path, "file not found")
+            raise ImageLoadError(path, _missing_reason(path))
         if path.is_dir():
             raise ImageLoadError(path, "is a folder, not an image file")
         if not path.is_file():
@@ -118,6 +119,20 @@ def _read_head(path: Path) -> bytes:
         raise ImageLoadError(path, "permission denied: the file cannot be read by this user") from exc
     except OSError as exc:
         raise ImageLoadError(path, f"cannot read the file: {exc.strerror or exc}") from exc
+
+
+def _missing_reason(path: Path) -> str:
+    """Why ``path`` does not exist as a file: a symbolic link loop, a broken link, or simply not there."""
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:  # Python < 3.13 reports a loop this way
+            return "a symbolic link loop (the link points back to itself)"
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "a symbolic link loop (the link points back to itself)"
+        return "a broken symbolic link: its target does not exist"
+    return "file not found"
 
 
 def _try_raw_dicom(path: Path):
