@@ -202,6 +202,9 @@ def test_candidates_include_nearest_neighbours():
         j = int(np.argmin(d[i]))
         assert (min(i, j), max(i, j)) in found
     assert nd.candidate_pairs(hashes[:1], hashes[:1]) == []
+    # two images are always each other's nearest neighbour: a folder of two is checked too
+    a, b = np.array([0b1011, 0b0110], dtype=np.uint64), np.array([0b1, 0b11], dtype=np.uint64)
+    assert nd.candidate_pairs(a, b, neighbours=1, max_phash=0) == [(0, 1, 3, 1)]  # popcounts of 1101 and 10
 
 
 def test_decision_rule_thresholds_by_hand():
