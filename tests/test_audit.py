@@ -289,6 +289,16 @@ def test_verification_accepts_copies_and_frames_and_rejects_strangers():
     assert nd.verify_pair(f, nd.match_features(flat)).score <= 0  # nothing agrees with a blank image
 
 
+def test_a_crop_offset_along_one_axis_only_still_aligns():
+    """A copy cropped 40 px on the left only: its content sits 40 px right in the original and 0 px down. An
+    alignment that mixed up the two offsets would score the pair as strangers."""
+    image, _ = make_phantom(9, "benign", size=(160, 200))
+    for cropped in (image[:, 40:], image[30:, :]):
+        result = nd.verify_pair(nd.match_features(image), nd.match_features(cropped))
+        assert result.score > 0.7 and result.overlap > 0.6, result
+        assert nd.decide(result, 30) == "near"
+
+
 def test_caliper_detector_finds_crosses_but_not_letters():
     image, _ = make_phantom(11, "normal", (200, 260))
     assert detect_calipers(image) == []
