@@ -221,6 +221,28 @@ def test_decision_rule_thresholds_by_hand():
     assert nd.decide(v(0.375), 0) is None
     assert nd.decide(v(0.9, overlap=0.61), 30) == "near"
     assert nd.decide(v(0.9, overlap=0.59), 0) is None  # a narrow crop matched inside a wide image
+    # each threshold itself belongs to the side above it
+    assert nd.decide(v(0.46), 30) == "near" and nd.decide(v(0.38), 30) == "review"
+    assert nd.decide(v(0.9, overlap=0.6), 30) == "near"
+
+
+def test_nearest_neighbour_is_by_phash_then_dhash():
+    """Image 0's one nearest neighbour: by pHash distance first (1 beats 2, whatever dHash says), and dHash only
+    between equal pHash distances."""
+    phashes = np.array([0b000, 0b001, 0b011], dtype=np.uint64)  # pHash distances from 0: 1 and 2
+    dhashes = np.array([0, 0b1111111111, 0], dtype=np.uint64)  # dHash distances from 0: 10 and 0
+    pairs = {(i, j) for i, j, _, _ in nd.candidate_pairs(phashes, dhashes, neighbours=1, max_phash=0)}
+    assert (0, 1) in pairs and (0, 2) not in pairs
+    # pHash ties everywhere (0-1, 0-2, 1-3 one bit apart): dHash decides, 0 -> 2 and 1 -> 3, never 0 - 1
+    tied = np.array([0b0000, 0b0001, 0b0010, 0b1001], dtype=np.uint64)
+    ten = 0b1111111111
+    pairs = {(i, j) for i, j, _, _ in nd.candidate_pairs(tied, np.array([0, ten, 0, ten], dtype=np.uint64),
+                                                         neighbours=1, max_phash=0)}
+    assert pairs == {(0, 2), (1, 3)}
+    # and every pair within max_phash bits is verified, whatever the neighbour ranks
+    far = np.array([0, 0b111, 0b111 << 10, 0b111 << 20], dtype=np.uint64)  # 3, 6, 6 bits from 0; 6 between others
+    within = {(i, j) for i, j, _, _ in nd.candidate_pairs(far, far, neighbours=1, max_phash=6)}
+    assert within == {(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)}
 
 
 def _other_frame(gain_amplitude: float, gain_base: float, centre: tuple[float, float], noise: float) -> np.ndarray:
