@@ -755,10 +755,12 @@ class MainWindow(QMainWindow):
         if self._hasher is not None:
             self._hasher.cancel()
             self._hasher.wait()
+            self._hasher = None  # its batches still queued in the event loop are dropped by _on_hashed
         self.thumbnails.shutdown()
         # An inference in progress (a prefetch, perhaps on a busy machine) finishes first; a QThread destroyed
         # while running aborts the process, so wait as long as it takes rather than a fixed few seconds.
         self.service.stop(timeout_ms=SHUTDOWN_WAIT_MS)
         if self.reviews is not None:
             self.reviews.close()
+            self.reviews = None  # slots that still run (queued signals) see no store rather than a closed one
         super().closeEvent(event)
