@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("--busbra", type=Path, default=None, help="BUS-BRA folder (default: $BUSBRA_DATA)")
     scope.add_argument("--components", type=int, default=None, help="principal directions (default: 64)")
     scope.add_argument("--margin", type=float, default=None,
-                       help="widen both thresholds by this factor >= 1 (default: the bundle config's eval.scope_margin)")
+                       help="widen both thresholds by this factor >= 1 (default: eval.scope_margin of the bundle's "
+                            "config)")
 
     scope_eval = commands.add_parser("scope-eval", help="flag rates of a bundle's scope guard on folders of images")
     scope_eval.add_argument("bundle", type=Path)

@@ -129,7 +129,8 @@ class ScopeCheck:
         """This check with both guards' thresholds multiplied by ``margin`` >= 1: every score divided by it."""
         if not margin >= 1.0:
             raise ValueError(f"a scope margin widens the check: it must be >= 1, got {margin}")
-        return ScopeCheck(*(dataclasses.replace(g, threshold=g.threshold * margin) for g in (self.features, self.image)))
+        return ScopeCheck(*(dataclasses.replace(guard, threshold=guard.threshold * margin)
+                            for guard in (self.features, self.image)))
 
     def save(self, path: Path) -> str:
         """Write the check as an .npz of plain arrays (atomically); returns its SHA-256."""
