@@ -49,6 +49,7 @@ from busi_viewer.core.report_data import (
 )
 
 DPI = 150
+FOOTER_HEIGHT_PX = DPI // 3  # below each page's body: the disclaimer and "page n of N"
 IMAGE_WIDTH_PX = 300  # each picture: about 8 cm wide (the layout scales pixels by the PDF's DPI / 96)
 MIN_IMAGE_WIDTH_PX = 200  # smallest picture an image report shrinks to, to stay on one page
 IMAGE_WIDTH_STEP_PX = 25
@@ -264,7 +265,6 @@ def _render(document: QTextDocument, path: Path, title: str, overwrite: bool) ->
         writer.setTitle(title)  # never an identifier: case ids and "Folder summary" only
         writer.setCreator(f"BUSI Viewer {__version__}")
         body = _lay_out(document, writer)
-        footer_height = FOOTER_HEIGHT_PX
         painter = QPainter(writer)
         if not painter.isActive():
             raise ReportError(f"cannot write {path.name}: the PDF could not be opened for writing")
@@ -279,7 +279,7 @@ def _render(document: QTextDocument, path: Path, title: str, overwrite: bool) ->
             document.drawContents(painter, QRectF(0, index * body.height(), body.width(), body.height()))
             painter.restore()
             painter.setFont(footer_font)
-            painter.drawText(QRectF(0, body.height(), body.width(), footer_height),
+            painter.drawText(QRectF(0, body.height(), body.width(), FOOTER_HEIGHT_PX),
                              int(Qt.AlignmentFlag.AlignCenter),
                              f"{RESEARCH_USE_BANNER} · page {index + 1} of {pages}")
         painter.end()
@@ -287,9 +287,6 @@ def _render(document: QTextDocument, path: Path, title: str, overwrite: bool) ->
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
-
-
-FOOTER_HEIGHT_PX = DPI // 3
 
 
 def _lay_out(document: QTextDocument, writer: QPdfWriter) -> QSizeF:
@@ -358,23 +355,28 @@ def write_image_report(path: Path | str, entry: ImageEntry, images: ReportImages
     One page whenever it can be: when the text runs onto a second page, the pictures are drawn smaller (down to
     :data:`MIN_IMAGE_WIDTH_PX`) rather than leave a line or two alone on it."""
     path = Path(path)
+    scale = images.oriented_scale(entry.scale, images.rgb.shape[:2])
+    explained = _explanation(images)
+    # drawn once, whatever size the layout then gives them
+    pictures = {"image": _with_scale_bar(images.oriented(images.rgb), scale)}
+    if explained is not None:
+        pictures["explanation"] = _with_scale_bar(explained, scale)
+    bar = colour_ramp(images.colormap, images.floor, height=14)
     for width in range(IMAGE_WIDTH_PX, MIN_IMAGE_WIDTH_PX - 1, -IMAGE_WIDTH_STEP_PX):
-        document = _image_document(entry, images, model, width)
+        document = _image_document(entry, images, model, pictures, bar, width)
         if _page_count(document) == 1:
             break
     _render(document, path, f"BUSI Viewer report {entry.case_id}", overwrite)
     return path
 
 
-def _image_document(entry: ImageEntry, images: ReportImages, model: ModelSection, width_px: int) -> QTextDocument:
+def _image_document(entry: ImageEntry, images: ReportImages, model: ModelSection, pictures: dict[str, np.ndarray],
+                    bar: np.ndarray, width_px: int) -> QTextDocument:
+    """The report's document with its ``pictures`` (name -> RGB, the image and, when explained, the explanation)
+    and the colour ``bar`` drawn ``width_px`` wide."""
     document = _new_document()
-    scale = images.oriented_scale(entry.scale, images.rgb.shape[:2])
-    shown = _with_scale_bar(images.oriented(images.rgb), scale)
-    pictures = [_add_image(document, "image", shown, width_px)]
-    explained = _explanation(images)
-    if explained is not None:
-        pictures.append(_add_image(document, "explanation", _with_scale_bar(explained, scale), width_px))
-    bar = _add_image(document, "colourbar", colour_ramp(images.colormap, images.floor, height=14), width_px)
+    cells = [_add_image(document, name, rgb, width_px) for name, rgb in pictures.items()]
+    bar_html = _add_image(document, "colourbar", bar, width_px)
     width, height = entry.size
     parts = [
         _header(f"Image report — {entry.case_id}"),
@@ -382,12 +384,12 @@ def _image_document(entry: ImageEntry, images: ReportImages, model: ModelSection
         + ("scale bar in mm (calibrated region)" if entry.scale else "uncalibrated: no scale bar") + "</p>",
         _identifiers_html(entry),
         f"<p><b>{_e(BURNED_IN_NOTE)}</b></p>" if entry.burned_in_risk else "",
-        "<table cellpadding='4'><tr>" + "".join(f"<td>{p}</td>" for p in pictures) + "</tr></table>",
+        "<table cellpadding='4'><tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr></table>",
     ]
-    if explained is not None:
+    if "explanation" in pictures:
         mask_note = " Green outline: the lesion mask." if images.mask is not None and images.mask.any() else ""
         parts.append(f"<p>Grad-CAM of the predicted class at opacity {images.opacity:.2f}; evidence below "
-                     f"{images.floor:.0%} of this image's peak not drawn.{mask_note}<br>{bar}<br>"
+                     f"{images.floor:.0%} of this image's peak not drawn.{mask_note}<br>{bar_html}<br>"
                      "low ← evidence → high; normalised per image (colours compare regions within this image only)</p>")
     parts += [_probabilities_html(entry), _agreement_html(entry), _review_html(entry), _model_html(model)]
     document.setHtml("".join(parts))
