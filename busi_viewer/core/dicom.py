@@ -10,6 +10,8 @@ What a record holds for a DICOM file:
   Center/Width (PS3.3 C.11.2.1.2, honouring VOI LUT Function), else (data wider than 8 bits) the frame's own
   min..max; MONOCHROME1 is inverted. 16-bit colour is shifted down to 8 bits.
 - Other frames are decoded one at a time, on demand, straight from the file.
+- Before a compressed frame is decoded, the size its codestream claims must match Rows / Columns / Samples per
+  Pixel (:mod:`.codestreams`): decoders allocate what the stream says, whatever the header says.
 - Identifying fields go to ``identifiers``, never to ``attributes`` (an allow-list of display fields).
 """
 
@@ -35,6 +37,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from .codestreams import frame_checker, walk_fragments
 from .errors import ImageLoadError
 from .image_record import ImageRecord, UltrasoundRegion, Window
 from .raster import check_image_size, grey_to_rgb
@@ -101,11 +104,14 @@ def load_dicom(path: Path, force: bool = False) -> ImageRecord:
         raise ImageLoadError(path, f"the header names {tsyntax} as the transfer syntax, which is not a DICOM "
                                    "transfer syntax: the pixel data cannot be interpreted")
     rows, cols, frames, samples = _geometry(path, ds, pixel_offset)
-    _check_pixel_element(path, ds, tsyntax, pixel_offset, rows * cols * samples * frames)
+    items = _check_pixel_element(path, ds, tsyntax, pixel_offset, rows * cols * samples * frames)
+    # Decoders allocate what the codestream claims: its size is checked before any frame is decoded.
+    check_frame = frame_checker(path, ds, tsyntax, items, (rows, cols, samples, frames))
+    check_frame(0)
     _check_decoder(path, ds, tsyntax)
 
     photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper() or "MONOCHROME2"
-    decode = _frame_decoder(path, ds, tsyntax)
+    decode = _frame_decoder(path, ds, tsyntax, check_frame)
     to_native = _native_converter(path, ds, photometric)
     pixels = to_native(decode(0))
     render, window = _renderer(path, ds, photometric, pixels)
@@ -185,14 +191,17 @@ def _geometry(path: Path, ds: Dataset, pixel_offset: int) -> tuple[int, int, int
     return rows, cols, frames, samples
 
 
-def _check_pixel_element(path: Path, ds: Dataset, tsyntax: UID, offset: int, n_samples: int) -> None:
+def _check_pixel_element(
+    path: Path, ds: Dataset, tsyntax: UID, offset: int, n_samples: int
+) -> list[tuple[int, int]] | None:
     """Make sure a pixel data element follows the header and that the file holds all of it (not truncated).
 
     pydicom silently drops an encapsulated pixel element cut short by the end of the file, so the fragment
-    headers are walked here (only headers are read, never the compressed data).
+    headers are walked here (only headers are read, never the compressed data). Returns the (file offset, length)
+    of each encapsulated item (Basic Offset Table first), None for native or deflated pixel data.
     """
     if tsyntax == DeflatedExplicitVRLittleEndian:
-        return  # the file offsets refer to deflated bytes; decoding will report any damage
+        return None  # the file offsets refer to deflated bytes; decoding will report any damage
     size = path.stat().st_size
     little = tsyntax.is_little_endian
     with path.open("rb") as fh:
@@ -230,33 +239,8 @@ def _check_pixel_element(path: Path, ds: Dataset, tsyntax: UID, offset: int, n_s
                 raise ImageLoadError(
                     path, f"pixel data is too short: {length} bytes, the header's image size needs {needed}"
                 )
-            return
-        _walk_fragments(path, fh, start, size)
-
-
-def _walk_fragments(path: Path, fh, pos: int, size: int) -> None:
-    """Follow the item headers of encapsulated pixel data up to the sequence delimiter."""
-    count = 0
-    while True:
-        fh.seek(pos)
-        head = fh.read(8)
-        if len(head) < 8:
-            raise ImageLoadError(
-                path, f"file is truncated: compressed pixel data ends after {count} fragment(s) without its delimiter"
-            )
-        group, elem, length = struct.unpack("<HHL", head)
-        if (group, elem) == (0xFFFE, 0xE0DD):
-            return
-        if (group, elem) != (0xFFFE, 0xE000):
-            raise ImageLoadError(path, f"compressed pixel data is corrupt: unexpected tag ({group:04X},{elem:04X})")
-        pos += 8 + length
-        if pos > size:
-            raise ImageLoadError(
-                path,
-                f"file is truncated: compressed pixel data fragment {count} needs {pos - size} bytes more than the "
-                "file holds",
-            )
-        count += 1
+            return None
+        return walk_fragments(path, fh, start, size)
 
 
 def _check_decoder(path: Path, ds: Dataset, tsyntax: UID) -> None:
@@ -290,11 +274,17 @@ def _missing_hint(decoder) -> str:
 # --- decoding ------------------------------------------------------------------------------------------------
 
 
-def _frame_decoder(path: Path, ds: Dataset, tsyntax: UID) -> Callable[[int], np.ndarray]:
-    """A function index -> decoded frame as pydicom returns it (YBR converted to RGB, palette not applied)."""
+def _frame_decoder(
+    path: Path, ds: Dataset, tsyntax: UID, check_frame: Callable[[int], None]
+) -> Callable[[int], np.ndarray]:
+    """A function index -> decoded frame as pydicom returns it (YBR converted to RGB, palette not applied).
+
+    ``check_frame(index)`` runs first: it refuses a codestream that claims another size than the header.
+    """
     full: list[Dataset] = []
 
     def decode(index: int) -> np.ndarray:
+        check_frame(index)
         try:
             if tsyntax == DeflatedExplicitVRLittleEndian:
                 # Deflated files must be inflated by dcmread; keep the (compressed-in-memory) dataset once read.
