@@ -6,16 +6,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QApplication, QLabel
+from PySide6.QtWidgets import QApplication, QLabel, QMessageBox
 
 from busi_viewer import RESEARCH_USE_BANNER
 from busi_viewer.core.phantoms import write_phantom_dataset
+from busi_viewer.core.reviews import ReviewStore, default_reviews_path
 from tests.helpers.gui import open_window
+from tests.helpers.reviews import write_damaged_reviews
 
 SHOTS = Path(os.environ.get("BUSI_SCREENSHOTS", "")) if os.environ.get("BUSI_SCREENSHOTS") else None
 WAIT_MS = 60_000
@@ -170,6 +173,76 @@ def test_review_is_saved_at_once_and_survives_a_restart(qtbot, tiny_bundle, imag
         second.close()
 
 
+def _dismiss(qtbot, win) -> None:
+    """Close the warning as the user would; the window takes the keyboard back."""
+    win.warning_box.close()
+    win.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is win, timeout=WAIT_MS)
+
+
+def test_a_damaged_reviews_database_is_told_once_and_reviews_go_to_a_recovered_copy(qtbot, tiny_bundle,
+                                                                                     image_folder):
+    damaged = write_damaged_reviews(default_reviews_path())
+    before = damaged.read_bytes()
+    win = open_window(qtbot, tiny_bundle)
+    try:
+        qtbot.waitUntil(lambda: win.warning_box is not None and win.warning_box.isVisible(), timeout=WAIT_MS)
+        assert "damaged" in win.warning_box.windowTitle() and str(damaged) in win.warning_box.text()
+        assert "Reviews database damaged" in win.statusBar().currentMessage()
+        recovered = win.reviews.path
+        assert recovered != damaged and str(recovered) in win.warning_box.text()
+        _dismiss(qtbot, win)
+        _open_and_wait(qtbot, win, image_folder)
+        with qtbot.waitSignal(win.resultShown, timeout=WAIT_MS):
+            _key(qtbot, win, Qt.Key.Key_Down)
+        _key(qtbot, win, Qt.Key.Key_A)  # saved to the recovered copy (pytest-qt fails on any slot exception)
+        qtbot.waitUntil(lambda: "1 of 6 reviewed" in win.progress_label.text(), timeout=WAIT_MS)
+        assert len(win.findChildren(QMessageBox)) == 1  # told once
+        saved_sha = win.sha256
+    finally:
+        win.close()
+    with ReviewStore(recovered) as store:
+        assert store.get(saved_sha).decision == "agree"
+    assert damaged.read_bytes() == before
+
+
+def test_review_store_errors_in_a_session_are_shown_not_raised(qtbot, window, image_folder):
+    from busi_viewer.gui.state import ReviewEdit
+
+    _open_and_wait(qtbot, window, image_folder)
+    qtbot.waitUntil(lambda: "indexing" not in window.progress_label.text(), timeout=WAIT_MS)
+    window.reviews.close()  # every call now raises ReviewStoreError, as a file damaged mid-session would
+    with qtbot.waitSignal(window.resultShown, timeout=WAIT_MS):
+        _key(qtbot, window, Qt.Key.Key_Down)  # reading the image's review fails
+    assert not window.review_panel.isEnabled()  # nothing to overwrite a review that could not be read
+    assert "could not be read" in window.warning_box.windowTitle()
+    window.review_panel.reviewChanged.emit(ReviewEdit("agree", None, ""))  # a save that fails
+    assert "Review NOT saved" in window.statusBar().currentMessage()
+    window._hasher.hashed.emit([(2, window.hashes[2])])  # a folder batch whose lookup fails
+    assert "Reviews could not be read" in window.statusBar().currentMessage()
+    assert len(window.findChildren(QMessageBox)) == 1  # one dialog; later failures only on the status bar
+
+
+def test_unusable_user_folders_are_told_and_the_viewer_works(qtbot, tiny_bundle, image_folder, tmp_path,
+                                                             monkeypatch):
+    home = tmp_path / "home-is-a-file"
+    home.write_text("not a folder")
+    monkeypatch.setenv("BUSI_VIEWER_HOME", str(home))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    win = open_window(qtbot, tiny_bundle)
+    try:
+        qtbot.waitUntil(lambda: win.warning_box is not None and win.warning_box.isVisible(), timeout=WAIT_MS)
+        text = win.warning_box.text()
+        assert all(f"{sub} folder {home / sub}" in text for sub in ("data", "config", "cache")), text
+        assert win.reviews is not None and win.reviews.path.parent.parent == tmp_path
+        _dismiss(qtbot, win)
+        _open_and_wait(qtbot, win, image_folder)
+        _key(qtbot, win, Qt.Key.Key_A)
+        qtbot.waitUntil(lambda: "1 of 6 reviewed" in win.progress_label.text(), timeout=WAIT_MS)
+    finally:
+        win.close()  # saves the settings, to the temporary folder
+
+
 def test_holding_the_arrow_key_shows_the_result_of_the_image_landed_on(qtbot, window, image_folder):
     _open_and_wait(qtbot, window, image_folder)
     for _ in range(4):
@@ -236,6 +309,18 @@ def test_smoke_test_entry_point(tmp_path):
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "smoke test OK" in done.stdout
+
+
+def test_smoke_test_passes_when_the_home_folder_is_a_file(tmp_path, tiny_bundle):
+    home = tmp_path / "home-is-a-file"
+    home.write_text("not a folder")
+    (tmp_path / "tmp").mkdir()
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", BUSI_VIEWER_HOME=str(home), TMPDIR=str(tmp_path / "tmp"))
+    done = subprocess.run([sys.executable, "-m", "busi_viewer.gui.app", "--smoke-test", "--device", "cpu",
+                           "--model", str(tiny_bundle)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "smoke test OK" in done.stdout
+    assert f"cannot use the config folder {home / 'config'}" in done.stderr
 
 
 def test_display_controls_change_the_screen_not_the_model_input(qtbot, window, image_folder):

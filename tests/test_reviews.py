@@ -24,6 +24,7 @@ from busi_viewer.core.reviews import (
     ReviewStore,
     ReviewStoreError,
 )
+from tests.helpers.reviews import filler_sha, quick_check, write_damaged_reviews
 
 
 def sha(text: str) -> str:
@@ -202,6 +203,72 @@ def test_newer_schema_is_refused(tmp_path):
     with pytest.raises(ReviewStoreError, match="newer version") as info:
         ReviewStore(path)
     assert str(path) in str(info.value)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_damaged_database_is_left_alone_and_a_recovered_copy_takes_over(tmp_path):
+    path = write_damaged_reviews(tmp_path / "reviews.sqlite3", count=3000)
+    before = path.read_bytes()
+    with ReviewStore(path) as store:
+        recovered = store.path
+        assert store.damaged_path == path and recovered.parent == tmp_path
+        assert recovered.name.startswith("reviews-recovered-") and recovered.suffix == ".sqlite3"
+        assert str(path) in store.notice and "damaged" in store.notice and str(recovered) in store.notice
+        kept = store.get_many(filler_sha(i) for i in range(3000))
+        # Only the rows of the damaged page are lost: those before and after it were copied, unchanged.
+        assert 2900 <= len(kept) < 3000 and filler_sha(1500) not in kept
+        assert filler_sha(0) in kept and filler_sha(2999) in kept
+        assert kept[filler_sha(2999)].file_name == "filler-2999.png" and kept[filler_sha(0)].note == "seen"
+        save(store, A, file_name="new.png")
+    assert path.read_bytes() == before  # never written to, not even by closing
+    assert quick_check(recovered) == ["ok"]
+    with ReviewStore(path) as again:  # the next start goes on with the same copy
+        assert again.path == recovered and again.get(A).file_name == "new.png"
+        assert str(recovered) in again.notice
+    with ReviewStore(path, read_only=True) as reader:  # busi-predict sees what the viewer saved
+        assert reader.path == recovered and reader.get(A) is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["reviews.sqlite3", recovered.name])
+    assert path.read_bytes() == before
+
+
+def test_read_only_store_reads_a_damaged_file_in_place_and_writes_nothing(tmp_path):
+    path = write_damaged_reviews(tmp_path / "reviews.sqlite3", count=3000)
+    before = _files(tmp_path)
+    with ReviewStore(path, read_only=True) as store:
+        assert store.path == path and store.damaged_path == path and "damaged" in store.notice
+        assert store.get(filler_sha(0)).file_name == "filler-0.png"  # sound pages still read
+        with pytest.raises(ReviewStoreError, match="read-only"):
+            save(store, A)
+    assert _files(tmp_path) == before  # no copy, no -wal or -shm left behind, the file untouched
+
+
+def test_without_room_for_a_copy_a_damaged_database_is_read_only(tmp_path, monkeypatch):
+    path = write_damaged_reviews(tmp_path / "reviews.sqlite3", count=3000)
+    before = path.read_bytes()
+
+    def disk_full(_path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("busi_viewer.core.reviews.salvage_rows", disk_full)
+    with ReviewStore(path) as store:
+        assert store.read_only and store.path == path
+        assert "No space left" in store.notice and "cannot be saved" in store.notice
+        assert store.get(filler_sha(0)) is not None
+        with pytest.raises(ReviewStoreError, match="read-only"):
+            save(store, A)
+    assert path.read_bytes() == before and not list(tmp_path.glob("*recovered*"))
+
+
+def test_a_sound_database_is_opened_as_it_is(tmp_path):
+    path = tmp_path / "reviews.sqlite3"
+    with ReviewStore(path) as store:
+        save(store, A)
+    with ReviewStore(path) as store:
+        assert store.path == path and store.damaged_path is None and store.notice is None
+    assert quick_check(path) == ["ok"] and not list(tmp_path.glob("*recovered*"))
 
 
 _OPEN_AS_USER = """

@@ -30,19 +30,31 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def build_window(model_dir: Path | None = None, device: str | None = None, backend: str | None = None):
-    """Create the inference service, review store and main window (a QApplication must exist)."""
+    """Create the inference service, review store and main window (a QApplication must exist).
+
+    Problems that leave the viewer usable (a damaged reviews database, user folders replaced by temporary
+    ones) are gathered here and shown once by the window.
+    """
+    from busi_viewer.core import paths
     from busi_viewer.core.reviews import ReviewStore, ReviewStoreError
     from busi_viewer.gui.main_window import MainWindow
     from busi_viewer.gui.settings import load_settings
     from busi_viewer.gui.worker import InferenceService
 
-    reviews, review_error = None, None
+    settings = load_settings()
+    reviews, review_error, notices = None, None, []
     try:
         reviews = ReviewStore()
     except (ReviewStoreError, OSError) as exc:
         review_error = f"{exc}\n\nReviews will not be saved in this session."
+    if reviews is not None and reviews.notice:
+        notices.append(("Reviews database damaged", reviews.notice))
+    paths.user_cache_dir()  # an unusable cache folder is told now, with the others, not found mid-session
+    problems = paths.user_dir_problems()
+    if problems:
+        notices.insert(0, ("User folders unavailable", "\n".join(problems)))
     service = InferenceService(model_dir, device, backend=backend)
-    window = MainWindow(service, load_settings(), reviews, review_error)
+    window = MainWindow(service, settings, reviews, review_error, notices)
     return window
 
 

@@ -7,6 +7,7 @@ the user has already left are dropped here by request id.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -81,7 +82,8 @@ class MainWindow(QMainWindow):
     summaryExported = Signal(object)  # Path of a written folder summary
 
     def __init__(self, service: InferenceService, settings: ViewerSettings, reviews: ReviewStore | None = None,
-                 review_error: str | None = None):
+                 review_error: str | None = None, notices: Sequence[tuple[str, str]] = ()):
+        """``notices``: (title, text) of problems found while starting (shown once, with ``review_error``)."""
         super().__init__()
         self.service = service
         self.settings = settings
@@ -101,6 +103,7 @@ class MainWindow(QMainWindow):
         self._summary = None  # SummaryExport, created on the first folder summary
         self._reclassify = False  # classify the image shown again when the model now loading is ready
         self.warning_box: QMessageBox | None = None
+        self._review_failure_told = False  # the first review store error of a session gets a dialog, later ones not
         self.setWindowTitle(f"BUSI Viewer {__version__} — {RESEARCH_USE_BANNER}")
         self.setAcceptDrops(True)
         self._build_ui()
@@ -113,8 +116,11 @@ class MainWindow(QMainWindow):
         if settings.window_state is not None:
             self.restoreState(settings.window_state)
         self.view.set_placeholder("No folder open — File ▸ Open folder… (Ctrl+O) or drop a folder here")
-        if review_error:
-            QTimer.singleShot(0, lambda: self._warn("Reviews cannot be saved", review_error))
+        notices = [*notices, *([("Reviews cannot be saved", review_error)] if review_error else [])]
+        if notices:
+            title, text = notices[0] if len(notices) == 1 else (
+                "Problems found at start-up", "\n\n".join(f"{head}: {body}" for head, body in notices))
+            QTimer.singleShot(0, lambda: self._warn(title, text))
 
     # ----------------------------------------------------------------------------------------------- layout
     def _build_ui(self) -> None:
@@ -356,7 +362,11 @@ class MainWindow(QMainWindow):
             self.hashes[index] = sha
         if self.reviews is None:
             return
-        found = self.reviews.get_many(sha for _, sha in batch)
+        try:
+            found = self.reviews.get_many(sha for _, sha in batch)
+        except ReviewStoreError as exc:
+            self._review_store_failed("Reviews could not be read", exc)
+            found = {}
         for index, sha in batch:
             if sha in found and found[sha].reviewed:
                 self._set_thumb(index, reviewed=True)
@@ -510,7 +520,13 @@ class MainWindow(QMainWindow):
         if self.reviews is None or self.sha256 is None:
             self.review_panel.set_state(None)
             return
-        saved = self.reviews.get(self.sha256)
+        try:
+            saved = self.reviews.get(self.sha256)
+        except ReviewStoreError as exc:
+            # Nothing to review rather than an empty review: saving one would replace what could not be read.
+            self._review_store_failed("The review of this image could not be read", exc)
+            self.review_panel.set_state(None)
+            return
         state = ReviewState(class_names=presenters.class_names(self.model))
         if saved is not None:
             state = replace(state, decision=saved.decision, chosen_class=saved.chosen_class, note=saved.note,
@@ -527,7 +543,7 @@ class MainWindow(QMainWindow):
                               chosen_class=edit.chosen_class if edit.decision == "disagree" else None,
                               note=edit.note, model_version=version, file_name=self.record.path.name)
         except (ReviewStoreError, OSError) as exc:
-            self.statusBar().showMessage(f"Review NOT saved: {exc}", 30_000)
+            self._review_store_failed("Review NOT saved", exc)
             return
         self.hashes.setdefault(self.index, self.sha256)
         self._set_thumb(self.index, reviewed=edit.decision is not None)
@@ -711,6 +727,14 @@ class MainWindow(QMainWindow):
             self.service.request(self.record.path, self.frame)
 
     # ----------------------------------------------------------------------------------------------- misc
+    def _review_store_failed(self, what: str, exc: Exception) -> None:
+        """A review store error inside a slot: on the status bar each time, in a dialog the first time only."""
+        if self._review_failure_told:
+            self.statusBar().showMessage(f"{what}: {exc}", 30_000)
+            return
+        self._review_failure_told = True
+        self._warn(what, f"{exc}\n\nFurther problems with the reviews database are shown on the status bar.")
+
     def _warn(self, title: str, text: str) -> None:
         self.statusBar().showMessage(f"{title}: {text.splitlines()[0]}", 30_000)
         box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, self)
