@@ -160,9 +160,9 @@ def test_same_file_again_is_cached(ready, qtbot, tmp_path):
     assert second.prediction is first.prediction and second.seconds < first.seconds
     stats = service.cache_stats()
     assert stats == {"records": 1, "results": 1, "result_bytes": stats["result_bytes"], "hits": 1, "misses": 1}
-    assert stats["result_bytes"] == first.prediction.heatmap.nbytes + first.prediction.heatmap_raw.nbytes
+    assert stats["result_bytes"] == 64 * 80 * 4  # one float32 map of the 64 x 80 image; the normalised one is made on read
     with pytest.raises(ValueError):  # shared with the cache: in-place edits must fail
-        second.prediction.heatmap[0, 0] = 0.5
+        second.prediction.heatmap_raw[0, 0] = 0.5
 
 
 def test_a_rewritten_file_is_decoded_and_classified_again(ready, qtbot, tmp_path):
@@ -303,15 +303,15 @@ def test_a_service_that_never_started_stops_at_once():
 
 
 def test_result_cache_is_bounded_in_bytes(make_service, tiny_bundle, qtbot, tmp_path):
-    """Each 64 x 80 result caches two float32 heatmaps, 2 x 64 x 80 x 4 = 40 960 bytes: a 100 000-byte bound holds
-    two results (81 920 bytes), and a third evicts the least recently used."""
-    service, rec = make_service(tiny_bundle, result_cache_bytes=100_000)
+    """Each 64 x 80 result caches one float32 heatmap, 64 x 80 x 4 = 20 480 bytes: a 50 000-byte bound holds
+    two results (40 960 bytes), and a third evicts the least recently used."""
+    service, rec = make_service(tiny_bundle, result_cache_bytes=50_000)
     qtbot.waitUntil(lambda: bool(rec.models), timeout=WAIT_MS)
     first, second, third = (_png(tmp_path / f"{n}.png", 60 + i) for i, n in enumerate("abc"))
     for path in (first, second, third):
         assert not _wait_done(qtbot, rec, service.request(path)).cached
     stats = service.cache_stats()
-    assert stats["results"] == 2 and stats["result_bytes"] == 81_920
+    assert stats["results"] == 2 and stats["result_bytes"] == 40_960
     assert _wait_done(qtbot, rec, service.request(third)).cached
     assert _wait_done(qtbot, rec, service.request(second)).cached
     assert not _wait_done(qtbot, rec, service.request(first)).cached  # the oldest went first

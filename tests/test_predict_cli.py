@@ -61,9 +61,10 @@ def test_predicts_every_readable_image_and_reports_the_bad_one(image_folder, tin
     assert 0.0 <= float(with_mask["energy_in_mask"]) <= 1.0
     assert with_mask["pointing_hit"] in {"0", "1"} and with_mask["baseline_pointing_hit"] == "1"
     assert rows[1]["iou"] == "" and rows[1]["energy_in_mask"] == ""
-    errors = _rows(out / "errors.csv")
-    assert [e["file"] for e in errors] == ["broken.png"]
-    assert errors[0]["reason"]
+    errors = {e["file"]: e["reason"] for e in _rows(out / "errors.csv")}
+    # every input not predicted is listed; the mask (used as a mask) is not
+    assert errors.keys() == {"notes.txt", "broken.png"}
+    assert errors["notes.txt"] == "skipped: not an image file (.txt)" and errors["broken.png"]
     # rows join the reports and PNGs by case id ("case-" + the file's SHA-256 prefix) and name the model
     for row in rows:
         digest = hashlib.sha256((image_folder / row["file"]).read_bytes()).hexdigest()

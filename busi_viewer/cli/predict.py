@@ -1,24 +1,22 @@
 """``busi-predict``: headless batch prediction with explanations over a folder of images.
 
 Writes ``predictions.csv`` (one row per readable image: file, case id, model, class, probabilities, scope) and
-``errors.csv`` (file, reason) into ``--out``; with ``--json`` the same rows as ``predictions.jsonl``; with
+``errors.csv`` (file, reason: unreadable images, skipped files, folders and links, scope and mask notes) into
+``--out``, row by row as images finish; with ``--json`` the same rows as ``predictions.jsonl``; with
 ``--heatmaps`` one PNG per image named by its case id, like the reports: the image, the Grad-CAM overlay and the
 mask outline side by side above a legend.
-One bad file never stops the run. Exit status: 0 when at least one image was processed, 1 when none was,
-2 for a usage, model or output-folder problem.
+One bad file never stops the run. SIGTERM or Ctrl+C stops it after the current batch with every finished row
+kept; ``--resume`` continues it. Exit status: 0 when at least one image was processed (or already was), 1 when
+none was, 2 for a usage, model or output-folder problem, 128 + the signal's number when stopped by one.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
-from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -31,15 +29,17 @@ from busi_viewer.core.errors import BusiViewerError, ImageLoadError
 from busi_viewer.core.hashing import sha256_file
 from busi_viewer.core.image_record import ImageRecord
 from busi_viewer.core.loader import load_image
+from busi_viewer.core.grid import EXPLANATION_MAX_SIDE, mask_on_grid, reduced_grid, rgb_on_grid
 from busi_viewer.core.masks import mask_for_image
 from busi_viewer.core.paths import default_model_dir
 from busi_viewer.core.report_data import case_id
-from busi_viewer.core.scan import scan_folder
+from busi_viewer.core.scan import MASK_REASON, scan_folder
 from busi_viewer.cli.options import add_runtime_options
+from busi_viewer.cli.result_files import ERRORS_CSV, PREDICTIONS_JSONL, ResultFiles, ResumeError
+from busi_viewer.cli.stop_signals import StopRequest
 
-PREDICTIONS_CSV = "predictions.csv"
-PREDICTIONS_JSONL = "predictions.jsonl"
-ERRORS_CSV = "errors.csv"
+DECODE_AHEAD_BYTES = 256 * 2**20
+"""Decoded images a run holds at once (waiting for the model, or in its batch), beyond the one being decoded."""
 SUMMARY_PDF = "summary.pdf"
 REPORTS_DIR = "reports"
 HEATMAPS_DIR = "heatmaps"
@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--include-identifiers", action="store_true",
                         help="put patient identifiers and original file names into the PDFs (off by default)")
     parser.add_argument("--force", action="store_true", help="overwrite existing result files in --out")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run into the same --out: images already in predictions.csv "
+                             "are skipped, the others (and failed ones) are tried")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -84,41 +87,58 @@ class _Loaded:
     record: ImageRecord | None
     error: str | None
 
+    @property
+    def nbytes(self) -> int:
+        """Memory the decoded image holds (its native pixels and its RGB; 0 when it could not be read)."""
+        if self.record is None:
+            return 0
+        arrays = {id(a): a for a in (self.record.pixels, self.record.rgb)}  # greyscale-free RGB files share one
+        return sum(a.nbytes for a in arrays.values())
+
 
 def _load(path: Path) -> _Loaded:
     try:
         return _Loaded(path, load_image(path), None)
     except ImageLoadError as exc:
         return _Loaded(path, None, exc.reason)
+    except MemoryError:
+        return _Loaded(path, None, "not enough memory to decode this image")
     except Exception as exc:  # noqa: BLE001 - one bad file must never stop the run; the reason is kept
         return _Loaded(path, None, f"unexpected {type(exc).__name__}: {exc}")
 
 
-def _prefetched(paths: list[Path], depth: int) -> Iterator[_Loaded]:
-    """Decode images in a background thread, at most ``depth`` ahead, while the model works."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="busi-load") as pool:
-        pending: deque[Future[_Loaded]] = deque()
-        queue = iter(paths)
-        for path in queue:
-            pending.append(pool.submit(_load, path))
-            if len(pending) >= depth:
-                break
-        while pending:
-            yield pending.popleft().result()
-            next_path = next(queue, None)
-            if next_path is not None:
-                pending.append(pool.submit(_load, next_path))
+def _decoded_batches(paths: Iterable[Path], batch_size: int, max_bytes: int) -> Iterator[list[_Loaded]]:
+    """Decode images in one background thread while the model works, and hand them out in batches.
 
+    Memory is bounded by bytes, not files: a decode starts only while the images held (decoded, waiting in the
+    batch) take less than ``max_bytes``, and a batch goes out as soon as it holds that much. So at most one image
+    is being decoded beyond ``max_bytes``, and a folder of huge images runs one image at a time.
+    """
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="busi-load")
+    remaining = iter(paths)
 
-def _batches(items: Iterable[_Loaded], size: int) -> Iterator[list[_Loaded]]:
-    batch: list[_Loaded] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
+    def start() -> Future[_Loaded] | None:
+        path = next(remaining, None)
+        return None if path is None else pool.submit(_load, path)
+
+    try:
+        loading = start()
+        batch: list[_Loaded] = []
+        held = 0
+        while loading is not None:
+            batch.append(loading.result())  # no other reference: a yielded batch is freed with its list
+            held += batch[-1].nbytes
+            full = held >= max_bytes
+            loading = None if full else start()  # decode the next image while this batch is predicted
+            if full or len(batch) >= batch_size:
+                yield batch
+                batch, held = [], 0
+                loading = loading or start()
+        if batch:
             yield batch
-            batch = []
-    if batch:
-        yield batch
+    finally:
+        # An interrupted run does not wait for decodes it will never use.
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _fmt(value) -> str:
@@ -143,10 +163,13 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
 def run(args: argparse.Namespace) -> int:
     # Heavy imports after argument parsing so that --help and usage errors are instant.
     from busi_viewer.inference.backend import load_predictor
-    from busi_viewer.inference.catalogue import in_scope_cell, scope_warning
 
     if args.batch_size < 1:
         print("busi-predict: error: --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    if args.resume and (args.pdf or args.force):
+        print("busi-predict: error: --resume cannot be combined with " + ("--pdf: the folder summary needs every "
+              "image in one run" if args.pdf else "--force"), file=sys.stderr)
         return 2
     try:
         scan = scan_folder(args.folder)
@@ -168,103 +191,143 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     out = args.out
-    targets = ([out / PREDICTIONS_CSV, out / ERRORS_CSV] + ([out / SUMMARY_PDF] if args.pdf else [])
-               + ([out / PREDICTIONS_JSONL] if args.json else []))
-    existing = [p for p in targets if p.exists()]
-    if existing and not args.force:
-        print(f"busi-predict: error: {existing[0]} already exists; use --force to overwrite or choose another --out",
-              file=sys.stderr)
+    card = predictor.card
+    header = ["file", "case_id", "status", "model", "predicted_class", *(f"p_{name}" for name in card.class_names),
+              "low_confidence", "in_scope", "scope_score", *AGREEMENT_COLUMNS]
+    files = ResultFiles(out, header, f"{card.name} {card.version}", json_lines=args.json)
+    existing = [p for p in files.paths + ([out / SUMMARY_PDF] if args.pdf else []) if p.exists()]
+    if existing and not (args.force or args.resume):
+        print(f"busi-predict: error: {existing[0]} already exists; use --resume to continue that run, --force to "
+              "overwrite, or choose another --out", file=sys.stderr)
         return 2
     try:
         out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        print(f"busi-predict: error: cannot create output folder {out}: {exc.strerror or exc}", file=sys.stderr)
+        files.open(resume=args.resume)
+    except ResumeError as exc:
+        print(f"busi-predict: error: {exc}", file=sys.stderr)
         return 2
-
-    card = predictor.card
-    reports = _Reports(args, card) if args.pdf or args.pdf_per_image else None
-    if args.heatmaps:
-        from busi_viewer.reports.heatmap_png import Legend, explanation_png
-        from busi_viewer.reports.pdf import ensure_gui_application
-
-        ensure_gui_application()  # the PNGs' legends are drawn with Qt
-    print(f"{RESEARCH_USE_BANNER}.\nModel {card.name} {card.version} ({card.architecture}) on {predictor.description}; "
-          f"{len(scan.images)} image(s) in {args.folder}, {masks} lesion mask(s) used as masks, "
-          f"{len(scan.skipped) - masks} other file(s) skipped.", file=sys.stderr)
-
-    header = ["file", "case_id", "status", "model", "predicted_class", *(f"p_{name}" for name in card.class_names),
-              "low_confidence", "in_scope", "scope_score", *AGREEMENT_COLUMNS]
-    processed = failed = 0
-    try:
-        with ExitStack() as stack:
-            predictions = csv.writer(stack.enter_context(atomic_write(targets[0], newline="", encoding="utf-8")))
-            errors = csv.writer(stack.enter_context(atomic_write(targets[1], newline="", encoding="utf-8")))
-            jsonl = stack.enter_context(atomic_write(out / PREDICTIONS_JSONL, encoding="utf-8")) if args.json else None
-            predictions.writerow(header)
-            errors.writerow(["file", "reason"])
-            progress = _progress(len(scan.images), disabled=args.no_progress)
-            for batch in _batches(_prefetched(scan.images, depth=2 * args.batch_size), args.batch_size):
-                readable = [item for item in batch if item.record is not None]
-                for item in batch:
-                    if item.record is None:
-                        failed += 1
-                        errors.writerow([_relative(item.path, args.folder), item.error])
-                        if reports is not None:
-                            reports.add_unreadable(item.path, item.error)
-                try:
-                    results = predictor.predict_batch([item.record.rgb for item in readable]) if readable else []
-                except Exception as exc:  # noqa: BLE001 - a model failure is reported per file, the run goes on
-                    for item in readable:
-                        failed += 1
-                        errors.writerow([_relative(item.path, args.folder), f"prediction failed: {exc}"])
-                    readable, results = [], []
-                for item, prediction in zip(readable, results):
-                    relative = _relative(item.path, args.folder)
-                    scope = scope_warning(card, item.record.modality, prediction)
-                    if scope:  # still classified, as asked, but never silently
-                        errors.writerow([relative, scope])
-                    mask = None
-                    try:
-                        mask = mask_for_image(item.path, item.record.shape, mask_dir=args.mask_dir)
-                    except ImageLoadError as exc:
-                        errors.writerow([relative, f"mask: {exc.reason}"])
-                    scores = _agreement_of(prediction.heatmap_raw, mask)
-                    sha256 = sha256_file(item.path)
-                    row = dict(zip(header, [
-                        relative, case_id(sha256), "ok", f"{card.name} {card.version}", prediction.predicted_class,
-                        *(float(p) for p in prediction.probabilities), prediction.low_confidence,
-                        in_scope_cell(scope, prediction), prediction.scope_score,
-                        *_agreement_values(scores),
-                    ]))
-                    predictions.writerow([_fmt(value) for value in row.values()])
-                    if jsonl is not None:
-                        jsonl.write(json.dumps({key: _json_value(v) for key, v in row.items()}, allow_nan=False) + "\n")
-                    if args.heatmaps:
-                        legend = Legend(f"Prediction: {prediction.predicted_class}, p({prediction.predicted_class}) "
-                                        f"{prediction.probability(prediction.predicted_class):.2f}",
-                                        row["model"], scope, opacity=args.opacity)
-                        _write_png(out / HEATMAPS_DIR / f"{row['case_id']}.png",
-                                   explanation_png(item.record.rgb, prediction.heatmap, mask, legend))
-                    if reports is not None:
-                        problem = reports.add(item.path, sha256, item.record, prediction, mask, scores)
-                        if problem:
-                            errors.writerow([relative, problem])
-                    processed += 1
-                progress.update(len(batch))
-            progress.close()
     except OSError as exc:
+        files.close()
         print(f"busi-predict: error: cannot write results to {out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
 
-    if reports is not None and args.pdf and processed:
+    todo = [path for path in scan.images if _relative(path, args.folder) not in files.done]
+    reports = _Reports(args, card) if args.pdf or args.pdf_per_image else None
+    legend_class = None
+    if args.heatmaps:
+        from busi_viewer.reports.heatmap_png import Legend as legend_class
+        from busi_viewer.reports.pdf import ensure_gui_application
+
+        ensure_gui_application()  # the PNGs' legends are drawn with Qt
+    resumed = f" ({len(scan.images) - len(todo)} already done: resuming)" if args.resume else ""
+    print(f"{RESEARCH_USE_BANNER}.\nModel {card.name} {card.version} ({card.architecture}) on {predictor.description}; "
+          f"{len(scan.images)} image(s) in {args.folder}{resumed}, {masks} lesion mask(s) used as masks, "
+          f"{len(scan.skipped) - masks} other file(s) skipped (listed in {ERRORS_CSV}).", file=sys.stderr)
+
+    tally = _Tally()
+    try:
+        with files, StopRequest("busi-predict") as stop:
+            for skipped in scan.skipped:
+                if not skipped.reason.startswith(MASK_REASON):
+                    files.error(_relative(skipped.path, args.folder), f"skipped: {skipped.reason}")
+            progress = _progress(len(todo), disabled=args.no_progress)
+            for batch in _decoded_batches(todo, args.batch_size, DECODE_AHEAD_BYTES):
+                _predict_batch(batch, predictor, args, files, reports, legend_class, tally)
+                progress.update(len(batch))
+                del batch  # freed before the next decode starts, not when the loop rebinds the name
+                if stop.requested:
+                    break
+            progress.close()
+    except KeyboardInterrupt:  # a second Ctrl+C: stop at once, the files are closed by now
+        print(f"\nbusi-predict: interrupted after {tally.processed} image(s); finished rows are in {files.paths[0]}; "
+              "run the same command with --resume to continue", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        print(f"busi-predict: error: cannot write results to {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    if stop.requested:
+        print(f"busi-predict: stopped after {tally.processed} image(s) of {len(todo)}; finished rows are in "
+              f"{files.paths[0]}; run the same command with --resume to continue", file=sys.stderr)
+        return stop.exit_status
+
+    if reports is not None and args.pdf and tally.processed:
         try:
             reports.write_summary(out / SUMMARY_PDF)
         except (BusiViewerError, OSError) as exc:
             print(f"busi-predict: error: {exc}", file=sys.stderr)
             return 2
-    print(f"{processed} image(s) processed, {failed} unreadable; results in {targets[0]}, errors in {targets[1]}",
-          file=sys.stderr)
-    return 0 if processed else 1
+    print(f"{tally.processed} image(s) processed, {tally.failed} unreadable; results in {files.paths[0]}, "
+          f"errors in {files.paths[1]}", file=sys.stderr)
+    return 0 if tally.processed or files.done else 1
+
+
+@dataclass
+class _Tally:
+    processed: int = 0
+    failed: int = 0
+
+
+def _predict_batch(batch: list[_Loaded], predictor, args: argparse.Namespace, files: ResultFiles,
+                   reports: _Reports | None, legend_class, tally: _Tally) -> None:
+    """Predict one batch and write everything about each of its images, its table rows last: a row in
+    predictions.csv means that image's heatmap PNG and report are on disk too (what --resume relies on)."""
+    from busi_viewer.inference.catalogue import in_scope_cell, scope_warning
+
+    card = predictor.card
+    readable = [item for item in batch if item.record is not None]
+    for item in batch:
+        if item.record is None:
+            tally.failed += 1
+            files.error(_relative(item.path, args.folder), item.error)
+            if reports is not None:
+                reports.add_unreadable(item.path, item.error)
+    try:
+        results = (predictor.predict_batch([item.record.rgb for item in readable], heatmap_max_side=EXPLANATION_MAX_SIDE)
+                   if readable else [])
+    except Exception as exc:  # noqa: BLE001 - a model failure is reported per file, the run goes on
+        for item in readable:
+            tally.failed += 1
+            files.error(_relative(item.path, args.folder), f"prediction failed: {exc}")
+        return
+    for item, prediction in zip(readable, results):
+        relative = _relative(item.path, args.folder)
+        notes = []
+        scope = scope_warning(card, item.record.modality, prediction)
+        if scope:  # still classified, as asked, but never silently
+            notes.append(scope)
+        # Huge images are drawn on a reduced grid (the heatmap's): see busi_viewer.core.grid.
+        grid = reduced_grid(item.record.shape, EXPLANATION_MAX_SIDE)
+        mask = None
+        try:
+            mask = mask_on_grid(mask_for_image(item.path, item.record.shape, mask_dir=args.mask_dir), grid)
+        except ImageLoadError as exc:
+            notes.append(f"mask: {exc.reason}")
+        scores = _agreement_of(prediction.heatmap_raw, mask)
+        sha256 = sha256_file(item.path)
+        row = dict(zip(files.header, [
+            relative, case_id(sha256), "ok", files.model, prediction.predicted_class,
+            *(float(p) for p in prediction.probabilities), prediction.low_confidence,
+            in_scope_cell(scope, prediction), prediction.scope_score,
+            *_agreement_values(scores),
+        ]))
+        shown = rgb_on_grid(item.record.rgb, grid)
+        if legend_class is not None:
+            from busi_viewer.reports.heatmap_png import explanation_png
+
+            legend = legend_class(f"Prediction: {prediction.predicted_class}, p({prediction.predicted_class}) "
+                                  f"{prediction.probability(prediction.predicted_class):.2f}",
+                                  row["model"], scope, opacity=args.opacity)
+            _write_png(args.out / HEATMAPS_DIR / f"{row['case_id']}.png",
+                       explanation_png(shown, prediction.heatmap, mask, legend))
+        if reports is not None:
+            problem = reports.add(item.path, sha256, item.record, shown, prediction, mask, scores)
+            if problem:
+                notes.append(problem)
+        for note in notes:
+            files.error(relative, note)
+        files.prediction([_fmt(value) for value in row.values()],
+                         {key: _json_value(v) for key, v in row.items()} if args.json else None)
+        tally.processed += 1
 
 
 class _Reports:
@@ -282,9 +345,12 @@ class _Reports:
         self._unreadable: list[tuple[str, str]] = []
         self._review_for = _review_lookup()
 
-    def add(self, path: Path, sha256: str, record: ImageRecord, prediction, mask: np.ndarray | None,
-            scores: AgreementResult | None) -> str | None:
-        """Record one image (and write its report when asked); returns a problem to log, or None."""
+    def add(self, path: Path, sha256: str, record: ImageRecord, shown: np.ndarray, prediction,
+            mask: np.ndarray | None, scores: AgreementResult | None) -> str | None:
+        """Record one image (and write its report when asked); returns a problem to log, or None.
+
+        ``shown``: the record's RGB on the grid of the heatmap and mask (the record's own, or reduced for a huge
+        image); the scale bar is moved onto it."""
         from busi_viewer.core.report_data import image_entry
         from busi_viewer.inference.catalogue import scope_warning
 
@@ -295,10 +361,12 @@ class _Reports:
                             operating_point=self._card.operating_point(),
                             agreement=scores, review=self._review_for(sha256),
                             include_identifiers=self._args.include_identifiers)
-        self._rows.append((entry, self._pdf.thumbnail(record.rgb)))
+        if entry.scale is not None:
+            entry = replace(entry, scale=entry.scale.on_grid(record.shape, shown.shape[:2]))
+        self._rows.append((entry, self._pdf.thumbnail(shown)))
         if not self._args.pdf_per_image:
             return None
-        images = self._pdf.ReportImages(record.rgb, prediction.heatmap, mask, self._args.opacity)
+        images = self._pdf.ReportImages(shown, prediction.heatmap, mask, self._args.opacity)
         target = self._args.out / REPORTS_DIR / f"{entry.case_id}.pdf"
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -330,7 +398,8 @@ class _Reports:
 
 def _review_lookup():
     """sha256 -> the viewer's saved review as a report section (or None), read from the user's review
-    database when one exists; a headless run never creates one."""
+    database when one exists; a headless run never creates or writes one. A database that cannot be read
+    (damaged, locked, too new) costs the reports their reviews, with one warning, never the predictions."""
     from busi_viewer.core.report_data import ReviewSection
     from busi_viewer.core.reviews import (
         ReviewStore,
@@ -338,14 +407,31 @@ def _review_lookup():
         default_reviews_path,
     )
 
-    path = default_reviews_path()
+    warned = False
+
+    def warn(problem: object) -> None:
+        nonlocal warned
+        if not warned:
+            warned = True
+            text = " ".join(str(problem).split()).rstrip(".")
+            print(f"busi-predict: warning: {text}; reports leave out the reviews that cannot be read", file=sys.stderr)
+
+    store = None
     try:
-        store = ReviewStore(path) if path.is_file() else None
-    except ReviewStoreError:
-        store = None
+        path = default_reviews_path()
+        if path.is_file():
+            store = ReviewStore(path, read_only=True)
+    except (ReviewStoreError, OSError) as exc:
+        warn(exc)
+    if store is not None and store.notice:
+        warn(store.notice)
 
     def lookup(sha256: str):
-        review = store.get(sha256) if store is not None else None
+        try:
+            review = store.get(sha256) if store is not None else None
+        except ReviewStoreError as exc:
+            warn(exc)
+            review = None
         return ReviewSection.of(review)
 
     return lookup

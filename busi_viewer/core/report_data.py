@@ -92,6 +92,16 @@ class ScaleBar:
     mm_per_pixel: float
     region: tuple[int, int, int, int]
 
+    def on_grid(self, shape: tuple[int, int], grid: tuple[int, int]) -> ScaleBar:
+        """This bar for the image drawn on ``grid`` (H', W') instead of its own ``shape`` (H, W): millimetres per
+        pixel grow, and the region shrinks, by the scale factor (pixel x goes to floor(x * W' / W))."""
+        if tuple(grid) == tuple(shape):
+            return self
+        sy, sx = grid[0] / shape[0], grid[1] / shape[1]
+        x0, y0, x1, y1 = self.region
+        return ScaleBar(self.mm_per_pixel / sx, (int(x0 * sx), int(y0 * sy), min(int(x1 * sx), grid[1] - 1),
+                                                 min(int(y1 * sy), grid[0] - 1)))
+
 
 def scale_for(record: ImageRecord) -> ScaleBar | None:
     """The image's scale for a report: its largest calibrated ultrasound region, else a file-wide pixel

@@ -187,7 +187,8 @@ class _LRU:
 
 
 def _prediction_bytes(prediction: Prediction) -> int:
-    return sum(a.nbytes for a in (prediction.heatmap_raw, prediction.heatmap) if a is not None)
+    # The normalised heatmap is computed when read, so the raw map is the one large array a result holds.
+    return 0 if prediction.heatmap_raw is None else prediction.heatmap_raw.nbytes
 
 
 def _freeze(*arrays: np.ndarray | None) -> None:
@@ -446,7 +447,7 @@ class _WorkerThread(QThread):
             except Exception as exc:
                 self._fail(job, "inference", exc)
                 return
-            _freeze(prediction.logits, prediction.probabilities, prediction.heatmap_raw, prediction.heatmap)
+            _freeze(prediction.logits, prediction.probabilities, prediction.heatmap_raw)
             with self._cache_lock:
                 self._misses += 1
                 self._results.put(key, prediction)

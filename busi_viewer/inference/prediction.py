@@ -9,11 +9,12 @@ back onto the original image. No torch here.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from busi_viewer.core.decision import apply_operating_point
+from busi_viewer.core.grid import reduced_grid
 from busi_viewer.inference.model_card import ModelCard
 from busi_viewer.inference.preprocessing import Geometry, preprocess
 from busi_viewer.inference.scope import ScopeCheck, image_statistics
@@ -24,9 +25,10 @@ class Prediction:
     """One image's result.
 
     ``probabilities`` (K,) float32 are calibrated (softmax of logits / the card's temperature) and sum to 1.
-    ``heatmap_raw`` (H, W) float32 >= 0 is Grad-CAM for ``predicted_index`` on the original image grid, in
-    the model's logit units (comparable across images); ``heatmap`` is the same map scaled to [0, 1] per
-    image. Both are None when no explanation was asked for. ``scope_score`` (>= 0; above 1 is out of scope) and
+    ``heatmap_raw`` (H, W) float32 >= 0 is Grad-CAM for ``predicted_index`` on the original image grid (or the
+    reduced grid asked for, see :meth:`PredictorBase.predict_batch`), in the model's logit units (comparable
+    across images); ``heatmap`` is the same map scaled to [0, 1] per image, computed when read (one stored copy).
+    Both are None when no explanation was asked for. ``scope_score`` (>= 0; above 1 is out of scope) and
     ``in_scope`` come from the bundle's scope check (:mod:`busi_viewer.inference.scope`); None when it has none.
     """
 
@@ -36,7 +38,6 @@ class Prediction:
     predicted_index: int
     low_confidence: bool
     heatmap_raw: np.ndarray | None
-    heatmap: np.ndarray | None
     seconds: float
     scope_score: float | None = None
     in_scope: bool | None = None
@@ -47,6 +48,11 @@ class Prediction:
 
     def probability(self, class_name: str) -> float:
         return float(self.probabilities[self.class_names.index(class_name)])
+
+    @property
+    def heatmap(self) -> np.ndarray | None:
+        """(H, W) float32 in [0, 1]: ``heatmap_raw`` divided by its maximum (a new array on each read)."""
+        return None if self.heatmap_raw is None else normalise_per_image(self.heatmap_raw)
 
 
 def calibrated_probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -108,8 +114,13 @@ class PredictorBase:
         """(H, W, 3) uint8 RGB -> :class:`Prediction`."""
         return self.predict_batch([rgb], explain=explain)[0]
 
-    def predict_batch(self, rgbs: list[np.ndarray], explain: bool = True) -> list[Prediction]:
-        """Several (H, W, 3) uint8 RGB images (any sizes) in one forward pass."""
+    def predict_batch(self, rgbs: list[np.ndarray], explain: bool = True,
+                      heatmap_max_side: int | None = None) -> list[Prediction]:
+        """Several (H, W, 3) uint8 RGB images (any sizes) in one forward pass.
+
+        ``heatmap_max_side``: heatmaps of images with a longer side go on the image's extent scaled down to it
+        (:func:`busi_viewer.core.grid.reduced_grid`); None keeps every image's own grid.
+        """
         start = time.perf_counter()
         inputs, geometries = zip(*(preprocess(rgb, self.card.preprocess) for rgb in rgbs))
         logits, pooled, maps = self._run(np.stack(inputs), explain)
@@ -118,7 +129,9 @@ class PredictorBase:
                         self.scope.scores(pooled, np.stack([image_statistics(rgb) for rgb in rgbs])))
         elapsed_each = (time.perf_counter() - start) / len(rgbs)
         return [
-            self._prediction(logits[i], probabilities[i], None if maps is None else maps[i], geometries[i],
+            self._prediction(logits[i], probabilities[i], None if maps is None else maps[i],
+                             replace(geometries[i], original_shape=reduced_grid(geometries[i].original_shape,
+                                                                                heatmap_max_side)),
                              elapsed_each, scope_scores[i])
             for i in range(len(rgbs))
         ]
@@ -152,11 +165,10 @@ class PredictorBase:
     def _prediction(self, logits, probabilities, raw_map, geometry: Geometry, seconds: float,
                     scope_score: float | None) -> Prediction:
         predicted = decide(probabilities, self.card)
-        heatmap_raw = heatmap = None
+        heatmap_raw = None
         if raw_map is not None:
             heatmap_raw = geometry.to_original(np.asarray(raw_map, dtype=np.float32))
             np.maximum(heatmap_raw, 0.0, out=heatmap_raw)  # bilinear resampling of a >= 0 map stays >= 0
-            heatmap = normalise_per_image(heatmap_raw)
         return Prediction(
             class_names=self.card.class_names,
             logits=np.asarray(logits, dtype=np.float32),
@@ -164,7 +176,6 @@ class PredictorBase:
             predicted_index=predicted,
             low_confidence=bool(probabilities.max() < self.card.low_confidence_below),
             heatmap_raw=heatmap_raw,
-            heatmap=heatmap,
             seconds=seconds,
             scope_score=None if scope_score is None else float(scope_score),
             in_scope=None if scope_score is None else self.scope.in_scope(scope_score),
