@@ -10,326 +10,26 @@ brightness/contrast, see ``windowDragged``), middle-drag pans, wheel zooms aroun
 
 from __future__ import annotations
 
-import functools
-
 import cv2
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QLineF, QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import (
-    QColor,
-    QFont,
-    QFontMetricsF,
-    QImage,
-    QPainter,
-    QPainterPath,
-    QPen,
-)
-from PySide6.QtWidgets import (
-    QGraphicsEllipseItem,
-    QGraphicsItem,
-    QGraphicsLineItem,
-    QGraphicsPathItem,
-    QHBoxLayout,
-    QSizePolicy,
-    QWidget,
-)
+from PySide6.QtGui import QColor, QPainterPath, QPen
+from PySide6.QtWidgets import QGraphicsLineItem, QGraphicsPathItem, QHBoxLayout, QWidget
 
 from busi_viewer.core.masks import mask_outline
-from busi_viewer.core.overlay import DEFAULT_COLORMAP, DEFAULT_EVIDENCE_FLOOR, colorize, colour_ramp, heatmap_alpha
+from busi_viewer.core.overlay import DEFAULT_COLORMAP, DEFAULT_EVIDENCE_FLOOR, heatmap_alpha
+from busi_viewer.gui.heatmap_legend import DEFAULT_SCALE_TEXT, HeatmapColorBar, colormap_table
+from busi_viewer.gui.view_items import ImageViewBox, ResizingGraphicsView, ScreenText, endpoint_handle
 
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 ROTATIONS = (0, 90, 180, 270)
-DEFAULT_SCALE_TEXT = "normalised per image (0–1)"
-_LEGEND_BACKGROUND = 24  # grey level behind the heatmap legend
 
 _BACKGROUND = QColor(0, 0, 0)
 _OUTLINE_COLOUR = QColor(0, 255, 0)
 _MEASURE_COLOUR = QColor(255, 220, 0)
 _HANDLE_GRAB_PX = 10.0  # pressing this close (screen px) to an endpoint drags that endpoint instead of a new line
 _CORNER_MARGIN = 8
-
-
-class _ViewBox(pg.ViewBox):
-    """A ViewBox whose left-drag is handed to ``measure_drag`` while measuring; otherwise plain pan/zoom."""
-
-    def __init__(self) -> None:
-        super().__init__(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.0)
-        self.measure_drag = None  # callable(ev) -> bool (True when it took the drag), set by ImageView
-        self.window_drag = None  # callable(dx, dy) in screen px, for Ctrl+left-drags; set by ImageView
-        self._windowing = False  # a Ctrl+drag stays a window drag until released, even if Ctrl is let go
-
-    def mouseDragEvent(self, ev, axis=None):
-        if ev.button() == Qt.MouseButton.LeftButton and self.window_drag is not None:
-            if ev.isStart():
-                self._windowing = bool(ev.modifiers() & Qt.KeyboardModifier.ControlModifier)
-            if self._windowing:
-                step = ev.screenPos() - ev.lastScreenPos()
-                self.window_drag(step.x(), step.y())
-                self._windowing = not ev.isFinish()
-                ev.accept()
-                return
-        if ev.button() == Qt.MouseButton.LeftButton and self.measure_drag is not None and self.measure_drag(ev):
-            ev.accept()
-            return
-        super().mouseDragEvent(ev, axis)
-
-
-class _GraphicsView(pg.GraphicsView):
-    """pg.GraphicsView that reports resizes, so the overlay labels (child widgets) can follow the corners."""
-
-    def __init__(self) -> None:
-        self.on_resize = None  # callable(); set by the owner once its overlays exist (__init__ resizes already)
-        super().__init__(background=_BACKGROUND)
-
-    def resizeEvent(self, ev):
-        super().resizeEvent(ev)
-        if self.on_resize is not None:
-            self.on_resize()
-
-
-class _ScreenText(QGraphicsItem):
-    """Text drawn at screen size (never zoomed or rotated): PACS-style outlined text, or text on a box.
-
-    ``anchor`` says which corner/edge of the text sits at the item's position ("top_left", "bottom_right",
-    "center", ...); ``offset`` shifts it in screen pixels. Lines wrap at ``max_width`` screen pixels.
-    """
-
-    def __init__(
-        self,
-        *,
-        colour: QColor,
-        box: QColor | None = None,
-        point_size: float = 10.0,
-        bold: bool = False,
-        align: Qt.AlignmentFlag = Qt.AlignmentFlag.AlignLeft,
-        anchor: str = "top_left",
-        offset: QPointF | None = None,
-        parent: QGraphicsItem | None = None,
-    ) -> None:
-        super().__init__(parent)
-        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations, True)
-        self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)  # pan, zoom and measuring pass through
-        self._colour, self._box, self._align, self._anchor = colour, box, align, anchor
-        self._offset = QPointF(0, 0) if offset is None else offset
-        self._font = QFont()
-        self._font.setPointSizeF(point_size)
-        self._font.setBold(bold)
-        self._text = ""
-        self._max_width = 10_000.0
-        self._text_rect = QRectF()
-        self._rect = QRectF()
-
-    @property
-    def text(self) -> str:
-        return self._text
-
-    def set_anchor(self, anchor: str, offset: QPointF) -> None:
-        if (anchor, offset) != (self._anchor, self._offset):
-            self._anchor, self._offset = anchor, offset
-            self.set_text(self._text)
-
-    def set_text(self, text: str, max_width: float | None = None) -> None:
-        self.prepareGeometryChange()
-        self._text = text
-        if max_width is not None:
-            self._max_width = max(20.0, float(max_width))
-        flags = int(self._align) | int(Qt.TextFlag.TextWordWrap)
-        size = QFontMetricsF(self._font).boundingRect(QRectF(0, 0, self._max_width, 1e6), flags, text).size()
-        pad_x, pad_y = (6.0, 3.0) if self._box is not None else (1.0, 1.0)
-        width, height = size.width() + 2 * pad_x, size.height() + 2 * pad_y
-        x = {"left": 0.0, "right": -width, "center": -width / 2}[self._anchor.split("_")[-1]]
-        y = {"top": 0.0, "bottom": -height, "center": -height / 2}[self._anchor.split("_")[0]]
-        self._rect = QRectF(x + self._offset.x(), y + self._offset.y(), width, height)
-        self._text_rect = self._rect.adjusted(pad_x, pad_y, -pad_x, -pad_y)
-        self.update()
-
-    def boundingRect(self) -> QRectF:
-        return self._rect.adjusted(-1, -1, 1, 1)
-
-    def paint(self, painter: QPainter, option, widget=None) -> None:
-        if not self._text:
-            return
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
-        painter.setFont(self._font)
-        flags = int(self._align) | int(Qt.TextFlag.TextWordWrap)
-        if self._box is not None:
-            painter.setPen(Qt.PenStyle.NoPen)
-            painter.setBrush(self._box)
-            painter.drawRoundedRect(self._rect, 3, 3)
-        else:
-            # a dark halo keeps light text readable over any image, as PACS annotations do
-            painter.setPen(QColor(0, 0, 0))
-            for dx, dy in ((-1, 0), (1, 0), (0, -1), (0, 1), (1, 1)):
-                painter.drawText(self._text_rect.translated(dx, dy), flags, self._text)
-        painter.setPen(self._colour)
-        painter.drawText(self._text_rect, flags, self._text)
-
-
-def _handle(parent: QGraphicsItem) -> QGraphicsEllipseItem:
-    """A small screen-size endpoint marker."""
-    item = QGraphicsEllipseItem(-4, -4, 8, 8, parent)
-    item.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations, True)
-    item.setPen(QPen(QColor(0, 0, 0), 1))
-    item.setBrush(_MEASURE_COLOUR)
-    return item
-
-
-@functools.lru_cache(maxsize=8)
-def _colormap_table(colormap: str) -> np.ndarray:
-    """(1, 256, 3) uint8: colorize()'s colour for each heatmap level 0..255 (level k = heatmap value k / 255)."""
-    return np.ascontiguousarray(colorize(np.arange(256, dtype=np.float64)[None, :] / 255.0, colormap))
-
-
-class HeatmapColorBar(QWidget):
-    """Legend for the heatmap: title, the colour map gradient with "low"/"high" ends, and the scale it uses.
-
-    Vertical (a narrow column beside the view, "high" at the top) by default; ``set_orientation(Horizontal)``
-    makes it a strip for below the view.
-    """
-
-    _BAR_THICKNESS = 14
-    _COLUMN_WIDTH = 150
-    _MARGIN = 8.0
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.title = ""
-        self.scale_text = DEFAULT_SCALE_TEXT
-        self.colormap = DEFAULT_COLORMAP
-        self.floor = DEFAULT_EVIDENCE_FLOOR
-        self._gradient = self._make_gradient(self.colormap, self.floor)
-        self._orientation = Qt.Orientation.Vertical
-        self.set_orientation(Qt.Orientation.Vertical)
-        self.setAutoFillBackground(True)
-        palette = self.palette()
-        palette.setColor(self.backgroundRole(), QColor(*(_LEGEND_BACKGROUND,) * 3))
-        self.setPalette(palette)
-
-    @staticmethod
-    def _make_gradient(colormap: str, floor: float) -> QImage:
-        """256 x 1 RGB image of the colour map, low (left) to high (right), as drawn at full opacity over the
-        bar's dark background: nothing below the evidence floor."""
-        rgb = np.ascontiguousarray(colour_ramp(colormap, floor, background=_LEGEND_BACKGROUND))
-        # .copy(): the QImage must own its pixels, the numpy array is temporary
-        return QImage(rgb.data, 256, 1, 256 * 3, QImage.Format.Format_RGB888).copy()
-
-    @property
-    def orientation(self) -> Qt.Orientation:
-        return self._orientation
-
-    def set_orientation(self, orientation: Qt.Orientation) -> None:
-        """Vertical: fixed-width column that grows in height. Horizontal: fixed-height strip that grows in width."""
-        self._orientation = orientation
-        self.setMinimumSize(0, 0)
-        self.setMaximumSize(16_777_215, 16_777_215)  # QWIDGETSIZE_MAX: undo the other orientation's fixed side
-        retain = self.sizePolicy().retainSizeWhenHidden()
-        if orientation == Qt.Orientation.Vertical:
-            policy = QSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Expanding)
-            self.setFixedWidth(self._COLUMN_WIDTH)
-            self.setMinimumHeight(200)
-        else:
-            policy = QSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-            line = QFontMetricsF(self.font()).height()
-            self.setFixedHeight(int(3 * line + self._BAR_THICKNESS + 14))
-            self.setMinimumWidth(180)
-        policy.setRetainSizeWhenHidden(retain)
-        self.setSizePolicy(policy)
-        self.updateGeometry()
-        self.update()
-
-    def set_content(self, *, colormap: str, title: str, scale_text: str) -> None:
-        """Colour map name (busi_viewer.core.overlay), title ("Grad-CAM evidence for <class>") and scale text."""
-        if colormap != self.colormap:
-            self._gradient = self._make_gradient(colormap, self.floor)
-            self.colormap = colormap
-        self.title = title
-        self.scale_text = scale_text
-        self.update()
-
-    def set_floor(self, floor: float) -> None:
-        """The evidence floor below which the legend, like the heatmap, shows nothing."""
-        if floor != self.floor:
-            self._gradient = self._make_gradient(self.colormap, floor)
-            self.floor = floor
-            self.update()
-
-    def paintEvent(self, ev) -> None:
-        painter = QPainter(self)
-        painter.fillRect(self.rect(), QColor(*(_LEGEND_BACKGROUND,) * 3))
-        if self._orientation == Qt.Orientation.Vertical:
-            self._paint_vertical(painter)
-        else:
-            self._paint_horizontal(painter)
-        painter.end()
-
-    def _title_font(self) -> QFont:
-        font = QFont(self.font())
-        font.setBold(True)
-        return font
-
-    def _paint_vertical(self, painter: QPainter) -> None:
-        wrap = Qt.AlignmentFlag.AlignLeft | Qt.TextFlag.TextWordWrap
-        margin, bar_w = self._MARGIN, self._BAR_THICKNESS
-        width = self.width() - 2 * margin
-        metrics = QFontMetricsF(self.font())
-        line = metrics.height()
-        title_font = self._title_font()
-        title = self.title or "Grad-CAM evidence"
-        title_rect = QFontMetricsF(title_font).boundingRect(QRectF(margin, margin, width, 1e4), wrap, title)
-        scale = f"scale: {self.scale_text}"
-        scale_h = metrics.boundingRect(QRectF(0, 0, width, 1e4), wrap, scale).height()
-        bar_top = title_rect.bottom() + 10 + line / 2
-        bar_bottom = max(bar_top + 20, self.height() - margin - scale_h - 10 - line / 2)
-        painter.setFont(title_font)
-        painter.setPen(QColor(235, 235, 235))
-        painter.drawText(QRectF(margin, margin, width, title_rect.height() + 1), wrap, title)
-        bar = QRectF(margin, bar_top, bar_w, bar_bottom - bar_top)
-        # the gradient image runs low -> high left to right; turn it so high is at the top
-        painter.save()
-        painter.translate(bar.left(), bar.bottom())
-        painter.rotate(-90)
-        painter.drawImage(QRectF(0, 0, bar.height(), bar.width()), self._gradient)
-        painter.restore()
-        painter.setPen(QColor(120, 120, 120))
-        painter.drawRect(bar)
-        painter.setFont(self.font())
-        painter.setPen(QColor(210, 210, 210))
-        label_x = bar.right() + 6
-        painter.drawText(QRectF(label_x, bar_top - line / 2, width, line), Qt.AlignmentFlag.AlignLeft, "high")
-        painter.drawText(QRectF(label_x, bar_bottom - line / 2, width, line), Qt.AlignmentFlag.AlignLeft, "low")
-        painter.setPen(QColor(170, 170, 170))
-        painter.drawText(QRectF(margin, bar_bottom + line / 2 + 10, width, scale_h + 1), wrap, scale)
-
-    def _paint_horizontal(self, painter: QPainter) -> None:
-        left_aligned = Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter
-        right_aligned = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
-        metrics = QFontMetricsF(self.font())
-        line = metrics.height()
-        margin = self._MARGIN
-        width = self.width() - 2 * margin
-        end_w = metrics.horizontalAdvance("high") + 8  # same room at both ends keeps the bar centred
-        y = 4.0
-        title_font = self._title_font()
-        painter.setFont(title_font)
-        painter.setPen(QColor(235, 235, 235))
-        title = self.title or "Grad-CAM evidence"
-        title = QFontMetricsF(title_font).elidedText(title, Qt.TextElideMode.ElideRight, width)
-        painter.drawText(QRectF(margin, y, width, line), left_aligned, title)
-        y += line + 3
-        painter.setFont(self.font())
-        bar_width = max(10.0, width - 2 * end_w)
-        bar = QRectF(margin + end_w, y + (line - self._BAR_THICKNESS) / 2, bar_width, self._BAR_THICKNESS)
-        painter.drawImage(bar, self._gradient)
-        painter.setPen(QColor(120, 120, 120))
-        painter.drawRect(bar)
-        painter.setPen(QColor(210, 210, 210))
-        painter.drawText(QRectF(margin, y, end_w - 4, line), right_aligned, "low")
-        painter.drawText(QRectF(bar.right() + 4, y, end_w, line), left_aligned, "high")
-        y += line + 3
-        painter.setPen(QColor(170, 170, 170))
-        scale = metrics.elidedText(f"scale: {self.scale_text}", Qt.TextElideMode.ElideRight, width)
-        painter.drawText(QRectF(margin, y, width, line), left_aligned, scale)
 
 
 class ImageView(QWidget):
@@ -363,8 +63,8 @@ class ImageView(QWidget):
         self._measure_text = ""
         self._calibrated = True
 
-        self._view = _GraphicsView()
-        self._vb = _ViewBox()
+        self._view = ResizingGraphicsView(_BACKGROUND)
+        self._vb = ImageViewBox()
         self._vb.measure_drag = self._measure_drag
         self._vb.window_drag = self.windowDragged.emit
         self._view.setCentralItem(self._vb)
@@ -388,8 +88,8 @@ class ImageView(QWidget):
         line_pen.setCosmetic(True)
         self._line_item.setPen(line_pen)
         self._line_item.setZValue(3)
-        self._handles = (_handle(self._stack), _handle(self._stack))
-        self._tag = _ScreenText(
+        self._handles = (endpoint_handle(self._stack, _MEASURE_COLOUR), endpoint_handle(self._stack, _MEASURE_COLOUR))
+        self._tag = ScreenText(
             colour=_MEASURE_COLOUR, box=QColor(0, 0, 0, 170), bold=True, offset=QPointF(10, 8), parent=self._stack
         )
         for item in (self._line_item, *self._handles, self._tag):
@@ -402,15 +102,15 @@ class ImageView(QWidget):
         self._corners = {}
         for name in CORNERS:
             align = Qt.AlignmentFlag.AlignRight if name.endswith("right") else Qt.AlignmentFlag.AlignLeft
-            self._corners[name] = _ScreenText(colour=white, align=align, anchor=name)
-        self._badge = _ScreenText(
+            self._corners[name] = ScreenText(colour=white, align=align, anchor=name)
+        self._badge = ScreenText(
             colour=QColor(0, 0, 0), box=QColor(255, 214, 0), bold=True, anchor="top_right"
         )
         self._badge.set_text("uncalibrated")
-        self._placeholder_item = _ScreenText(
+        self._placeholder_item = ScreenText(
             colour=QColor(200, 200, 200), point_size=14.0, align=Qt.AlignmentFlag.AlignHCenter, anchor="center_center"
         )
-        self._warning = _ScreenText(colour=QColor(251, 233, 231), box=QColor(179, 38, 30), bold=True,
+        self._warning = ScreenText(colour=QColor(251, 233, 231), box=QColor(179, 38, 30), bold=True,
                                     align=Qt.AlignmentFlag.AlignHCenter, anchor="bottom_center")
         for item in (*self._corners.values(), self._badge, self._placeholder_item, self._warning):
             item.setZValue(1000)
@@ -506,7 +206,7 @@ class ImageView(QWidget):
         values = np.clip(heatmap.astype(np.float32, copy=False), 0.0, 1.0)
         values[np.isnan(values)] = 0.0
         self._heat_u8 = (values * 255.0 + 0.5).astype(np.uint8)
-        table = _colormap_table(colormap)
+        table = colormap_table(colormap)
         rgb = cv2.LUT(cv2.merge([self._heat_u8] * 3), table)
         self._heat_rgba = cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA)  # contiguous (H, W, 4); alpha set below
         self.colorbar.set_content(colormap=colormap, title=title, scale_text=scale_text)
