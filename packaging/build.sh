@@ -27,8 +27,9 @@ cp -r resources "$STAGE/resources"
 for bundle in "$STAGE"/resources/models/*/; do
     [[ -f "$bundle/model_card.json" ]] || continue
     "$EXPORT_PYTHON" -m training export-onnx "$bundle"
-    # The export carries the weights (and the head's, for Grad-CAM) and is bound to the card's weights hash by
-    # its record: the installer need not carry weights.safetensors too (13 MB per model).
+    # The export carries the weights (and the head's, for Grad-CAM), is bound to the card's weights hash by its
+    # record and listed in the bundle's SHA256SUMS: the installer need not carry weights.safetensors too (13 MB
+    # per model; a listed file that is absent is left to whoever needs it).
     rm "$bundle/weights.safetensors"
 done
 

@@ -1,7 +1,9 @@
-"""Model bundles: exact round trip, tamper detection, clear errors, atomic writes, no unpickling."""
+"""Model bundles: exact round trip, tamper detection (card, weights, listed files), clear errors, atomic writes,
+no unpickling."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import pickle
@@ -20,6 +22,14 @@ from busi_viewer.inference.bundle import (
     load_bundle,
     save_bundle,
     sha256_file,
+)
+from busi_viewer.inference.bundle_files import (
+    CHECKSUMS_FILENAME,
+    file_digests,
+    read_checksums,
+    verify_checksums,
+    write_bundle_checksums,
+    write_checksums,
 )
 from busi_viewer.inference.model_card import ModelCard
 
@@ -54,11 +64,14 @@ def bundle(tmp_path, model) -> Path:
     return folder
 
 
-def _rewrite_card(folder: Path, **changes) -> None:
+def _rewrite_card(folder: Path, *, resign: bool = True, **changes) -> None:
+    """Edit the card; ``resign``: list it anew in SHA256SUMS, as a bundle written that way would have it."""
     card_path = folder / CARD_FILENAME
     data = json.loads(card_path.read_text())
     data.update(changes)
     card_path.write_text(json.dumps(data))
+    if resign:
+        write_checksums(folder, {**read_checksums(folder), CARD_FILENAME: sha256_file(card_path)})
 
 
 def _replace_weights(folder: Path, state: dict[str, torch.Tensor]) -> None:
@@ -70,8 +83,9 @@ def _replace_weights(folder: Path, state: dict[str, torch.Tensor]) -> None:
 def test_round_trip_is_exact(tmp_path, model):
     folder = tmp_path / "bundle"
     saved = save_bundle(folder, model, _card(metrics={"auc": 0.9}))
-    assert sorted(p.name for p in folder.iterdir()) == sorted([WEIGHTS_FILENAME, CARD_FILENAME])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([WEIGHTS_FILENAME, CARD_FILENAME, CHECKSUMS_FILENAME])
     assert saved.weights_sha256 == sha256_file(folder / WEIGHTS_FILENAME)
+    assert read_checksums(folder) == file_digests(folder) and len(file_digests(folder)) == 2
 
     loaded = load_bundle(folder)
     assert loaded.card == saved
@@ -129,6 +143,7 @@ def test_missing_files(bundle, missing, message):
 
 def test_invalid_json_card(bundle):
     (bundle / CARD_FILENAME).write_text('{"name": "x", ')
+    write_checksums(bundle, {**read_checksums(bundle), CARD_FILENAME: sha256_file(bundle / CARD_FILENAME)})
     with pytest.raises(BundleError, match="not valid JSON"):
         load_bundle(bundle)
 
@@ -254,3 +269,89 @@ def test_a_bundle_with_its_documents_can_be_replaced_and_carries_only_allowed_on
         save_bundle(bundle, model, _card(), overwrite=True, documents=[run / "gradcam_test.png"])
     assert "gradcam_test.png" not in BUNDLE_DOCUMENTS and not (bundle / "gradcam_test.png").exists()
     assert load_bundle(bundle).card.name == _card().name
+
+
+# The card decides what every output means: an edit after the bundle was written must never load.
+@pytest.mark.parametrize("edit", [
+    {"class_names": ["malignant", "benign", "normal"]},  # swapped: every benign prediction would read malignant
+    {"calibration_temperature": 2.0},
+    {"thresholds": {"malignant": 0.9}},
+])
+def test_a_card_edited_after_the_bundle_was_written_is_refused(bundle, edit):
+    _rewrite_card(bundle, resign=False, **edit)
+    with pytest.raises(BundleError, match=r"busi-us: model_card\.json does not match the bundle's SHA256SUMS "
+                                          r"\(expected SHA-256 .*modified or corrupted"):
+        load_bundle(bundle)
+
+
+def test_a_bundle_without_checksums_for_its_card_is_refused(bundle):
+    write_checksums(bundle, {WEIGHTS_FILENAME: sha256_file(bundle / WEIGHTS_FILENAME)})
+    with pytest.raises(BundleError, match="SHA256SUMS does not list model_card.json"):
+        load_bundle(bundle)
+    (bundle / CHECKSUMS_FILENAME).write_text("not a checksum\n")
+    with pytest.raises(BundleError, match="line 1 of SHA256SUMS"):
+        load_bundle(bundle)
+    (bundle / CHECKSUMS_FILENAME).unlink()
+    with pytest.raises(BundleError, match="SHA256SUMS is missing.*busi-train write-checksums"):
+        load_bundle(bundle)
+
+
+def test_every_listed_file_is_checked_and_absent_ones_are_left_to_whoever_needs_them(tmp_path, model):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "report.md").write_text("# report")
+    bundle = tmp_path / "bundle"
+    save_bundle(bundle, model, _card(), documents=[run / "report.md"])
+    assert set(read_checksums(bundle)) == {CARD_FILENAME, WEIGHTS_FILENAME, "report.md"}
+    (bundle / "report.md").write_text("# a better report")
+    with pytest.raises(BundleError, match="report.md does not match the bundle's SHA256SUMS"):
+        load_bundle(bundle)
+    (bundle / "report.md").unlink()
+    load_bundle(bundle)
+    (bundle / CARD_FILENAME).unlink()
+    with pytest.raises(BundleError, match="model_card.json is missing"):
+        load_bundle(bundle)
+
+
+def test_write_checksums_lists_a_bundle_but_never_blesses_a_change_unasked(bundle):
+    card_sha256 = sha256_file(bundle / CARD_FILENAME)
+    (bundle / CHECKSUMS_FILENAME).unlink()  # as a bundle written before cards were covered
+    assert write_bundle_checksums(bundle) == read_checksums(bundle) == file_digests(bundle)
+    load_bundle(bundle)
+    _rewrite_card(bundle, resign=False, calibration_temperature=3.0)
+    with pytest.raises(BundleError, match="model_card.json changed since SHA256SUMS was written.*--accept-changes"):
+        write_bundle_checksums(bundle)
+    assert read_checksums(bundle)[CARD_FILENAME] == card_sha256
+    write_bundle_checksums(bundle, accept_changes=True)
+    assert load_bundle(bundle).card.calibration_temperature == 3.0
+    (bundle / WEIGHTS_FILENAME).write_bytes(b"other weights")
+    with pytest.raises(BundleError, match="weights.safetensors does not match its model card"):
+        write_bundle_checksums(bundle, accept_changes=True)
+
+
+def test_update_bundle_lists_what_it_wrote_and_keeps_every_other_entry(bundle):
+    from busi_viewer.inference.bundle import update_bundle
+
+    (bundle / "roc.png").write_bytes(b"dropped in, never listed")
+    listed = read_checksums(bundle)
+
+    def change(staged, card):
+        (staged / "report.md").write_text("# fitted")
+        return dataclasses.replace(card, low_confidence_below=0.4)
+
+    update_bundle(bundle, change)
+    after = read_checksums(bundle)
+    assert after["report.md"] == sha256_file(bundle / "report.md")
+    assert after[CARD_FILENAME] == sha256_file(bundle / CARD_FILENAME) != listed[CARD_FILENAME]
+    assert after[WEIGHTS_FILENAME] == listed[WEIGHTS_FILENAME] and "roc.png" not in after
+    assert load_bundle(bundle).card.low_confidence_below == 0.4
+
+
+@pytest.mark.parametrize("name", ["busi-us", "mias-mg"])
+def test_the_shipped_bundles_verify(name):
+    folder = Path(__file__).resolve().parents[1] / "resources" / "models" / name
+    if not (folder / WEIGHTS_FILENAME).is_file():
+        pytest.skip(f"the shipped bundle {name} is not present")
+    listing = verify_checksums(folder)
+    assert listing == file_digests(folder), "SHA256SUMS must list every file of the shipped bundle as it is"
+    assert load_bundle(folder).card.name == name

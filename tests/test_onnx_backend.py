@@ -1,7 +1,9 @@
-"""The ONNX Runtime backend: export, parity with torch, verification, and running with no torch at all."""
+"""The ONNX Runtime backend: export, parity with torch, verification (of an export in the bundle and of one in the
+user's cache, against the bundle's weights), and running with no torch at all."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,9 +16,20 @@ import pytest
 
 from busi_viewer.core.errors import BundleError, DeviceError
 from busi_viewer.inference.backend import load_predictor
-from busi_viewer.inference.bundle_files import ONNX_FILENAME, ONNX_RECORD_FILENAME
+from busi_viewer.inference.bundle_files import (
+    CARD_FILENAME,
+    ONNX_FILENAME,
+    ONNX_RECORD_FILENAME,
+    read_checksums,
+    write_checksums,
+)
 from busi_viewer.inference.onnx_export import PARITY_TOLERANCE, export_onnx
-from busi_viewer.inference.onnx_predictor import import_onnxruntime, load_onnx_predictor, onnx_providers
+from busi_viewer.inference.onnx_predictor import (
+    OnnxExportError,
+    import_onnxruntime,
+    load_onnx_predictor,
+    onnx_providers,
+)
 
 # Runs before anything else in a child interpreter: torch (and what needs it) cannot be imported, as in the
 # frozen app, which is built without it.
@@ -78,6 +91,9 @@ def test_a_modified_export_is_refused(exported, tmp_path):
     data = bytearray((folder / ONNX_FILENAME).read_bytes())
     data[len(data) // 2] ^= 0xFF
     (folder / ONNX_FILENAME).write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="model.onnx does not match the bundle's SHA256SUMS"):
+        load_onnx_predictor(folder, "cpu")
+    _resign(folder, ONNX_FILENAME)  # the listing agrees now, the record does not
     with pytest.raises(BundleError, match="does not match its export record"):
         load_onnx_predictor(folder, "cpu")
 
@@ -145,6 +161,9 @@ def test_an_installed_bundle_may_carry_its_export_instead_of_its_weights(exporte
     card = json.loads((folder / "model_card.json").read_text(encoding="utf-8"))
     card["weights_sha256"] = "f" * 64  # a card that names other weights than the export was made from
     (folder / "model_card.json").write_text(json.dumps(card), encoding="utf-8")
+    with pytest.raises(BundleError, match="model_card.json does not match the bundle's SHA256SUMS"):
+        load_onnx_predictor(folder, "cpu")
+    _resign(folder, CARD_FILENAME)
     with pytest.raises(BundleError, match="made from other weights"):
         load_onnx_predictor(folder, "cpu")
     (folder / ONNX_FILENAME).unlink()
@@ -192,6 +211,152 @@ def test_the_torch_backend_can_be_asked_for(exported, monkeypatch):
     assert "PyTorch" in load_predictor(folder, "cpu", "torch")[0].description
     monkeypatch.setenv("BUSI_VIEWER_BACKEND", "torch")
     assert "PyTorch" in load_predictor(folder, "cpu")[0].description
+
+
+def _resign(folder, name: str) -> None:
+    """List ``name`` as it is now in the bundle's SHA256SUMS, as someone who can write the bundle could."""
+    write_checksums(folder, {**read_checksums(folder), name: hashlib.sha256((folder / name).read_bytes()).hexdigest()})
+
+
+def _rerecord(export_dir) -> None:
+    """Make the export record agree with the (tampered) export, as the probe did."""
+    record = json.loads((export_dir / ONNX_RECORD_FILENAME).read_text(encoding="utf-8"))
+    record["onnx_sha256"] = hashlib.sha256((export_dir / ONNX_FILENAME).read_bytes()).hexdigest()
+    (export_dir / ONNX_RECORD_FILENAME).write_text(json.dumps(record), encoding="utf-8")
+
+
+def _edit_graph(export_dir, edit) -> None:
+    """Apply ``edit(graph)`` to the export in ``export_dir`` with the onnx package, and update its record."""
+    import onnx
+
+    model = onnx.load(str(export_dir / ONNX_FILENAME))
+    edit(model.graph)
+    onnx.save(model, str(export_dir / ONNX_FILENAME))
+    _rerecord(export_dir)
+
+
+def _raise_bias(graph, by: float = 3.0) -> None:
+    """The probe's attack: a larger malignant bias (p(malignant) 0.73 -> 1.00 on the shipped model)."""
+    from onnx import numpy_helper
+
+    (index,) = [i for i, t in enumerate(graph.initializer) if t.name == "model.head.fc.bias"]
+    bias = numpy_helper.to_array(graph.initializer[index]).copy()
+    bias[1] += by
+    graph.initializer[index].CopyFrom(numpy_helper.from_array(bias, "model.head.fc.bias"))
+
+
+def _insert_after(graph, output: str, make_nodes) -> None:
+    """Rename ``output`` of its producer to "raw_" + it, and insert ``make_nodes(raw_name)`` (which make
+    ``output`` again) right after it, so the graph stays in order."""
+    nodes = list(graph.node)
+    (index,) = [i for i, n in enumerate(nodes) if output in n.output]
+    producer = nodes[index]
+    producer.output[list(producer.output).index(output)] = "raw_" + output
+    nodes[index + 1:index + 1] = make_nodes("raw_" + output)
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _shift_logits(graph) -> None:
+    """Every parameter left alone; a node added after the head shifts the malignant logit."""
+    from onnx import helper, numpy_helper
+
+    _insert_after(graph, "logits", lambda raw: [
+        helper.make_node("Constant", [], ["shift"], value=numpy_helper.from_array(np.array([0, 3, 0], np.float32))),
+        helper.make_node("Add", [raw, "shift"], ["logits"])])
+
+
+def _add_a_table(graph) -> None:
+    """A constant table of the graph's own added to the feature map."""
+    from onnx import helper, numpy_helper
+
+    channels = numpy_helper.to_array([t for t in graph.initializer if t.name == "model.head.fc.weight"][0]).shape[1]
+    table = numpy_helper.from_array(np.full((1, channels, 1, 1), 0.5, np.float32))
+    _insert_after(graph, "features", lambda raw: [
+        helper.make_node("Constant", [], ["table"], value=table),
+        helper.make_node("Add", [raw, "table"], ["features"])])
+
+
+def _cached_export(folder):
+    from busi_viewer.core.paths import onnx_export_cache_dir
+
+    (cached,) = [p for p in onnx_export_cache_dir().iterdir() if p.is_dir()]
+    return cached
+
+
+def _without_its_export(exported, tmp_path):
+    folder = _copy(exported, tmp_path)
+    for name in (ONNX_FILENAME, ONNX_RECORD_FILENAME):
+        (folder / name).unlink()
+    return folder
+
+
+def test_the_probes_attack_on_the_cached_export_is_refused_and_the_export_made_again(exported, tmp_path):
+    folder = _without_its_export(exported, tmp_path)
+    image = _images(1)[0]
+    honest = load_predictor(folder, "cpu", None)[0].predict(image)
+    cached = _cached_export(folder)
+    _edit_graph(cached, _raise_bias)  # the bias edited inside the cached .onnx, the record updated to match
+    with pytest.raises(OnnxExportError, match="not made of this bundle's weights: tensor model.head.fc.bias differs"):
+        load_onnx_predictor(folder, "cpu", export_dir=cached)
+    predictor, _ = load_predictor(folder, "cpu", None)
+    assert "ONNX Runtime" in predictor.description
+    assert np.abs(predictor.predict(image).probabilities - honest.probabilities).max() <= 1e-6
+    load_onnx_predictor(folder, "cpu", export_dir=cached)  # made again, from the bundle's weights
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (_shift_logits, "logits are not the bundle's linear head applied to its feature map"),
+    (_add_a_table, "carries a table of numbers of its own"),
+])
+def test_a_cached_export_rewired_around_unchanged_parameters_is_refused(exported, tmp_path, edit, message):
+    folder = _without_its_export(exported, tmp_path)
+    load_predictor(folder, "cpu", None)
+    cached = _cached_export(folder)
+    _edit_graph(cached, edit)
+    with pytest.raises(OnnxExportError, match=message):
+        load_onnx_predictor(folder, "cpu", export_dir=cached)
+
+
+def test_an_export_in_the_bundle_is_held_to_its_checksums_and_to_its_weights(exported, tmp_path):
+    folder = _copy(exported, tmp_path)
+    _edit_graph(folder, _raise_bias)
+    with pytest.raises(OnnxExportError, match="model.onnx does not match the bundle's SHA256SUMS"):
+        load_onnx_predictor(folder, "cpu")
+    for name in (ONNX_FILENAME, ONNX_RECORD_FILENAME):
+        _resign(folder, name)  # consistent everywhere but in the weights, which the card holds
+    with pytest.raises(OnnxExportError, match="tensor model.head.fc.bias differs"):
+        load_onnx_predictor(folder, "cpu")
+    write_checksums(folder, {k: v for k, v in read_checksums(folder).items() if k != ONNX_FILENAME})
+    with pytest.raises(OnnxExportError, match="model.onnx is not covered by the bundle's SHA256SUMS"):
+        load_onnx_predictor(folder, "cpu")
+
+
+def test_an_edited_card_is_refused_by_the_onnx_backend_too(exported, tmp_path):
+    folder = _copy(exported, tmp_path)
+    (folder / "weights.safetensors").unlink()  # as the installer's bundles: the export alone
+    card = json.loads((folder / CARD_FILENAME).read_text(encoding="utf-8"))
+    card["class_names"] = [card["class_names"][1], card["class_names"][0], card["class_names"][2]]
+    (folder / CARD_FILENAME).write_text(json.dumps(card), encoding="utf-8")
+    with pytest.raises(BundleError, match="model_card.json does not match the bundle's SHA256SUMS"):
+        load_predictor(folder, "cpu", "onnx")
+
+
+def test_the_export_is_listed_in_the_bundle_and_keeps_the_weights_as_they_are(exported):
+    import onnx
+    from onnx import numpy_helper
+
+    from busi_viewer.inference.export_check import read_weights
+
+    folder, record = exported
+    listing = read_checksums(folder)
+    assert listing[ONNX_FILENAME] == record.onnx_sha256
+    assert listing[ONNX_RECORD_FILENAME] == hashlib.sha256((folder / ONNX_RECORD_FILENAME).read_bytes()).hexdigest()
+    weights = read_weights(folder / "weights.safetensors")
+    graph = onnx.load(str(folder / ONNX_FILENAME)).graph
+    assert {t.name for t in graph.initializer} <= {"model." + k for k in weights}
+    bias = [numpy_helper.to_array(t) for t in graph.initializer if t.name == "model.head.fc.bias"][0]
+    assert bias.tobytes() == weights["head.fc.bias"].tobytes()
 
 
 def _run_without_torch(code: str, home) -> subprocess.CompletedProcess:

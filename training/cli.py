@@ -10,6 +10,7 @@ Examples::
     busi-train export runs/busi-honest-seed0 --to resources/models/busi-us
     busi-train cv-summary runs/busi-honest-seed0-fold* --out training/reports/busi-honest-cv
     busi-train export-onnx resources/models/busi-us     # for ONNX Runtime (packaging/build.sh does this)
+    busi-train write-checksums resources/models/busi-us  # list a checked bundle's files in its SHA256SUMS
     busi-train sweep-freezing --config mammo_lite0 --data /path/to/mini-mias --seeds 0,1,2 --out training/reports/freezing-mias
     busi-train freezing-plan --arch resnet50            # what each freezing ratio freezes
 """
@@ -151,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.add_argument("bundle", type=Path, nargs="?", default=None, help="bundle folder (default: the app's default)")
     onnx.add_argument("--out", type=Path, default=None, help="write the export here instead of into the bundle")
 
+    sums = commands.add_parser("write-checksums",
+                               help="list every file of a model bundle in its SHA256SUMS (for a bundle without one)")
+    sums.add_argument("bundle", type=Path)
+    sums.add_argument("--accept-changes", action="store_true",
+                      help="also list files that changed since SHA256SUMS was written (after checking them)")
+
     sweep = commands.add_parser("sweep-freezing", help="one model per freezing ratio; table and plot of AUC vs ratio")
     sweep.add_argument("--config", required=True, help="config name in training/configs or a .toml path")
     sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -291,6 +298,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"ONNX export written (sha256 {record.onnx_sha256[:12]}…); largest difference from torch: "
               f"{record.max_abs_difference_probabilities:.1e} (probabilities), "
               f"{record.max_abs_difference_maps:.1e} (Grad-CAM maps)")
+        return 0
+    if args.command == "write-checksums":
+        from busi_viewer.inference.bundle_files import CHECKSUMS_FILENAME, write_bundle_checksums
+
+        listing = write_bundle_checksums(args.bundle, accept_changes=args.accept_changes)
+        print(f"{CHECKSUMS_FILENAME} of {args.bundle} lists {len(listing)} files")
         return 0
     if args.command == "sweep-freezing":
         from training.pipeline import RUNS_DIR

@@ -1,8 +1,9 @@
 """Model bundles: a folder holding ``weights.safetensors`` and the ``model_card.json`` that describes them.
 
-Bundles are written atomically (a temporary sibling folder renamed into place) and read defensively: the
-card's SHA-256 of the weights is checked before the weights are parsed, and the weights are only ever read
-as safetensors, never unpickled, so a tampered bundle cannot run code.
+Bundles are written atomically (a temporary sibling folder renamed into place) with a ``SHA256SUMS`` that covers
+the card and every other file, and read defensively: the listing and the card's SHA-256 of the weights are checked
+before the weights are parsed (:mod:`busi_viewer.inference.bundle_files`), and the weights are only ever read as
+safetensors, never unpickled, so a tampered bundle cannot run code.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ from busi_viewer.inference.bundle_files import (
     CARD_FILENAME,
     WEIGHTS_FILENAME,
     bundle_folder,
+    file_digests,
     looks_like_bundle,
+    read_checksums,
     read_verified_card,
+    write_checksums,
 )
 from busi_viewer.inference.device import select_device
 from busi_viewer.inference.model_card import ModelCard
@@ -86,6 +90,7 @@ def save_bundle(folder: str | Path, model: ImageClassifier, card: ModelCard, *, 
         _fsync(card_path)
         for document in documents:
             shutil.copy2(document, staging / document.name)
+        write_checksums(staging, file_digests(staging))
         _swap_into_place(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -114,16 +119,23 @@ def load_bundle(folder: str | Path | None = None, device: str | torch.device = "
 def update_bundle(folder: str | Path, change: Callable[[Path, ModelCard], ModelCard]) -> ModelCard:
     """Change the verified bundle at ``folder`` atomically: ``change(staged_copy, card)`` may write files into a
     staged copy of the folder and returns the new card, which is written there before the copy replaces the
-    bundle. Returns the new card. The weights cannot change this way (the card keeps their SHA-256)."""
+    bundle. Returns the new card. The weights cannot change this way (the card keeps their SHA-256).
+
+    ``SHA256SUMS`` then lists what ``change`` wrote as it is; every other file keeps its old entry, so an
+    unlisted or modified file is not blessed on the way."""
     folder = bundle_folder(folder)
     card = read_verified_card(folder, SUPPORTED_ARCHITECTURES)
+    listed = read_checksums(folder)
     staging = _sibling(folder, "partial")
     shutil.copytree(folder, staging)
     try:
+        before = file_digests(staging)
         new_card = dataclasses.replace(change(staging, card), weights_sha256=card.weights_sha256)
         card_path = staging / CARD_FILENAME
         card_path.write_text(new_card.to_json(), encoding="utf-8")
         _fsync(card_path)
+        written = {name: digest for name, digest in file_digests(staging).items() if before.get(name) != digest}
+        write_checksums(staging, {**listed, **written})
         _swap_into_place(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

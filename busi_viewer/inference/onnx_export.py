@@ -5,7 +5,9 @@ The graph takes the (B, 3, S, S) float32 input the card's preprocessing makes an
 with those, the exact closed-form Grad-CAM (:func:`~busi_viewer.inference.prediction.gap_linear_gradcam`) needs
 nothing else, so an installed bundle may carry the export instead of its safetensors weights. Beside
 ``model.onnx`` a record (``model.onnx.json``) binds the export to the weights it was made from (their SHA-256,
-as the card states it), holds the export's own SHA-256 and the parity measured at export time.
+as the card states it), holds the export's own SHA-256 and the parity measured at export time. An export into
+the bundle is added to its ``SHA256SUMS``; every parameter keeps its name and value in the graph, so that an
+export anywhere can be held to the bundle's weights without torch (:mod:`busi_viewer.inference.export_check`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ from busi_viewer.core.errors import BundleError
 from busi_viewer.core.hashing import sha256_file
 from busi_viewer.inference.architectures import ImageClassifier
 from busi_viewer.inference.bundle import load_bundle
-from busi_viewer.inference.bundle_files import ONNX_FILENAME, ONNX_RECORD_FILENAME
+from busi_viewer.inference.bundle_files import (
+    ONNX_FILENAME,
+    ONNX_RECORD_FILENAME,
+    WEIGHTS_FILENAME,
+    read_checksums,
+    write_checksums,
+)
+from busi_viewer.inference.export_check import parameter_problem, read_weights
 from busi_viewer.inference.gradcam import fast_gradcam_all_classes, supports_fast_gradcam
 from busi_viewer.inference.model_card import ModelCard
 from busi_viewer.inference.onnx_predictor import (
@@ -76,10 +85,11 @@ class _LogitsAndFeatures(torch.nn.Module):
 def export_onnx(bundle_dir: Path, destination: Path | None = None, *, parity_images: int = 8) -> OnnxRecord:
     """Export the verified bundle at ``bundle_dir`` to ``destination`` (default: the bundle folder itself).
 
-    Writes ``model.onnx`` then ``model.onnx.json`` atomically, only after ONNX Runtime and torch agree within
-    :data:`PARITY_TOLERANCE` on calibrated probabilities and on raw Grad-CAM maps of every class, over
-    ``parity_images`` seeded random inputs (batch of all, and one at a time). Raises :class:`BundleError`
-    when the architecture's head is not GAP + linear or parity fails (nothing is written then).
+    Writes ``model.onnx`` then ``model.onnx.json`` atomically (and lists both in the bundle's ``SHA256SUMS`` when
+    ``destination`` is the bundle), only after ONNX Runtime and torch agree within :data:`PARITY_TOLERANCE` on
+    calibrated probabilities and on raw Grad-CAM maps of every class, over ``parity_images`` seeded random inputs
+    (batch of all, and one at a time), and the graph's parameters are exactly the bundle's. Raises
+    :class:`BundleError` when the architecture's head is not GAP + linear or a check fails (nothing is kept then).
     """
     onnxruntime = import_onnxruntime()
 
@@ -95,12 +105,20 @@ def export_onnx(bundle_dir: Path, destination: Path | None = None, *, parity_ima
         # torch 2.9+ warns that the TorchScript-based exporter is deprecated; it is the one that needs no
         # onnxscript and gives a plain static graph, which is all ONNX Runtime needs here.
         warnings.simplefilter("ignore", DeprecationWarning)
+        # PRESERVE (the model is in eval mode) and no constant folding: batch norm is not folded into the
+        # convolutions, so each parameter stays the bundle's tensor, by name and bit for bit, and the export
+        # can be checked against the weights (ONNX Runtime does the folding itself when it loads the graph).
         torch.onnx.export(
             _LogitsAndFeatures(bundle.model).eval(), (example,), handle, input_names=[INPUT_NAME],
             output_names=list(OUTPUT_NAMES), opset_version=OPSET, dynamo=False,
             dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *BATCH_OUTPUTS)},
+            training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False,
         )
     try:
+        problem = parameter_problem(onnx_path, read_weights(bundle.folder / WEIGHTS_FILENAME))
+        if problem:
+            raise BundleError(f"{bundle.folder.name}: the ONNX export cannot be checked against the weights "
+                              f"({problem}); it was not kept")
         probability_gap, map_gap = _parity(bundle.model, bundle.card, onnx_path, parity_images)
         if max(probability_gap, map_gap) > PARITY_TOLERANCE:
             raise BundleError(f"{bundle.folder.name}: the ONNX export differs from torch by "
@@ -117,6 +135,10 @@ def export_onnx(bundle_dir: Path, destination: Path | None = None, *, parity_ima
     )
     with atomic_write(destination / ONNX_RECORD_FILENAME, encoding="utf-8") as handle:
         handle.write(record.to_json())
+    if destination.resolve() == bundle.folder.resolve():
+        # load_bundle verified the listing; only the export's entries change.
+        write_checksums(bundle.folder, {**read_checksums(bundle.folder), ONNX_FILENAME: record.onnx_sha256,
+                                        ONNX_RECORD_FILENAME: sha256_file(destination / ONNX_RECORD_FILENAME)})
     return record
 
 

@@ -1,12 +1,15 @@
 """Prediction with explanation through ONNX Runtime: the frozen app's backend, with no torch at all.
 
 Runs the export :mod:`busi_viewer.inference.onnx_export` made, after checking that it is unmodified since and
-was made from exactly the weights the card names (and, where the bundle still carries its safetensors
-weights, that those match the card too). The installer's bundles carry the export instead of the weights.
+was made from exactly the weights the card names: an export in the bundle must match the bundle's ``SHA256SUMS``
+(the installer's bundles carry it instead of the weights); wherever the bundle still has its safetensors weights,
+the export (in the bundle or in the user's cache) must also be made of them
+(:mod:`busi_viewer.inference.export_check`, which states what that does and does not protect against).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -20,19 +23,22 @@ from busi_viewer.inference.bundle_files import (
     ONNX_RECORD_FILENAME,
     WEIGHTS_FILENAME,
     bundle_folder,
-    read_card,
+    check_listed_file,
+    read_checksums,
     read_verified_card,
 )
 from busi_viewer.inference.cpu import inference_threads
+from busi_viewer.inference.export_check import head_problem, parameter_problem, read_weights
 from busi_viewer.inference.model_card import ModelCard
 from busi_viewer.inference.prediction import PredictorBase, gap_linear_gradcam
 
 # The export's graph (busi_viewer.inference.onnx_export writes it): one input, two outputs per image, and the
-# head's weights; format 1 had no weights output.
+# head's weights; format 1 had no weights output, format 2 folded batch norm into the convolutions (its
+# parameters could not be checked against the weights).
 INPUT_NAME = "input"
 BATCH_OUTPUTS = ("logits", "features")
 WEIGHT_OUTPUT = "classifier_weight"
-RECORD_FORMAT = 2
+RECORD_FORMAT = 3
 
 
 class OnnxExportError(BundleError):
@@ -115,10 +121,11 @@ def load_onnx_predictor(folder: str | Path | None, device: str | None = "auto", 
     """
     onnxruntime = import_onnxruntime()
     folder = bundle_folder(folder)
-    # With its weights, a bundle is checked exactly as for torch; without (the installer's), the card is read
-    # and the export below must have been made from the weights the card names.
-    card = read_verified_card(folder) if (folder / WEIGHTS_FILENAME).is_file() else read_card(folder)
+    # With its weights, a bundle is checked exactly as for torch; without (the installer's), the export below
+    # must have been made from the weights the verified card names.
+    card = read_verified_card(folder, weights_required=False)
     export_dir = Path(export_dir) if export_dir is not None else folder
+    in_bundle = export_dir.resolve() == folder.resolve()
     onnx_path = export_dir / ONNX_FILENAME
     record_path = export_dir / ONNX_RECORD_FILENAME
     if not has_onnx_export(export_dir):
@@ -140,9 +147,16 @@ def load_onnx_predictor(folder: str | Path | None, device: str | None = "auto", 
     if not made_from or made_from != card.weights_sha256.strip().lower():
         raise OnnxExportError(f"{folder.name}: {ONNX_FILENAME} was made from other weights than this bundle's; "
                               f"re-export it with busi-train export-onnx")
-    if sha256_file(onnx_path) != expected_onnx:
+    onnx_sha256 = _listed_export_sha256(folder) if in_bundle else sha256_file(onnx_path)
+    if onnx_sha256 != expected_onnx:
         raise OnnxExportError(f"{folder.name}: {ONNX_FILENAME} does not match its export record; the file was "
                               f"modified or corrupted after export")
+    weights = _weights_to_hold_the_export_to(folder, in_bundle)
+    if weights is not None:
+        problem = parameter_problem(onnx_path, weights)
+        if problem:
+            raise OnnxExportError(f"{folder.name}: the ONNX export in {export_dir} is not made of this bundle's "
+                                  f"weights: {problem}")
     providers = onnx_providers(device)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = inference_threads(threads)
@@ -154,10 +168,52 @@ def load_onnx_predictor(folder: str | Path | None, device: str | None = "auto", 
     except Exception as exc:  # ONNX Runtime raises its own exception types for malformed graphs
         raise OnnxExportError(f"{folder.name}: ONNX Runtime could not open {ONNX_FILENAME} ({exc})") from exc
     size = card.preprocess.input_size
-    (classifier_weight,) = session.run([WEIGHT_OUTPUT], {INPUT_NAME: np.zeros((1, 3, size, size), np.float32)})
+    if list(session.get_inputs()[0].shape[1:]) != [3, size, size]:
+        raise OnnxExportError(f"{folder.name}: {ONNX_FILENAME} takes {session.get_inputs()[0].shape[1:]} inputs, "
+                              f"not the card's 3 x {size} x {size}; re-export it with busi-train export-onnx")
+    # A fresh random input each time, so that a graph cannot be made to pass on one known input only.
+    probe = np.random.default_rng().standard_normal((1, 3, size, size)).astype(np.float32)
+    logits, features, classifier_weight = session.run([*BATCH_OUTPUTS, WEIGHT_OUTPUT], {INPUT_NAME: probe})
     if classifier_weight.ndim != 2 or classifier_weight.shape[0] != card.num_classes:
         raise OnnxExportError(f"{folder.name}: the export's classifier has shape {classifier_weight.shape}, not "
                               f"({card.num_classes}, C) for the card's {card.num_classes} classes")
+    problem = head_problem(logits, features, classifier_weight, weights) if weights is not None else None
+    if problem:
+        raise OnnxExportError(f"{folder.name}: the ONNX export in {export_dir} is not made of this bundle's "
+                              f"weights: {problem}")
     used = session.get_providers()[0]
     where = "CUDA" if used == "CUDAExecutionProvider" else f"CPU ({options.intra_op_num_threads} threads)"
     return OnnxPredictor(session, card, classifier_weight, f"{where}, ONNX Runtime")
+
+
+def _listed_export_sha256(folder: Path) -> str:
+    """The SHA-256 of the bundle's own export, once it and its record match the bundle's ``SHA256SUMS``."""
+    try:
+        listing = read_checksums(folder)
+        onnx_sha256 = check_listed_file(folder, ONNX_FILENAME, listing)
+        check_listed_file(folder, ONNX_RECORD_FILENAME, listing)
+        return onnx_sha256
+    except BundleError as exc:
+        raise OnnxExportError(f"{exc}; re-export it with busi-train export-onnx") from exc
+
+
+def _weights_to_hold_the_export_to(folder: Path, in_bundle: bool) -> dict[str, np.ndarray] | None:
+    """The bundle's weights (verified against the card already), when the export is to be checked against them:
+    always for an export outside the bundle; for the bundle's own (covered by its SHA256SUMS) where it still has
+    its weights and the ``onnx`` package is there (not in the frozen app)."""
+    weights_path = folder / WEIGHTS_FILENAME
+    if not weights_path.is_file():
+        if in_bundle:
+            return None
+        raise OnnxExportError(f"{folder.name}: {WEIGHTS_FILENAME} is missing, so an export outside the bundle "
+                              f"cannot be checked against it")
+    if in_bundle and not _onnx_installed():
+        return None
+    return read_weights(weights_path)
+
+
+def _onnx_installed() -> bool:
+    try:
+        return importlib.util.find_spec("onnx") is not None
+    except (ImportError, ValueError):  # ValueError: blocked in sys.modules
+        return False
