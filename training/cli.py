@@ -7,6 +7,7 @@ Examples::
     busi-train fit --config busi_honest --set train.max_epochs=12 --seed 1 --fold 0
     torchrun --nproc_per_node=2 -m training fit --config busi_honest      # DDP, one process per GPU
     busi-train evaluate runs/busi-honest-seed0
+    busi-train explain-eval resources/models/busi-us --data /path/to/busi --busbra /path/to/BUSBRA
     busi-train export runs/busi-honest-seed0 --to resources/models/busi-us
     busi-train cv-summary runs/busi-honest-seed0-fold* --out training/reports/busi-honest-cv
     busi-train export-onnx resources/models/busi-us     # for ONNX Runtime (packaging/build.sh does this)
@@ -123,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     external.add_argument("--data", type=Path, default=None,
                           help="that source's folder (default: $BUSI_DATA or $BUSBRA_DATA)")
     external.add_argument("--no-progress", action="store_true")
+
+    explain = commands.add_parser("explain-eval",
+                                  help="heatmap-vs-mask agreement of a bundle or run by source and lesion size")
+    explain.add_argument("target", type=Path, help="a model bundle or an evaluated run folder")
+    explain.add_argument("--data", type=Path, default=None, help="BUSI root (default: data.root, else $BUSI_DATA)")
+    explain.add_argument("--busbra", type=Path, default=None, help="BUS-BRA folder (default: $BUSBRA_DATA)")
+    explain.add_argument("--split", default="test", choices=("test", "val"), help="which split of its manifest")
+    explain.add_argument("--out", type=Path, default=None, help="output folder (default: runs/explain-eval)")
+    explain.add_argument("--no-progress", action="store_true")
 
     export = commands.add_parser("export", help="turn an evaluated run into a model bundle")
     export.add_argument("run", type=Path)
@@ -254,6 +264,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps({"source": block["source"], "n": block["n"], f"auc_{positive}": m["per_class"][positive]["auc"],
                           **{k: m.get(k) for k in (f"sensitivity_{positive}", f"specificity_{positive}", "ece")}},
                          indent=2))
+        return 0
+    if args.command == "explain-eval":
+        from training.explain_measure import measure_explanations
+        from training.pipeline import RUNS_DIR
+
+        result = measure_explanations(args.target, args.out or RUNS_DIR / "explain-eval",
+                                      {"busi": args.data, "bus-bra": args.busbra}, args.split,
+                                      progress=not args.no_progress)
+        cells = result["breakdown"]["by_source"]
+        print(json.dumps({source: {cell: {k: block.get(k) for k in ("n", "pointing_game", "baseline_pointing_game")}
+                                   for cell, block in blocks.items()} for source, blocks in cells.items()}, indent=2))
+        print(f"scored {result['n_lesion_images']} lesion images in {result['seconds']['scoring']:.0f} s")
         return 0
     if args.command == "export":
         from busi_viewer.core.paths import default_model_dir

@@ -24,7 +24,7 @@ from training.data import Sample, sample_image, sample_mask
 from training.engine import BEST_WEIGHTS
 from training.export import DATASET_CITATION, SPLIT_GROUPS
 from training.external import external_results
-from training.explain_eval import randomisation_check, score_maps, summarise_scores, tune_threshold
+from training.explain_eval import breakdown, randomisation_check, score_maps, summarise_scores, tune_threshold
 from training.metrics import fit_temperature, roc_curve, softmax, summarise, threshold_for_sensitivity
 from training.pipeline import Predictions, audit_groups_csv, index_for
 from training.report import write_report
@@ -96,12 +96,24 @@ def load_run_model(run_dir: Path, config: TrainConfig, device: torch.device):
     return model.to(device).eval()
 
 
+def run_predictor(run_dir: Path, config: TrainConfig, temperature: float, threshold: float | None) -> Predictor:
+    """A CPU predictor of the run's best weights deciding as its operating point does (``threshold`` on the
+    positive class, None: arg-max): its maps are of the class a reader of the app would be shown."""
+    device = torch.device("cpu")
+    card = ModelCard(name=config.name, version="eval", architecture=config.model.arch, class_names=config.class_names,
+                     preprocess=config.preprocess_spec(), calibration_temperature=temperature,
+                     thresholds={config.positive_class: threshold} if threshold is not None else {})
+    return Predictor(load_run_model(run_dir, config, device), card, device)
+
+
 def _images_with_masks(samples: dict[str, Sample], predictions: Predictions):
-    for file, label in zip(predictions.files, predictions.labels):
+    """(rgb, mask, label, source, group) of every prediction, for :func:`score_maps` (empty mask: no lesion)."""
+    sources = files_sources(predictions.files)
+    for file, label, source, group in zip(predictions.files, predictions.labels, sources, predictions.groups):
         sample = samples[str(file)]
         rgb = sample_image(sample)
         mask = sample_mask(sample, rgb.shape[:2])
-        yield rgb, (mask if mask is not None else np.zeros(rgb.shape[:2], bool)), int(label)
+        yield rgb, (mask if mask is not None else np.zeros(rgb.shape[:2], bool)), int(label), str(source), str(group)
 
 
 def run_evaluate(run_dir: Path, progress: bool = True) -> dict:
@@ -146,15 +158,13 @@ def run_evaluate(run_dir: Path, progress: bool = True) -> dict:
     samples = {sample.relpath: sample for sample in index}
     results.update(by_source_and_device(test, val, samples, metrics_of))
 
-    device = torch.device("cpu")
-    model = load_run_model(run_dir, config, device)
-    card = ModelCard(name=config.name, version="eval", architecture=config.model.arch, class_names=class_names,
-                     preprocess=config.preprocess_spec(), calibration_temperature=temperature,
-                     thresholds={positive: threshold} if threshold is not None else {})
-    predictor = Predictor(model, card, device)
+    predictor = run_predictor(run_dir, config, temperature, threshold)
     level = tune_threshold(score_maps(predictor, _images_with_masks(samples, val)))
     test_scores = score_maps(predictor, _images_with_masks(samples, test))
     results["explanations"] = summarise_scores(test_scores, class_names, level)
+    results["explanations"]["by_source_and_size"] = breakdown(test_scores, n_boot=config.eval.bootstrap,
+                                                              confidence=config.eval.confidence,
+                                                              by_group=config.eval.bootstrap_by_group)
     lesion_files = [f for f, label in zip(test.files, test.labels) if class_names[int(label)] != "normal"]
     sample = [sample_image(samples[str(f)]) for f in lesion_files[:RANDOMISATION_IMAGES]]
     results["explanations"]["randomisation_check"] = randomisation_check(predictor, sample)

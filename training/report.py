@@ -123,6 +123,9 @@ def write_report(run_dir: Path, results: dict, title: str, *, class_names: tuple
                              f"| {_num(block['iou_otsu'])} | {_num(block['iou_tuned'])} | "
                              f"{_num(block['baseline_pointing_game'])} | {_num(block['baseline_energy_in_mask'])} | "
                              f"{_num(block['baseline_iou_otsu'])} |")
+        if ex.get("by_source_and_size"):
+            lines += ["", "By source and lesion size (Grad-CAM of the predicted class, test lesion images):", ""]
+            lines += explanation_breakdown_lines(ex["by_source_and_size"])
         check = ex["randomisation_check"]
         lines += ["", f"Model-randomisation check (classifier and top 3 conv layers re-initialised, {check['n']} test "
                       f"lesion images): mean Spearman correlation between maps {_num(check['mean_spearman'])} "
@@ -145,3 +148,54 @@ def split_sizes_text(sizes: dict[str, int]) -> str:
     words = {"train": "training", "val": "validation", "test": "test"}
     parts = [f"{count} {words.get(name, name)}" for name, count in sizes.items()]
     return ", ".join(parts[:-1]) + f" and {parts[-1]}" if len(parts) > 1 else "".join(parts)
+
+
+POINTING_GOAL, LEAD_GOAL = 0.85, 0.10  # issue #19: pointing game >= 0.85 and >= 0.10 above the centre prior
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:g} %"
+
+
+def explanation_breakdown_lines(block: dict) -> list[str]:
+    """Markdown table (and goal lines) of :func:`training.explain_eval.breakdown`'s result: one row per source and
+    size cell, "model (prior)" pairs, the pointing game's lead over the prior with its bootstrap CI."""
+    low_edge, high_edge = block["size_edges"]
+    names = {"all": "all sizes", "small": f"small (< {_percent(low_edge)})",
+             "medium": f"medium ({_percent(low_edge)} to < {_percent(high_edge)})",
+             "large": f"large (≥ {_percent(high_edge)})"}
+    boot = block["bootstrap"]
+    lines = [f"Lesion size = mask area / image area. Pointing game: the map's maximum lies in the mask; lead = "
+             f"model − centre prior on the same images, {int(100 * boot['confidence'])} % paired percentile "
+             f"bootstrap CI ({boot['n_boot']} resamples of "
+             f"{'groups (patients, near-duplicate groups)' if boot['by_group'] else 'images'}, seed {boot['seed']}).",
+             "", "| source | lesion size | n | pointing game | centre prior | lead [CI] | energy in mask (prior) | "
+             "IoU Otsu (prior) |", "|---|---|---|---|---|---|---|---|"]
+    for source, cells in block["by_source"].items():
+        for cell, name in names.items():
+            c = cells.get(cell, {"n": 0})
+            if not c["n"]:
+                lines.append(f"| {source} | {name} | 0 | – | – | – | – | – |")
+                continue
+            lead = c["pointing_lead"]
+            interval = f" [{lead['low']:+.3f}, {lead['high']:+.3f}]" if lead.get("low") is not None else ""
+            lines.append(f"| {source} | {name} | {c['n']} | {_num(c['pointing_game'])} | "
+                         f"{_num(c['baseline_pointing_game'])} | {lead['estimate']:+.3f}{interval} | "
+                         f"{_num(c['energy_in_mask'])} ({_num(c['baseline_energy_in_mask'])}) | "
+                         f"{_num(c['iou_otsu'])} ({_num(c['baseline_iou_otsu'])}) |")
+    lines += ["", f"Goals (issue #19): pointing game ≥ {POINTING_GOAL:.2f} and ≥ {LEAD_GOAL:.2f} above the centre "
+                  "prior on every source, small lesions included:"]
+    for source, cells in block["by_source"].items():
+        if source == "all" and len(block["by_source"]) > 1:
+            continue
+        verdicts = []
+        for cell in ("all", "small"):
+            c = cells.get(cell, {"n": 0})
+            if not c["n"]:
+                verdicts.append(f"{names[cell]}: no images")
+                continue
+            met = c["pointing_game"] >= POINTING_GOAL and c["pointing_lead"]["estimate"] >= LEAD_GOAL
+            verdicts.append(f"{names[cell]} {'met' if met else 'missed'} ({_num(c['pointing_game'])}, lead "
+                            f"{c['pointing_lead']['estimate']:+.3f})")
+        lines.append(f"- {source}: " + "; ".join(verdicts) + ".")
+    return lines
