@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # busi_viewer and tests.helpers, from a checkout
 
 from busi_viewer.core.errors import ImageLoadError  # noqa: E402
 from busi_viewer.core.loader import load_image  # noqa: E402
@@ -62,24 +62,10 @@ def seed_files() -> dict[str, bytes]:
 
 
 def _plain_dicom(pixels: np.ndarray) -> bytes:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from tests.helpers.dicom import write_dicom
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID, "US"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit, ds.PixelRepresentation = 7, 0
-    ds.PixelData = pixels.tobytes()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    with tempfile.TemporaryDirectory(prefix="busi-fuzz-seed-") as temp:
+        return write_dicom(Path(temp) / "plain.dcm", pixels).read_bytes()
 
 
 def mutate(data: bytes, rng: np.random.Generator) -> bytes:

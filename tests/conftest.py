@@ -26,6 +26,20 @@ def _isolated_user_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("BUSI_VIEWER_HOME", str(tmp_path_factory.mktemp("busi-home")))
 
 
+@pytest.fixture
+def home_is_a_file(tmp_path, monkeypatch) -> Path:
+    """BUSI_VIEWER_HOME naming a regular file, so no user folder can be made under it (even as root, which a
+    read-only folder would not stop), and temporary folders made in ``tmp_path / "tmp"``. Returns the file."""
+    import tempfile
+
+    home = tmp_path / "home-is-a-file"
+    home.write_text("not a folder")
+    monkeypatch.setenv("BUSI_VIEWER_HOME", str(home))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    return home
+
+
 def _shared(sub: str) -> Path:
     path = SHARED_DATA / sub
     if not path.is_dir():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -224,17 +223,14 @@ def test_review_store_errors_in_a_session_are_shown_not_raised(qtbot, window, im
 
 
 def test_unusable_user_folders_are_told_and_the_viewer_works(qtbot, tiny_bundle, image_folder, tmp_path,
-                                                             monkeypatch):
-    home = tmp_path / "home-is-a-file"
-    home.write_text("not a folder")
-    monkeypatch.setenv("BUSI_VIEWER_HOME", str(home))
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+                                                             home_is_a_file):
+    home = home_is_a_file
     win = open_window(qtbot, tiny_bundle)
     try:
         qtbot.waitUntil(lambda: win.warning_box is not None and win.warning_box.isVisible(), timeout=WAIT_MS)
         text = win.warning_box.text()
         assert all(f"{sub} folder {home / sub}" in text for sub in ("data", "config", "cache")), text
-        assert win.reviews is not None and win.reviews.path.parent.parent == tmp_path
+        assert win.reviews is not None and win.reviews.path.parent.parent == tmp_path / "tmp"
         _dismiss(qtbot, win)
         _open_and_wait(qtbot, win, image_folder)
         _key(qtbot, win, Qt.Key.Key_A)

@@ -36,13 +36,8 @@ def test_resources_default_to_the_repository_and_can_be_overridden(monkeypatch, 
     assert paths.default_model_dir() == tmp_path / "models" / "busi-us"
 
 
-def test_folders_that_cannot_be_created_are_replaced_by_temporary_ones(tmp_path, monkeypatch, caplog):
-    # BUSI_VIEWER_HOME naming a regular file stops even root (a read-only folder would not).
-    home = tmp_path / "home-is-a-file"
-    home.write_text("not a folder")
-    monkeypatch.setenv("BUSI_VIEWER_HOME", str(home))
-    monkeypatch.setattr(paths.tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
+def test_folders_that_cannot_be_created_are_replaced_by_temporary_ones(tmp_path, home_is_a_file, caplog):
+    home = home_is_a_file
     with caplog.at_level("WARNING", logger=paths.__name__):
         folders = {sub: getattr(paths, f"user_{sub}_dir")() for sub in ("data", "config", "cache")}
         assert {sub: getattr(paths, f"user_{sub}_dir")() for sub in folders} == folders  # the same all session

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -55,12 +54,9 @@ def test_a_damaged_reviews_database_costs_the_reports_their_reviews_not_the_pred
     assert _database_files(damaged.parent) == before  # read-only: the file untouched, no copy made
 
 
-def test_a_home_folder_that_cannot_be_made_costs_only_the_caches(image_folder, tiny_bundle, tmp_path, monkeypatch,
+def test_a_home_folder_that_cannot_be_made_costs_only_the_caches(image_folder, tiny_bundle, tmp_path, home_is_a_file,
                                                                   caplog):
-    home = tmp_path / "home-is-a-file"
-    home.write_text("not a folder")
-    monkeypatch.setenv("BUSI_VIEWER_HOME", str(home))
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    home = home_is_a_file
     bundle = tmp_path / "bundle"  # no ONNX export: a source install makes one into the cache on the CPU
     shutil.copytree(tiny_bundle, bundle, ignore=shutil.ignore_patterns(ONNX_FILENAME, ONNX_RECORD_FILENAME))
     out = tmp_path / "out"
