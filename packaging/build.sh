@@ -55,7 +55,9 @@ fi
 
 echo "== 3/5 PyInstaller (with THIRD_PARTY_NOTICES)"
 rm -rf "$APP" "$ROOT/build/pyinstaller"
-BUSI_BUILD_RESOURCES="$STAGE/resources" \
+# A fixed hash seed: sets in the marshalled standard library (base_library.zip) are then written in one order,
+# so two builds from the same tree give the same bytes.
+PYTHONHASHSEED=0 BUSI_BUILD_RESOURCES="$STAGE/resources" \
     "$VENV/bin/pyinstaller" --noconfirm --clean --log-level WARN \
     --workpath "$ROOT/build/pyinstaller" --distpath "$ROOT/dist" packaging/busi-viewer.spec
 if command -v strip >/dev/null && command -v readelf >/dev/null; then
