@@ -123,9 +123,11 @@ def test_resume_refuses_another_models_results_and_the_pdf_summary(many_images, 
     assert "--pdf" in capsys.readouterr().err
 
 
-def _live_records() -> int:
+def _live_records(paths: list[Path]) -> int:
+    """Decoded records of ``paths`` still in memory (other tests' records may be alive too: not counted)."""
     gc.collect()
-    return sum(type(obj) is ImageRecord for obj in gc.get_objects())
+    wanted = set(paths)
+    return sum(type(obj) is ImageRecord and obj.path in wanted for obj in gc.get_objects())
 
 
 def test_decoding_ahead_is_bounded_by_bytes_not_files(tmp_path):
@@ -139,7 +141,7 @@ def test_decoding_ahead_is_bounded_by_bytes_not_files(tmp_path):
     for batch in _decoded_batches(paths, batch_size=8, max_bytes=400_000):
         time.sleep(0.2)  # a decode started too early would finish here
         seen.append(len(batch))
-        assert _live_records() == 1
+        assert _live_records(paths) == 1
         del batch
     assert seen == [1] * 10
     # Room for two and a bit: batches of three (the third reaches the budget), one more decoding meanwhile at most.
@@ -147,7 +149,7 @@ def test_decoding_ahead_is_bounded_by_bytes_not_files(tmp_path):
     for batch in _decoded_batches(paths, batch_size=8, max_bytes=1_000_000):
         time.sleep(0.2)
         seen.append(len(batch))
-        assert _live_records() <= len(batch) + 1
+        assert _live_records(paths) <= len(batch) + 1
         del batch
     assert seen == [3, 3, 3, 1]
 
