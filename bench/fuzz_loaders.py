@@ -45,11 +45,11 @@ def seed_files() -> dict[str, bytes]:
     grey = rng.integers(0, 256, (24, 32), dtype=np.uint8)
     rgb = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
     seeds = {}
-    for name, array, fmt, options in (("grey.png", grey, "PNG", {}), ("rgb.png", rgb, "PNG", {}),
-                                      ("grey16.png", grey.astype(np.uint16) * 257, "PNG", {}),
-                                      ("rgb.jpg", rgb, "JPEG", {"quality": 90}), ("grey.bmp", grey, "BMP", {}),
-                                      ("rgb.tif", rgb, "TIFF", {}), ("grey.tif", grey, "TIFF", {"compression": "tiff_lzw"}),
-                                      ("grey.pgm", grey, "PPM", {})):
+    rasters = (("grey.png", grey, "PNG", {}), ("rgb.png", rgb, "PNG", {}),
+               ("grey16.png", grey.astype(np.uint16) * 257, "PNG", {}), ("rgb.jpg", rgb, "JPEG", {"quality": 90}),
+               ("grey.bmp", grey, "BMP", {}), ("rgb.tif", rgb, "TIFF", {}),
+               ("grey.tif", grey, "TIFF", {"compression": "tiff_lzw"}), ("grey.pgm", grey, "PPM", {}))
+    for name, array, fmt, options in rasters:
         buffer = io.BytesIO()
         Image.fromarray(array).save(buffer, fmt, **options)
         seeds[name] = buffer.getvalue()
@@ -125,7 +125,11 @@ def fuzz(cases: int | None = None, seconds: float | None = None, seed: int = 0, 
     try:
         with tempfile.TemporaryDirectory(prefix="busi-fuzz-") as temp, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # damaged files make pydicom and Pillow warn on nearly every case
-            while (cases is None or report.cases < cases) and (seconds is None or time.perf_counter() - start < seconds):
+            def more() -> bool:
+                return ((cases is None or report.cases < cases)
+                        and (seconds is None or time.perf_counter() - start < seconds))
+
+            while more():
                 name = names[int(rng.integers(0, len(names)))]
                 data = mutate(seeds[name], rng)
                 path = Path(temp) / f"case{report.cases}{Path(name).suffix}"

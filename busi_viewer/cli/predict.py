@@ -282,8 +282,8 @@ def _predict_batch(batch: list[_Loaded], predictor, args: argparse.Namespace, fi
             if reports is not None:
                 reports.add_unreadable(item.path, item.error)
     try:
-        results = (predictor.predict_batch([item.record.rgb for item in readable], heatmap_max_side=EXPLANATION_MAX_SIDE)
-                   if readable else [])
+        rgbs = [item.record.rgb for item in readable]
+        results = predictor.predict_batch(rgbs, heatmap_max_side=EXPLANATION_MAX_SIDE) if readable else []
     except Exception as exc:  # noqa: BLE001 - a model failure is reported per file, the run goes on
         for item in readable:
             tally.failed += 1
