@@ -320,7 +320,7 @@ def _predict_batch(batch: list[_Loaded], predictor, args: argparse.Namespace, fi
             _write_png(args.out / HEATMAPS_DIR / f"{row['case_id']}.png",
                        explanation_png(shown, prediction.heatmap, mask, legend))
         if reports is not None:
-            problem = reports.add(item.path, sha256, item.record, shown, prediction, mask, scores)
+            problem = reports.add(sha256, item.record, shown, prediction, scope, mask, scores)
             if problem:
                 notes.append(problem)
         for note in notes:
@@ -345,19 +345,18 @@ class _Reports:
         self._unreadable: list[tuple[str, str]] = []
         self._review_for = _review_lookup()
 
-    def add(self, path: Path, sha256: str, record: ImageRecord, shown: np.ndarray, prediction,
+    def add(self, sha256: str, record: ImageRecord, shown: np.ndarray, prediction, out_of_scope: str,
             mask: np.ndarray | None, scores: AgreementResult | None) -> str | None:
         """Record one image (and write its report when asked); returns a problem to log, or None.
 
         ``shown``: the record's RGB on the grid of the heatmap and mask (the record's own, or reduced for a huge
-        image); the scale bar is moved onto it."""
+        image); the scale bar is moved onto it. ``out_of_scope``: the run's scope warning for it, or ""."""
         from busi_viewer.core.report_data import image_entry
-        from busi_viewer.inference.catalogue import scope_warning
 
         entry = image_entry(record, sha256, class_names=self._card.class_names,
                             probabilities=prediction.probabilities, predicted=prediction.predicted_class,
                             low_confidence=prediction.low_confidence, decision_rule=self._card.decision_rule(),
-                            out_of_scope=scope_warning(self._card, record.modality, prediction),
+                            out_of_scope=out_of_scope,
                             operating_point=self._card.operating_point(),
                             agreement=scores, review=self._review_for(sha256),
                             include_identifiers=self._args.include_identifiers)
