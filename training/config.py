@@ -39,9 +39,15 @@ DATASETS = ("busi", "bus-bra", "busi+bus-bra", "mini-mias")
 
 # Fields that say where and on what a run happens, not what it computes: left out of config_hash.
 ENVIRONMENT_KEYS = frozenset({
-    ("data", "root"), ("data", "cache_dir"), ("data", "decode_threads"),
+    ("data", "root"), ("data", "busbra_root"), ("data", "cache_dir"), ("data", "decode_threads"),
     ("train", "device"), ("train", "num_threads"), ("train", "num_workers"),
 })
+# Fields that change only what `busi-train export` writes, never a fitted or evaluated run: left out of
+# config_hash, so runs of one recipe made before and after such a field was added still summarise together.
+EXPORT_ONLY_KEYS = frozenset({("eval", "scope_margin")})
+# Fields added after runs were published, with the value that reproduces the recipe from before they existed:
+# left out of config_hash while they hold it, so every earlier recipe keeps its hash.
+ADDED_LATER_DEFAULTS: dict[tuple[str, str], Any] = {}
 
 
 class ConfigError(BusiViewerError, ValueError):
@@ -654,11 +660,15 @@ def to_toml(config: TrainConfig) -> str:
 
 
 def config_hash(config: TrainConfig) -> str:
-    """16 hex digits of the SHA-256 of the recipe: every field except name/description and ENVIRONMENT_KEYS."""
+    """16 hex digits of the SHA-256 of the recipe: every field except name/description, ENVIRONMENT_KEYS,
+    EXPORT_ONLY_KEYS and ADDED_LATER_DEFAULTS fields that hold their old-recipe value."""
     data = to_dict(config)
     for name in TOP_LEVEL_SCALARS:
         data.pop(name)
-    for section, key in ENVIRONMENT_KEYS:
+    for section, key in ENVIRONMENT_KEYS | EXPORT_ONLY_KEYS:
         data[section].pop(key)
+    for (section, key), old_value in ADDED_LATER_DEFAULTS.items():
+        if data[section][key] == old_value:
+            data[section].pop(key)
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

@@ -15,6 +15,7 @@ import numpy as np
 
 from busi_viewer.core.atomic import atomic_write
 from busi_viewer.core.errors import BusiViewerError
+from training.config import config_hash, load_config
 
 # (label, path into metrics.json); the operating point is the validation-chosen malignant threshold.
 CV_METRICS = (
@@ -65,6 +66,13 @@ def _lookup(metrics: dict, path: tuple[str, ...]) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+def _recipe_hash(run_dir: Path, metrics: dict) -> str | None:
+    """The recipe's hash under today's rule (:func:`training.config.config_hash`), from the run's resolved
+    config.toml: the hash a run recorded when it was made may count fields added since (an export-only one)."""
+    path = Path(run_dir) / "config.toml"
+    return config_hash(load_config(path)) if path.is_file() else metrics["run"].get("config_hash")
+
+
 def summarise_cv(run_dirs: list[Path]) -> dict:
     """Per-run values and mean / sd / min / max of :data:`CV_METRICS` over evaluated run folders."""
     if not run_dirs:
@@ -75,7 +83,8 @@ def summarise_cv(run_dirs: list[Path]) -> dict:
         if not path.is_file():
             raise CvSummaryError(f"{run_dir} has no metrics.json: run `busi-train evaluate {run_dir}` first")
         loaded.append((run_dir, json.loads(path.read_text(encoding="utf-8"))))
-    if len({metrics["run"].get("config_hash") for _, metrics in loaded}) > 1:
+    recipes = {_recipe_hash(run_dir, metrics) for run_dir, metrics in loaded}
+    if len(recipes) > 1:
         raise CvSummaryError("the runs were trained with different configs; summarise one recipe at a time")
     wanted = CV_METRICS + (CV_SOURCE_METRICS if any("test_by_source" in m for _, m in loaded) else ())
     runs = [{"run": str(run_dir), "fold": metrics["run"].get("fold"), "seed": metrics["run"].get("seed"),
