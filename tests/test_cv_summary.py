@@ -14,7 +14,8 @@ from training.cv import CvSummaryError, summarise_cv
 def _run(folder: Path, overrides: list[str], fold: int, auc: float, recorded_hash: str) -> Path:
     folder.mkdir()
     (folder / "config.toml").write_text(to_toml(apply_overrides(load_config("busi_busbra"), overrides)))
-    metrics = {"run": {"fold": fold, "seed": 0, "config_hash": recorded_hash, "fit_seconds": 10.0},
+    metrics = {"run": {"fold": fold, "seed": 0, "config_hash": recorded_hash, "fit_seconds": 10.0,
+                       "epochs_seconds": 25.0 + fold},
                "test": {"n": 50, "malignant_auc": {"estimate": auc}}}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     return folder
@@ -27,6 +28,7 @@ def test_folds_differing_only_in_an_export_field_summarise_together(tmp_path):
     result = summarise_cv([a, b])
     assert [r["fold"] for r in result["runs"]] == [0, 1]
     assert result["n_test_total"] == 100
+    assert [r["fit_seconds"] for r in result["runs"]] == [25.0, 26.0]  # every epoch's time, not one stretch
 
 
 def test_folds_of_different_recipes_are_refused(tmp_path):

@@ -259,6 +259,26 @@ def test_evaluation_and_explain_eval_of_its_run_and_bundle_agree(two_source_run,
                 assert got["pointing_game"] == expected["pointing_game"]
                 assert got["energy_in_mask"] == pytest.approx(expected["energy_in_mask"], abs=1e-5)
 
+    # the same weights at a finer stride, one pass: measured and named as such, on the same lesion images
+    assert train_main(["explain-eval", str(run), *args, "--output-stride", "16", "--no-mirror"]) == 0
+    finer = json.loads((out / "both_explanations_test_stride16_one-pass.json").read_text())
+    assert finer["inference"] == {"output_stride": 16, "test_time_flip": False, "explanation": "Grad-CAM"}
+    assert finer["breakdown"]["by_source"]["all"]["all"]["n"] == block["by_source"]["all"]["all"]["n"]
+    assert "final stride 16" in (out / "both_explanations_test_stride16_one-pass.md").read_text()
+    # the classification beside the maps: AUC of p(malignant) over the lesion images, by hand from the run's
+    # own test logits (mirror-averaged, as the card runs) and temperature, every positive-negative pair counted
+    predictions = np.load(run / "predictions_test.npz")
+    temperature = metrics["operating_point"]["temperature"]
+    logits = predictions["logits"] / temperature
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    lesion = {row["file"] for row in rows}
+    chosen = [i for i, f in enumerate(predictions["files"]) if str(f) in lesion]
+    malignant = [probabilities[i, 1] for i in chosen if predictions["labels"][i] == 1]
+    benign = [probabilities[i, 1] for i in chosen if predictions["labels"][i] == 0]
+    pairs = [(m > b) + 0.5 * (m == b) for m in malignant for b in benign]
+    assert from_run["positive_class_auc_on_lesion_images"]["all"] == pytest.approx(np.mean(pairs), abs=2e-3)
+
     # another copy of the data (one test image's bytes changed) is refused, not measured
     test_file = next(r["file"] for r in csv.DictReader((run / "split_manifest.csv").open()) if r["split"] == "test")
     source, relpath = test_file.split("/", 1)

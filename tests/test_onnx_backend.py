@@ -3,6 +3,7 @@ user's cache, against the bundle's weights), and running with no torch at all.""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -398,3 +399,18 @@ def test_viewer_smoke_test_passes_without_torch(exported, tmp_path):
     """, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "smoke test OK" in result.stdout and "ONNX Runtime" in result.stdout
+
+
+def test_onnx_and_torch_agree_when_the_card_averages_with_the_mirror_image(exported):
+    folder, _ = exported
+    onnx, _ = load_predictor(folder, "cpu", "onnx")
+    torch_predictor, _ = load_predictor(folder, "cpu", "torch")
+    for predictor in (onnx, torch_predictor):
+        predictor.card = dataclasses.replace(predictor.card, test_time_flip=True)
+    images = _images()
+    for ours, theirs in zip(onnx.predict_batch(images), torch_predictor.predict_batch(images)):
+        assert np.abs(ours.probabilities - theirs.probabilities).max() <= PARITY_TOLERANCE
+        assert ours.predicted_index == theirs.predicted_index
+        assert np.abs(ours.heatmap_raw - theirs.heatmap_raw).max() <= PARITY_TOLERANCE
+    assert np.abs(onnx.explain_class(images[1], 2) - torch_predictor.explain_class(images[1], 2)).max() \
+        <= PARITY_TOLERANCE

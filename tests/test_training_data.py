@@ -280,3 +280,17 @@ def test_the_image_cache_key_includes_equalisation_only_when_it_is_used():
     assert set(plain) == {"input_size", "resize_policy", "interpolation", "pad_value"}  # caches made before stay valid
     clahe = _resize_settings(PreprocessSpec(equalisation="clahe"))
     assert clahe["equalisation"] == "clahe" and clahe != _resize_settings(PreprocessSpec(equalisation="global"))
+
+
+def test_training_items_carry_their_lesion_mask_only_when_the_loss_uses_it(cache):
+    everything = np.arange(len(cache))
+    off = make_datasets(cache, {"train": everything}, _config("busi_honest"), seed=0)["train"]
+    assert isinstance(off[0][1], int)
+    config = _config("busi_honest", "loss.evidence_weight=0.5", "augment.enabled=false",
+                     "balance.oversample_minority=false")
+    sets = make_datasets(cache, {"train": everything, "val": everything}, config, seed=0)
+    assert isinstance(sets["val"][0][1], int)  # validation is scored on classification alone
+    for i in everything:
+        x, (target, mask) = sets["train"][i]
+        assert target == cache.labels[i] and mask.dtype == torch.bool
+        assert np.array_equal(mask.numpy(), cache.masks[i])

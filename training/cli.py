@@ -132,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--busbra", type=Path, default=None, help="BUS-BRA folder (default: $BUSBRA_DATA)")
     explain.add_argument("--split", default="test", choices=("test", "val"), help="which split of its manifest")
     explain.add_argument("--out", type=Path, default=None, help="output folder (default: runs/explain-eval)")
+    # choices: architectures.OUTPUT_STRIDES, written out so that parsing arguments does not import torch
+    explain.add_argument("--output-stride", type=int, choices=(32, 16), default=None,
+                         help="run the weights at this final stride instead of the card's (16: a finer grid)")
+    explain.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
+                         help="average with the mirror image (or not), instead of as the card says")
     explain.add_argument("--no-progress", action="store_true")
 
     export = commands.add_parser("export", help="turn an evaluated run into a model bundle")
@@ -271,7 +276,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         result = measure_explanations(args.target, args.out or RUNS_DIR / "explain-eval",
                                       {"busi": args.data, "bus-bra": args.busbra}, args.split,
-                                      progress=not args.no_progress)
+                                      progress=not args.no_progress, output_stride=args.output_stride,
+                                      mirror=args.mirror)
         cells = result["breakdown"]["by_source"]
         print(json.dumps({source: {cell: {k: block.get(k) for k in ("n", "pointing_game", "baseline_pointing_game")}
                                    for cell, block in blocks.items()} for source, blocks in cells.items()}, indent=2))

@@ -27,7 +27,7 @@ from typing import Any
 
 from busi_viewer.core.errors import BusiViewerError
 from busi_viewer.core.labels import ABNORMAL, CLASS_NAMES, TASKS
-from busi_viewer.inference.architectures import SUPPORTED_ARCHITECTURES
+from busi_viewer.inference.architectures import OUTPUT_STRIDES, SUPPORTED_ARCHITECTURES
 from busi_viewer.inference.model_card import EQUALISATIONS, INTERPOLATIONS, RESIZE_POLICIES, PreprocessSpec
 from busi_viewer.inference.pretrained import LITE0_ARCHITECTURE, OFFLINE_ARCHITECTURES, PACKAGED_MEAN, PACKAGED_STD
 
@@ -47,7 +47,9 @@ ENVIRONMENT_KEYS = frozenset({
 EXPORT_ONLY_KEYS = frozenset({("eval", "scope_margin")})
 # Fields added after runs were published, with the value that reproduces the recipe from before they existed:
 # left out of config_hash while they hold it, so every earlier recipe keeps its hash.
-ADDED_LATER_DEFAULTS: dict[tuple[str, str], Any] = {}
+ADDED_LATER_DEFAULTS: dict[tuple[str, str], Any] = {("loss", "evidence_weight"): 0.0,
+                                                    ("loss", "evidence_sharpness"): 2.0,
+                                                    ("model", "output_stride"): 32}
 
 
 class ConfigError(BusiViewerError, ValueError):
@@ -121,15 +123,19 @@ class DataConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     """Backbone, ImageNet weights ("package": the offline Lite0/1/2 weights; "hub"; "none"; or a weights file path),
-    dropout before the new linear head, and the fraction of backbone layers to freeze (issue #7)."""
+    dropout before the new linear head, the fraction of backbone layers to freeze (issue #7), and the final
+    feature map's stride (16: the last downsampling stage dilated, a twice finer Grad-CAM grid; issue #19)."""
 
     arch: str = LITE0_ARCHITECTURE
     pretrained: str = "package"
     drop_rate: float = 0.0
     freeze_ratio: float = 0.0
+    output_stride: int = 32
 
     def __post_init__(self) -> None:
         _choice(self.arch, SUPPORTED_ARCHITECTURES, "model.arch")
+        _choice(self.output_stride, OUTPUT_STRIDES, "model.output_stride")
+        _check(self.output_stride == 32 or self.arch != "vgg19", "model.output_stride", "vgg19 has only 32")
         _check(bool(self.pretrained.strip()), "model.pretrained", "give 'package', 'hub', 'none' or a file path")
         _fraction(self.drop_rate, "model.drop_rate", high_open=True)
         _fraction(self.freeze_ratio, "model.freeze_ratio")
@@ -248,16 +254,25 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Cross-entropy on logits; ``class_weights`` "balanced" = n / (K * n_c) from the training labels."""
+    """Cross-entropy on logits; ``class_weights`` "balanced" = n / (K * n_c) from the training labels.
+    ``evidence_weight`` > 0 adds the evidence-alignment term (:mod:`training.evidence`: the lesion classes'
+    Grad-CAM asked to sit on the lesion mask, a training target only) with that weight; ``evidence_sharpness``
+    scales the standardised maps before their softmax over cells."""
 
     name: str = "cross_entropy"
     label_smoothing: float = 0.0
     class_weights: str = "none"
+    evidence_weight: float = 0.0
+    evidence_sharpness: float = 2.0
 
     def __post_init__(self) -> None:
         _choice(self.name, ("cross_entropy",), "loss.name")
         _fraction(self.label_smoothing, "loss.label_smoothing", high_open=True)
         _choice(self.class_weights, ("none", "balanced"), "loss.class_weights")
+        _check(math.isfinite(self.evidence_weight) and self.evidence_weight >= 0, "loss.evidence_weight",
+               "must be >= 0 (0: off)")
+        _check(math.isfinite(self.evidence_sharpness) and self.evidence_sharpness > 0, "loss.evidence_sharpness",
+               "must be > 0")
 
 
 @dataclass(frozen=True)

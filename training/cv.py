@@ -88,7 +88,9 @@ def summarise_cv(run_dirs: list[Path]) -> dict:
         raise CvSummaryError("the runs were trained with different configs; summarise one recipe at a time")
     wanted = CV_METRICS + (CV_SOURCE_METRICS if any("test_by_source" in m for _, m in loaded) else ())
     runs = [{"run": str(run_dir), "fold": metrics["run"].get("fold"), "seed": metrics["run"].get("seed"),
-             "n_test": metrics["test"]["n"], "fit_seconds": metrics["run"].get("fit_seconds"),
+             "n_test": metrics["test"]["n"],
+             # every epoch's time, resumes included (older runs: the last process's fitting time only)
+             "fit_seconds": metrics["run"].get("epochs_seconds", metrics["run"].get("fit_seconds")),
              "values": {label: _lookup(metrics, key) for label, key in wanted}} for run_dir, metrics in loaded]
     summary = {}
     for label, _ in wanted:

@@ -493,7 +493,14 @@ _JITTER_NAMES = ("brightness", "contrast", "saturation", "hue")
 
 
 def augment_image(image: np.ndarray, params: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """One random augmentation of an (S, S, 3) uint8 image -> (S, S, 3) uint8.
+    """One random augmentation of an (S, S, 3) uint8 image -> (S, S, 3) uint8 (see :func:`augment_pair`)."""
+    return augment_pair(image, None, params, rng)[0]
+
+
+def augment_pair(image: np.ndarray, mask: np.ndarray | None, params: AugmentConfig,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None]:
+    """One random augmentation of an (S, S, 3) uint8 image, and the same flips and warp of its (S, S) bool
+    lesion mask (nearest neighbour; None stays None) -> (image (S, S, 3) uint8, mask (S, S) bool or None).
 
     In order: horizontal / vertical flip (probabilities ``hflip_p``/``vflip_p``), one affine warp (rotation
     uniform in ±``rotation_deg``, scale uniform in 1 ± ``zoom``, about the centre, bilinear, black outside),
@@ -514,11 +521,13 @@ def augment_image(image: np.ndarray, params: AugmentConfig, rng: np.random.Gener
     order = [_JITTER_NAMES[i] for i in rng.permutation(len(_JITTER_NAMES))]
     noise_seed = int(rng.integers(0, 2**63 - 1))
 
-    out = image
+    out, mask_out = image, mask
     if hflip:
         out = out[:, ::-1]
+        mask_out = None if mask_out is None else mask_out[:, ::-1]
     if vflip:
         out = out[::-1]
+        mask_out = None if mask_out is None else mask_out[::-1]
     out = np.ascontiguousarray(out)
     if params.rotation_deg > 0 or params.zoom > 0:
         size = out.shape[0]
@@ -526,11 +535,16 @@ def augment_image(image: np.ndarray, params: AugmentConfig, rng: np.random.Gener
         matrix = cv2.getRotationMatrix2D(centre, angle, scale)
         out = cv2.warpAffine(out, matrix, (out.shape[1], size), flags=cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        if mask_out is not None:
+            mask_out = cv2.warpAffine(np.ascontiguousarray(mask_out, dtype=np.uint8), matrix, (out.shape[1], size),
+                                      flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0
     work = color_jitter(out, factors, order)
     if params.speckle > 0:
         noise = np.random.default_rng(noise_seed).standard_normal(out.shape[:2], dtype=np.float32)
         work = work * (1.0 + np.float32(params.speckle) * noise)[..., None]
-    return np.clip(np.rint(work), 0, 255).astype(np.uint8)
+    if mask_out is not None:
+        mask_out = np.ascontiguousarray(mask_out, dtype=bool)
+    return np.clip(np.rint(work), 0, 255).astype(np.uint8), mask_out
 
 
 # ------------------------------------------------------------------------------------------- balancing
@@ -590,13 +604,16 @@ class BusiDataset(Dataset):
     items are augmented (None = no augmentation; flags None = every item). ``overlay_strength`` > 0 draws the
     lesion mask into every item (use it for training items only). ``targets``: what each item yields instead of
     its label (the label with its source's label set, :mod:`training.partial_labels`; None = the label).
-    Call :meth:`set_epoch` before each epoch: the epoch lives in shared memory, so persistent DataLoader workers
-    see it too.
+    ``with_masks``: items are ``(image, (target, mask))`` with the lesion mask (S, S) bool tensor, flipped and
+    warped with the image (a training target for :mod:`training.evidence`, never an input). Call
+    :meth:`set_epoch` before each epoch: the epoch lives in shared memory, so persistent DataLoader workers see it
+    too.
     """
 
     def __init__(self, cache: ImageCache, positions: Sequence[int] | np.ndarray, spec: PreprocessSpec, *,
                  augment: AugmentConfig | None = None, augment_flags: Sequence[bool] | np.ndarray | None = None,
-                 overlay_strength: float = 0.0, seed: int = 0, targets: Sequence[int] | np.ndarray | None = None):
+                 overlay_strength: float = 0.0, seed: int = 0, targets: Sequence[int] | np.ndarray | None = None,
+                 with_masks: bool = False):
         cache.check_spec(spec)
         self.cache = cache
         self.spec = spec
@@ -620,6 +637,7 @@ class BusiDataset(Dataset):
         self.augment_flags = flags
         self.overlay_strength = float(overlay_strength)
         self.seed = int(seed)
+        self.with_masks = bool(with_masks)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     def __len__(self) -> int:
@@ -639,24 +657,35 @@ class BusiDataset(Dataset):
 
     def image(self, i: int) -> np.ndarray:
         """Item ``i`` as (S, S, 3) uint8 after overlay and augmentation, before normalisation."""
+        return self.image_and_mask(i)[0]
+
+    def image_and_mask(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Item ``i``: (S, S, 3) uint8 image after overlay and augmentation, before normalisation, and its
+        (S, S) bool lesion mask moved with it."""
         position = int(self.positions[i])
-        image = self.cache.images[position]
+        image, mask = self.cache.images[position], self.cache.masks[position]
         if self.overlay_strength > 0:
-            image = apply_mask_overlay(image, self.cache.masks[position], self.overlay_strength)
+            image = apply_mask_overlay(image, mask, self.overlay_strength)
         if self.augment_flags[i]:
             rng = np.random.default_rng([self.seed, self.epoch, int(i)])
-            image = augment_image(image, self.augment, rng)  # type: ignore[arg-type]
-        return image
+            image, mask = augment_pair(image, mask, self.augment, rng)  # type: ignore[arg-type]
+        return image, mask
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(normalise(self.image(i), self.spec)), int(self._targets[i])
+    def __getitem__(self, i: int):
+        image, mask = self.image_and_mask(i)
+        x = torch.from_numpy(normalise(image, self.spec))
+        if self.with_masks:
+            mask_copy = np.array(mask, dtype=bool)  # the cache may be read-only; torch wants its own memory
+            return x, (int(self._targets[i]), torch.from_numpy(mask_copy))
+        return x, int(self._targets[i])
 
 
 def make_datasets(cache: ImageCache, splits: Mapping[str, Sequence[int] | np.ndarray], config: TrainConfig,
                   seed: int, targets: np.ndarray | None = None) -> dict[str, BusiDataset]:
     """One dataset per split name. Only "train" gets the mask overlay (when ``config.overlay.enabled``),
     minority oversampling (``config.balance.oversample_minority``) and augmentation (per
-    ``config.augment.apply_to``); every other split is served as cached, only normalised. ``targets``: (N,) per
+    ``config.augment.apply_to``), and its lesion masks when the loss uses them (``loss.evidence_weight`` > 0);
+    every other split is served as cached, only normalised. ``targets``: (N,) per
     cached image, what its items yield instead of the label (see :class:`BusiDataset`)."""
     spec = config.preprocess_spec()
     out: dict[str, BusiDataset] = {}
@@ -682,7 +711,8 @@ def make_datasets(cache: ImageCache, splits: Mapping[str, Sequence[int] | np.nda
         strength = config.overlay.strength if config.overlay.enabled else 0.0
         out[name] = BusiDataset(cache, positions, spec, augment=config.augment, augment_flags=flags,
                                 overlay_strength=strength, seed=seed,
-                                targets=None if targets is None else targets[positions])
+                                targets=None if targets is None else targets[positions],
+                                with_masks=config.loss.evidence_weight > 0)
     return out
 
 

@@ -146,7 +146,12 @@ def _run_epoch(model, loader, loss_fn, device, optimizer=None, grad_clip_norm=No
             inputs = inputs.to(device, non_blocking=True)
             if inputs.ndim == 4:
                 inputs = inputs.contiguous(memory_format=memory_format)
-            targets = targets.to(device, non_blocking=True)
+            # Targets are labels, or (labels, lesion masks) for a loss that also uses masks (training.evidence).
+            if isinstance(targets, (list, tuple)):
+                targets = [t.to(device, non_blocking=True) for t in targets]
+                labels = targets[0]
+            else:
+                labels = targets = targets.to(device, non_blocking=True)
             logits = model(inputs)
             loss = loss_fn(logits, targets)
             if training:
@@ -157,9 +162,9 @@ def _run_epoch(model, loader, loss_fn, device, optimizer=None, grad_clip_norm=No
                 optimizer.step()
                 if batch_scheduler is not None:
                     batch_scheduler.step()
-            n = targets.shape[0]
-            # A target may carry its source's label set (training.partial_labels): its class is target % K.
-            correct = (logits.argmax(1) == targets % logits.shape[1]).sum().item()
+            n = labels.shape[0]
+            # A label may carry its source's label set (training.partial_labels): its class is label % K.
+            correct = (logits.argmax(1) == labels % logits.shape[1]).sum().item()
             totals += torch.tensor([loss.item() * n, correct, n], dtype=torch.float64)
             if progress is not None:
                 progress.update(n)

@@ -91,18 +91,21 @@ def duplicate_free_mask(run_dir: Path, config: TrainConfig, test: Predictions) -
 
 def load_run_model(run_dir: Path, config: TrainConfig, device: torch.device):
     """The run's best weights (``best.pt``, read tensors-only) in its architecture, in eval mode on ``device``."""
-    model = build_classifier(config.model.arch, len(config.class_names), config.model.drop_rate)
+    model = build_classifier(config.model.arch, len(config.class_names), config.model.drop_rate,
+                             config.model.output_stride)
     model.load_state_dict(torch.load(run_dir / BEST_WEIGHTS, map_location="cpu", weights_only=True))
     return model.to(device).eval()
 
 
 def run_predictor(run_dir: Path, config: TrainConfig, temperature: float, threshold: float | None) -> Predictor:
     """A CPU predictor of the run's best weights deciding as its operating point does (``threshold`` on the
-    positive class, None: arg-max): its maps are of the class a reader of the app would be shown."""
+    positive class, None: arg-max) and run as its exported bundle would be (mirror averaging with
+    ``eval.tta_hflip``): its maps are those a reader of the app would be shown."""
     device = torch.device("cpu")
     card = ModelCard(name=config.name, version="eval", architecture=config.model.arch, class_names=config.class_names,
                      preprocess=config.preprocess_spec(), calibration_temperature=temperature,
-                     thresholds={config.positive_class: threshold} if threshold is not None else {})
+                     thresholds={config.positive_class: threshold} if threshold is not None else {},
+                     test_time_flip=config.eval.tta_hflip)
     return Predictor(load_run_model(run_dir, config, device), card, device)
 
 

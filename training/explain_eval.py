@@ -46,6 +46,7 @@ class MapScore:
     mask_fraction: float = float("nan")  # lesion mask area / image area, (0, 1]
     source: str = ""  # "busi", "bus-bra"; "" in a single-source run
     group: str = ""  # what a bootstrap resamples together (patient, near-duplicate group); "" = the image alone
+    probabilities: tuple[float, ...] = ()  # the model's calibrated probabilities of the image, in class order
 
 
 def score_maps(predictor: Predictor, images: Iterable[tuple]) -> list[MapScore]:
@@ -71,6 +72,7 @@ def score_maps(predictor: Predictor, images: Iterable[tuple]) -> list[MapScore]:
             baseline_energy_in_mask=energy_in_mask(prior, mask), baseline_iou_otsu=iou(threshold_otsu(prior), mask),
             mask_fraction=float(mask.mean()), source=str(meta[0]) if meta else "",
             group=str(meta[1]) if len(meta) > 1 else "",
+            probabilities=tuple(float(p) for p in prediction.probabilities),
         ))
     return scores
 

@@ -17,19 +17,23 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from busi_viewer.core.atomic import atomic_write
 from busi_viewer.core.errors import BusiViewerError
 from busi_viewer.core.hashing import sha256_file
+from busi_viewer.inference.architectures import build_classifier
 from busi_viewer.inference.device import configure_threads
 from busi_viewer.inference.predictor import Predictor
 from training.config import TrainConfig, load_config
 from training.data import sample_image, sample_mask
 from training.explain_eval import MapScore, breakdown, score_maps, size_bin
+from training.metrics import roc_auc
 from training.pipeline import index_for
 from training.report import explanation_breakdown_lines
 from training.splits import read_split_manifest
@@ -60,17 +64,38 @@ def load_target(target: Path) -> tuple[Predictor, TrainConfig, str]:
                               "(config.toml and metrics.json)")
 
 
+def with_inference(predictor: Predictor, output_stride: int | None = None, mirror: bool | None = None) -> Predictor:
+    """The same weights run another way, to measure what an inference setting would change: another final
+    stride (:data:`~busi_viewer.inference.architectures.OUTPUT_STRIDES`) and/or mirror averaging on or off.
+    None keeps the card's setting. The card's calibration and threshold stay as they are."""
+    card = predictor.card
+    stride = card.output_stride if output_stride is None else output_stride
+    flip = card.test_time_flip if mirror is None else mirror
+    if (stride, flip) == (card.output_stride, card.test_time_flip):
+        return predictor
+    model = predictor.model
+    if stride != card.output_stride:
+        model = build_classifier(card.architecture, card.num_classes, output_stride=stride)
+        model.load_state_dict(predictor.model.state_dict())
+    return Predictor(model, replace(card, output_stride=stride, test_time_flip=flip), predictor.device)
+
+
 def measure_explanations(target: Path, out: Path, roots: dict[str, Path | str | None] | None = None,
-                         split: str = "test", *, progress: bool = True) -> dict:
+                         split: str = "test", *, progress: bool = True, output_stride: int | None = None,
+                         mirror: bool | None = None) -> dict:
     """Score the lesion images of ``split`` of the model at ``target`` and write the breakdown into ``out``.
 
     ``roots``: data folders by source ("busi", "bus-bra"); a missing or None entry falls back to the config,
-    then the environment variables. Raises ExplainMeasureError when a manifest image is missing from the data or
-    its bytes differ from the manifest's hash (another copy of the data would measure something else).
+    then the environment variables. ``output_stride`` / ``mirror``: run the weights another way than the card
+    says (:func:`with_inference`); the output files' names then say how. Raises ExplainMeasureError when a
+    manifest image is missing from the data or its bytes differ from the manifest's hash (another copy of the
+    data would measure something else).
     """
     started = time.perf_counter()
     target, out = Path(target), Path(out)
     predictor, config, model = load_target(target)
+    predictor = with_inference(predictor, output_stride, mirror)
+    card = predictor.card
     threads = configure_threads(config.train.num_threads or None)
     roots = roots or {}
     configured = {"busi": roots.get("busi") or config.data.root,
@@ -113,8 +138,12 @@ def measure_explanations(target: Path, out: Path, roots: dict[str, Path | str | 
         "n_lesion_images": len(scores), "class_names": list(config.class_names),
         "data": {"sources": sorted({row.source for row in rows if row.source}),
                  "checked": "every image's SHA-256 against the split manifest"},
+        "inference": {"output_stride": card.output_stride, "test_time_flip": card.test_time_flip,
+                      "explanation": card.explanation_name()},
         "breakdown": breakdown(scores, n_boot=config.eval.bootstrap or 2000, confidence=config.eval.confidence,
                                by_group=config.eval.bootstrap_by_group),
+        "positive_class_auc_on_lesion_images": _positive_auc(scores, list(config.class_names),
+                                                            config.positive_class),
         "reported": _reported(target),
         "seconds": {"scoring": round(scoring_seconds, 1), "total": round(time.perf_counter() - started, 1),
                     "per_image": round(scoring_seconds / len(rows), 3)},
@@ -123,14 +152,32 @@ def measure_explanations(target: Path, out: Path, roots: dict[str, Path | str | 
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"{model.replace(' ', '-')}_explanations_{split}"
+    variant = "".join(part for part, changed in (
+        (f"_stride{card.output_stride}", output_stride is not None),
+        ("_mirror" if card.test_time_flip else "_one-pass", mirror is not None)) if changed)
+    stem = f"{model.replace(' ', '-')}_explanations_{split}{variant}"
     with atomic_write(out / f"{stem}.json", encoding="utf-8") as handle:
         json.dump(result, handle, indent=2)
     _write_scores(out / f"{stem}_scores.csv", scored_files, scores)
     with atomic_write(out / f"{stem}.md", encoding="utf-8") as handle:
         handle.write(f"# {model}: explanations vs lesion masks by source and lesion size ({split} split)\n\n"
+                     f"Map: {card.explanation_name()}, final stride {card.output_stride}.\n\n"
                      + "\n".join(explanation_breakdown_lines(result["breakdown"])) + "\n")
     return result
+
+
+def _positive_auc(scores: list[MapScore], class_names: list[str], positive: str) -> dict[str, float | None]:
+    """AUC of p(positive class) among the scored lesion images, per source and pooled ("all"): the model's
+    classification on the same images, so that a change of the maps can be weighed against it."""
+    if positive not in class_names:
+        return {}
+    k = class_names.index(positive)
+    out = {}
+    for source in [*sorted({s.source for s in scores if s.source}), "all"]:
+        chosen = [s for s in scores if source == "all" or s.source == source]
+        value = roc_auc(np.array([s.probabilities[k] for s in chosen]), np.array([s.label == k for s in chosen]))
+        out[source] = None if np.isnan(value) else round(value, 4)
+    return out
 
 
 def _reported(target: Path) -> dict | None:

@@ -76,6 +76,8 @@ def card_for_run(run_dir: Path, name: str, version: str) -> ModelCard:
         calibration_temperature=float(point["temperature"]),
         thresholds={positive: float(point["threshold"])} if point.get("threshold") is not None else {},
         low_confidence_below=LOW_CONFIDENCE_BELOW.get(len(config.class_names), 0.5),
+        test_time_flip=config.eval.tta_hflip,  # the app runs the model as its numbers were measured
+        output_stride=config.model.output_stride,
         intended_use=_intended_use(config),
         created=f"{dt.date.today().isoformat()} with busi-viewer {__version__}",
     )
@@ -102,7 +104,7 @@ def run_export(run_dir: Path, bundle_dir: Path, name: str = "busi-us", version: 
     """Write the bundle (atomically, via :func:`save_bundle`) plus the run's manifest, report and figures."""
     run_dir, bundle_dir = Path(run_dir), Path(bundle_dir)
     card = card_for_run(run_dir, name, version)
-    model = build_classifier(card.architecture, card.num_classes)
+    model = build_classifier(card.architecture, card.num_classes, output_stride=card.output_stride)
     model.load_state_dict(torch.load(run_dir / BEST_WEIGHTS, map_location="cpu", weights_only=True))
     with tempfile.TemporaryDirectory() as scratch:
         documents = [run_dir / doc for doc in BUNDLE_DOCUMENTS if (run_dir / doc).is_file()]

@@ -24,6 +24,7 @@ from training.config import CONFIGS_DIR, TrainConfig, config_hash, to_toml
 from training.data import BusiDataset, BusiIndex, index_dataset, load_or_build_cache, make_datasets
 from training.data import balanced_sample_weights
 from training.engine import FitSettings, fit, init_distributed, seed_everything
+from training.evidence import EvidenceAlignedLoss, lesion_classes
 from training.partial_labels import encode_targets, label_sets
 from training.recipe import build_loss, build_model, build_optimizer, build_scheduler, steps_per_batch
 from training.similar_frames import merge_links, read_links
@@ -252,6 +253,9 @@ def run_fit(config: TrainConfig, out_dir: Path, *, seed: int | None = None, fold
     scheduler = build_scheduler(config, optimizer)
     train_labels = datasets["train"].labels
     loss_fn = build_loss(config, train_labels, classes, device, allowed)
+    if config.loss.evidence_weight > 0:
+        loss_fn = EvidenceAlignedLoss(loss_fn, model, lesion_classes(config.class_names),
+                                      config.loss.evidence_weight, config.loss.evidence_sharpness)
     settings = FitSettings(
         max_epochs=config.train.max_epochs, batch_size=config.train.batch_size, out_dir=out_dir,
         patience=config.train.patience if config.train.early_stopping else None, min_delta=config.train.min_delta,
@@ -291,7 +295,9 @@ def run_fit(config: TrainConfig, out_dir: Path, *, seed: int | None = None, fold
             "freezing": dataclasses.asdict(freezing),
             "cache": {"path": str(cache.path), "built": cache.built, "seconds": round(cache.seconds, 2)},
             "best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run,
-            "stopped_early": result.stopped_early, "fit_seconds": round(fit_seconds, 1),
+            "stopped_early": result.stopped_early,
+            "fit_seconds": round(fit_seconds, 1),  # this process only: a resumed run started earlier
+            "epochs_seconds": round(sum(row["seconds"] for row in result.history), 1),  # every epoch, resumes too
             # training items per second of the epochs' wall time (validation passes included; across resumes)
             "train_images_per_second": round(len(datasets["train"]) * len(result.history)
                                              / max(sum(row["seconds"] for row in result.history), 1e-9), 2),

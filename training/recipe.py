@@ -19,7 +19,7 @@ from training.partial_labels import PartialLabelCrossEntropy
 def build_model(config: ModelConfig, num_classes: int) -> tuple[ImageClassifier, LoadReport | None, FreezingPlan]:
     """A classifier with a new ``num_classes``-way head, the configured ImageNet backbone weights, and the
     first stages of its backbone frozen as ``config.freeze_ratio`` says (see :mod:`training.freezing`)."""
-    model = build_classifier(config.arch, num_classes, config.drop_rate)
+    model = build_classifier(config.arch, num_classes, config.drop_rate, config.output_stride)
     report = None if config.pretrained == "none" else load_imagenet_backbone(model, config.pretrained)
     return model, report, freeze_backbone(model, config.freeze_ratio)
 

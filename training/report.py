@@ -53,7 +53,7 @@ def write_report(run_dir: Path, results: dict, title: str, *, class_names: tuple
              f"- Recipe `{run['config']}` (hash `{run['config_hash']}`, resolved in `config.toml`), seed {run['seed']}"
              + (f", fold {run['fold']}" if run.get("fold") is not None else "") + ".",
              f"- Backbone weights: {run['pretrained']}. Trained on {run['device']}, torch {run['torch']}: "
-             f"{run['epochs_run']} epochs in {run['fit_seconds']:.0f} s"
+             f"{run['epochs_run']} epochs in {run.get('epochs_seconds', run['fit_seconds']):.0f} s"
              + (f", {run['train_images_per_second']:.1f} training images/s" if run.get("train_images_per_second")
                 else "") + f" (best epoch {run['best_epoch']}"
              + (", stopped early" if run["stopped_early"] else "") + ")."

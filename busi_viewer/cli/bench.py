@@ -7,6 +7,7 @@ architecture (speed does not depend on the weights' values; the JSON says which 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -103,6 +104,10 @@ def run_benchmarks(device_name: str | None, repeats: int, listing_files: int, ba
                   "optimised": Predictor(model, card, device, optimise=True)}  # the viewer on a GPU
     if device.type == "cpu" and weights.startswith("bundle"):
         predictors["onnxruntime"] = load_predictor(bundle.folder, "cpu", "onnx")[0]  # the viewer on a CPU
+        if card.test_time_flip:  # what the mirror pass costs, timed beside it
+            one_pass = load_predictor(bundle.folder, "cpu", "onnx")[0]
+            one_pass.card = dataclasses.replace(one_pass.card, test_time_flip=False)
+            predictors["onnxruntime_one_pass"] = one_pass
     end_to_end = _interleaved({name: (lambda p=p: p.predict(ultrasound_sized)) for name, p in predictors.items()},
                               repeats, 3, sync)
     listing = time_listing(listing_files) if listing_files else None
@@ -128,6 +133,9 @@ def run_benchmarks(device_name: str | None, repeats: int, listing_files: int, ba
         "predict_with_heatmap_on_560x470_image_unoptimised": _summary_ms(end_to_end["plain"]),
         "predict_with_heatmap_on_560x470_image_onnxruntime":
             _summary_ms(end_to_end["onnxruntime"]) if "onnxruntime" in end_to_end else None,
+        "test_time_flip": card.test_time_flip,
+        "predict_with_heatmap_on_560x470_image_onnxruntime_without_mirror_pass":
+            _summary_ms(end_to_end["onnxruntime_one_pass"]) if "onnxruntime_one_pass" in end_to_end else None,
         "list_files": None if listing is None else {
             "n_images": listing["n_images"], "n_files": listing["n_files"], "median_s": round(listing["median_s"], 4)},
     }

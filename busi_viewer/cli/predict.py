@@ -316,7 +316,7 @@ def _predict_batch(batch: list[_Loaded], predictor, args: argparse.Namespace, fi
 
             legend = legend_class(f"Prediction: {prediction.predicted_class}, p({prediction.predicted_class}) "
                                   f"{prediction.probability(prediction.predicted_class):.2f}",
-                                  row["model"], scope, opacity=args.opacity)
+                                  row["model"], scope, opacity=args.opacity, explanation=card.explanation_name())
             _write_png(args.out / HEATMAPS_DIR / f"{row['case_id']}.png",
                        explanation_png(shown, prediction.heatmap, mask, legend))
         if reports is not None:

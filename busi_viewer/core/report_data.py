@@ -60,6 +60,7 @@ class ModelSection:
     architecture: str
     weights_sha256: str
     protocol: str  # what data and protocol its stated metrics come from (the model card's words)
+    explanation: str = "Grad-CAM"  # what the heatmap is (ModelCard.explanation_name)
 
     @property
     def weights_prefix(self) -> str:

@@ -111,7 +111,7 @@ class WindowLayout:
         self.statusBar().addPermanentWidget(self.progress_label)
 
     def _explanation_box(self) -> QGroupBox:
-        box = QGroupBox("Explanation (Grad-CAM: where the evidence lies, not a detection)")
+        box = QGroupBox("Explanation (where the evidence lies, not a detection)")  # the legend names the method
         form = QFormLayout(box)
         self.heatmap_check = QCheckBox("Heatmap (H)")
         self.heatmap_check.setChecked(self.settings.heatmap_visible)

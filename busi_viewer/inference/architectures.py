@@ -15,6 +15,10 @@ from torch import nn
 SUPPORTED_ARCHITECTURES: tuple[str, ...] = ("tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2",
                                             "efficientnet_b0", "resnet50", "vgg19")
 DEFAULT_ARCHITECTURE = "tf_efficientnet_lite0"
+# The final feature map's stride: 32 as the networks were designed (7 x 7 at 224 px), or 16 with the last
+# downsampling stage dilated instead (14 x 14: a finer explanation grid from the same weights). timm has no
+# dilated VGG.
+OUTPUT_STRIDES: tuple[int, ...] = (32, 16)
 
 
 class GapLinearHead(nn.Module):
@@ -38,14 +42,18 @@ class ImageClassifier(nn.Module):
     Input: (B, 3, H, W) float32, normalised as the model card says. Output: (B, num_classes) logits.
     """
 
-    def __init__(self, architecture: str, num_classes: int, drop_rate: float = 0.0):
+    def __init__(self, architecture: str, num_classes: int, drop_rate: float = 0.0, output_stride: int = 32):
         super().__init__()
         if architecture not in SUPPORTED_ARCHITECTURES:
             raise ValueError(
                 f"unsupported architecture {architecture!r}; choose one of {', '.join(SUPPORTED_ARCHITECTURES)}"
             )
+        if output_stride not in OUTPUT_STRIDES or (output_stride != 32 and architecture == "vgg19"):
+            raise ValueError(f"output stride {output_stride} is not available for {architecture}")
         self.architecture = architecture
-        self.backbone = timm.create_model(architecture, pretrained=False, num_classes=0, global_pool="")
+        self.output_stride = output_stride
+        dilation = {} if output_stride == 32 else {"output_stride": output_stride}
+        self.backbone = timm.create_model(architecture, pretrained=False, num_classes=0, global_pool="", **dilation)
         if hasattr(self.backbone, "pre_logits"):
             # timm's VGG keeps its fc6/fc7 as a 7x7 "ConvMlp" after the conv features (~120 M parameters);
             # transfer learning on VGG classically replaces them with GAP + a new dense layer, as here.
@@ -72,6 +80,7 @@ class ImageClassifier(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def build_classifier(architecture: str, num_classes: int, drop_rate: float = 0.0) -> ImageClassifier:
+def build_classifier(architecture: str, num_classes: int, drop_rate: float = 0.0,
+                     output_stride: int = 32) -> ImageClassifier:
     """A randomly initialised :class:`ImageClassifier`; load weights separately (bundle or pretrained)."""
-    return ImageClassifier(architecture, num_classes, drop_rate)
+    return ImageClassifier(architecture, num_classes, drop_rate, output_stride)

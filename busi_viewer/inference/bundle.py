@@ -110,7 +110,10 @@ def load_bundle(folder: str | Path | None = None, device: str | torch.device = "
     target = select_device(device) if isinstance(device, str) else torch.device(device)
     card = read_verified_card(folder, SUPPORTED_ARCHITECTURES)
     state = _read_weights(folder / WEIGHTS_FILENAME)
-    model = ImageClassifier(card.architecture, card.num_classes)
+    try:
+        model = ImageClassifier(card.architecture, card.num_classes, output_stride=card.output_stride)
+    except ValueError as exc:
+        raise BundleError(f"{folder.name}: {exc}") from exc
     _check_state_fits(state, model, card, folder.name)
     model.load_state_dict(state, strict=True)
     return LoadedBundle(card=card, model=model.to(target).eval(), folder=folder)

@@ -16,6 +16,7 @@ Maps are returned "raw" (in logit units, comparable across images of one model) 
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -80,13 +81,17 @@ def fast_gradcam(
     return CamOutput(logits, target_idx, maps[torch.arange(maps.shape[0], device=maps.device), target_idx])
 
 
+_FINAL_FEATURE_MODULES: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
+
+
 def final_feature_module(model: ImageClassifier) -> nn.Module:
     """The backbone module whose output *is* the final feature map (found by tracing, not by layer names).
 
     Runs one tiny forward pass with hooks on every backbone module and returns the outermost module that
-    finished last with the very tensor ``forward_features`` returned. Cached on the model.
+    finished last with the very tensor ``forward_features`` returned. Cached per model, outside it: a module
+    set as an attribute would join the model's state_dict under a second name.
     """
-    cached = getattr(model, "_final_feature_module", None)
+    cached = _FINAL_FEATURE_MODULES.get(model)
     if cached is not None:
         return cached
     produced: list[tuple[nn.Module, torch.Tensor]] = []
@@ -108,7 +113,7 @@ def final_feature_module(model: ImageClassifier) -> nn.Module:
         raise RuntimeError(f"no single module of {model.architecture} outputs its final feature map")
     # Containers finish after their children, so the last match is the outermost module.
     module = matches[-1]
-    model._final_feature_module = module  # type: ignore[attr-defined]
+    _FINAL_FEATURE_MODULES[model] = module
     return module
 
 

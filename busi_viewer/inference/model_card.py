@@ -12,7 +12,9 @@ from typing import Any
 
 from busi_viewer.core.errors import BundleError
 
-CARD_SCHEMA_VERSION = 1
+# 2: ``test_time_flip`` and ``output_stride``. A card that sets them must not be read by an app that would ignore
+# them (it would run another computation than the card's numbers were measured on), so the schema moved on.
+CARD_SCHEMA_VERSION = 2
 RESIZE_POLICIES = ("stretch", "letterbox", "center_crop")
 INTERPOLATIONS = ("bicubic", "bilinear", "area", "nearest")
 EQUALISATIONS = ("none", "global", "clahe")
@@ -73,6 +75,10 @@ class ModelCard:
     calibration_temperature: float = 1.0
     thresholds: dict[str, float] = field(default_factory=dict)
     low_confidence_below: float = 0.0
+    # True: the model is run on the image and on its mirror image and their logits averaged, as its numbers
+    # (calibration, threshold, metrics) were measured; the heatmap is then the mean of the two Grad-CAMs.
+    test_time_flip: bool = False
+    output_stride: int = 32  # the final feature map's stride (architectures.OUTPUT_STRIDES)
     # The scope guard in scope_guard.npz: its file_sha256, threshold, components, what it was fitted and
     # calibrated on, and its flag rates; empty when the bundle has none (busi_viewer.inference.scope).
     scope_guard: dict[str, Any] = field(default_factory=dict)
@@ -106,6 +112,10 @@ class ModelCard:
             return "most probable class"
         name, threshold = point
         return f"{name} when p({name}) ≥ {threshold:.2f} (chosen on validation), else the most probable"
+
+    def explanation_name(self) -> str:
+        """What the heatmap is called on screen and in exports: plain "Grad-CAM" only when it is one."""
+        return "Grad-CAM, mean with mirror image" if self.test_time_flip else "Grad-CAM"
 
     def to_json(self) -> str:
         data = asdict(self)

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -79,12 +80,14 @@ class OnnxPredictor(PredictorBase):
         logits, features = self.session.run(list(BATCH_OUTPUTS), {INPUT_NAME: np.ascontiguousarray(batch, np.float32)})
         return np.asarray(logits, dtype=np.float32), features
 
-    def _run(self, batch: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _run(self, batch: np.ndarray, explain: bool,
+             choose: Callable[[np.ndarray], list[int]] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         logits, features = self._forward(batch)
         pooled = features.mean(axis=(2, 3), dtype=np.float32)  # the head's global average pooling
         if not explain:
             return logits, pooled, None
-        return logits, pooled, gap_linear_gradcam(self.classifier_weight, features, self.decided_classes(logits))
+        targets = (choose or self.decided_classes)(logits)
+        return logits, pooled, gap_linear_gradcam(self.classifier_weight, features, targets)
 
     def _class_maps(self, batch: np.ndarray, targets: list[int]) -> np.ndarray:
         _logits, features = self._forward(batch)

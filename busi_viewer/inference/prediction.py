@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
@@ -123,7 +124,7 @@ class PredictorBase:
         """
         start = time.perf_counter()
         inputs, geometries = zip(*(preprocess(rgb, self.card.preprocess) for rgb in rgbs))
-        logits, pooled, maps = self._run(np.stack(inputs), explain)
+        logits, pooled, maps = self._run_as_card_says(np.stack(inputs), explain)
         probabilities = calibrated_probabilities(logits, self.card.calibration_temperature)
         scope_scores = ([None] * len(rgbs) if self.scope is None else
                         self.scope.scores(pooled, np.stack([image_statistics(rgb) for rgb in rgbs])))
@@ -139,7 +140,11 @@ class PredictorBase:
     def explain_class(self, rgb: np.ndarray, class_index: int) -> np.ndarray:
         """Raw Grad-CAM (H, W) float32 >= 0 of any class for one (H, W, 3) uint8 image, on its original grid."""
         tensor, geometry = preprocess(rgb, self.card.preprocess)
-        cam = self._class_maps(tensor[None], [class_index])[0]
+        if self.card.test_time_flip:
+            maps = self._class_maps(_with_mirror(tensor[None]), [class_index, class_index])
+            cam = _mean_with_mirror(maps)[0]
+        else:
+            cam = self._class_maps(tensor[None], [class_index])[0]
         return np.maximum(geometry.to_original(cam), 0.0)
 
     def decided_classes(self, logits: np.ndarray) -> list[int]:
@@ -153,9 +158,22 @@ class PredictorBase:
         inputs, _ = zip(*(preprocess(rgb, self.card.preprocess) for rgb in rgbs))
         return np.asarray(self._run(np.stack(inputs), explain=False)[1], dtype=np.float32)
 
-    def _run(self, batch: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _run_as_card_says(self, batch: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """:meth:`_run`, or with the card's ``test_time_flip`` one pass over the batch and its mirror images:
+        logits averaged, maps the mean of each image's and its mirror's (mirrored back) of the class the averaged
+        logits decide. Pooled features stay the plain images' (what the scope check was fitted on)."""
+        if not self.card.test_time_flip:
+            return self._run(batch, explain)
+        n = len(batch)
+        both_logits, both_pooled, both_maps = self._run(
+            _with_mirror(batch), explain, lambda logits: self.decided_classes(_mean_with_mirror(logits)) * 2)
+        return (_mean_with_mirror(both_logits), both_pooled[:n],
+                None if both_maps is None else _mean_with_mirror(both_maps))
+
+    def _run(self, batch: np.ndarray, explain: bool,
+             choose: Callable[[np.ndarray], list[int]] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(B, 3, S, S) float32 -> logits (B, K), pooled features (B, C) and, when explaining, raw maps (B, h, w)
-        of the decided classes."""
+        of the class ``choose(logits)`` picks per image (default :meth:`decided_classes`)."""
         raise NotImplementedError
 
     def _class_maps(self, batch: np.ndarray, targets: list[int]) -> np.ndarray:
@@ -180,3 +198,16 @@ class PredictorBase:
             scope_score=None if scope_score is None else float(scope_score),
             in_scope=None if scope_score is None else self.scope.in_scope(scope_score),
         )
+
+
+def _with_mirror(batch: np.ndarray) -> np.ndarray:
+    """(B, 3, S, S) -> (2B, 3, S, S): the batch, then its images mirrored left to right."""
+    return np.concatenate([batch, batch[..., ::-1]])
+
+
+def _mean_with_mirror(both: np.ndarray) -> np.ndarray:
+    """(2B, ...) results of :func:`_with_mirror`'s batch -> (B, ...) means; maps (2B, h, w) of the mirrored half
+    are mirrored back first, so each pixel averages the evidence found at that place of the image."""
+    n = len(both) // 2
+    mirrored = both[n:, :, ::-1] if both.ndim == 3 else both[n:]
+    return ((both[:n] + mirrored) / 2).astype(np.float32, copy=False)

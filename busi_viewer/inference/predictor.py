@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
@@ -38,12 +40,14 @@ class Predictor(PredictorBase):
     def _tensor(self, batch: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(batch).to(self.device).contiguous(memory_format=self.memory_format)
 
-    def _run(self, batch: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _run(self, batch: np.ndarray, explain: bool,
+             choose: Callable[[np.ndarray], list[int]] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        choose = choose or self.decided_classes
         x = self._tensor(batch)
         if self.uses_fast_cam:
             logits, pooled, all_maps = gap_linear_forward(self.model, x)
             logits = logits.cpu().numpy()
-            maps = _maps_of(all_maps, self.decided_classes(logits)) if explain else None
+            maps = _maps_of(all_maps, choose(logits)) if explain else None
             return logits, pooled.cpu().numpy(), maps
         with torch.inference_mode():
             feature_map = self.model.forward_features(x)
@@ -51,7 +55,7 @@ class Predictor(PredictorBase):
             logits = self.model.forward_head(feature_map).float().cpu().numpy()
         if not explain:
             return logits, pooled, None
-        maps = reference_gradcam(self.model, x, targets=self.decided_classes(logits)).maps.cpu().numpy()
+        maps = reference_gradcam(self.model, x, targets=choose(logits)).maps.cpu().numpy()
         return logits, pooled, maps
 
     def _class_maps(self, batch: np.ndarray, targets: list[int]) -> np.ndarray:

@@ -35,6 +35,7 @@ class Legend:
     colormap: str = DEFAULT_COLORMAP
     floor: float = DEFAULT_EVIDENCE_FLOOR
     opacity: float = 0.45
+    explanation: str = "Grad-CAM"  # what the heatmap is (ModelCard.explanation_name)
 
 
 def explanation_png(rgb: np.ndarray, heatmap: np.ndarray, mask: np.ndarray | None, legend: Legend) -> np.ndarray:
@@ -62,7 +63,8 @@ def _legend_strip(width: int, legend: Legend) -> np.ndarray:
     lines = [(bold, legend.headline), (font, f"Model {legend.model}")]
     if legend.warning:
         lines.insert(0, (bold, legend.warning))
-    lines.append((font, "Grad-CAM evidence (where the model looked, not a detection), normalised per image:"))
+    lines.append((font, f"{legend.explanation} evidence (where the model looked, not a detection), normalised "
+                        "per image:"))
     wrap = Qt.AlignmentFlag.AlignLeft | Qt.TextFlag.TextWordWrap
     text_width = width - 12
     heights = [QFontMetricsF(f).boundingRect(QRectF(0, 0, text_width, 1e4), wrap, t).height() for f, t in lines]

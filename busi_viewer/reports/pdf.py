@@ -100,7 +100,8 @@ class ReportImages:
 def model_section_for(card) -> ModelSection:
     """The report's model section from a :class:`~busi_viewer.inference.model_card.ModelCard`."""
     protocol = " ".join(part for part in (card.training_data, card.protocol) if part)
-    return ModelSection(card.name, card.version, card.architecture, card.weights_sha256, protocol)
+    return ModelSection(card.name, card.version, card.architecture, card.weights_sha256, protocol,
+                        card.explanation_name())
 
 
 def ensure_gui_application():
@@ -388,7 +389,7 @@ def _image_document(entry: ImageEntry, images: ReportImages, model: ModelSection
     ]
     if "explanation" in pictures:
         mask_note = " Green outline: the lesion mask." if images.mask is not None and images.mask.any() else ""
-        parts.append(f"<p>Grad-CAM of the predicted class at opacity {images.opacity:.2f}; evidence below "
+        parts.append(f"<p>{_e(model.explanation)} of the predicted class at opacity {images.opacity:.2f}; evidence below "
                      f"{images.floor:.0%} of this image's peak not drawn.{mask_note}<br>{bar_html}<br>"
                      "low ← evidence → high; normalised per image (colours compare regions within this image only)</p>")
     parts += [_probabilities_html(entry), _agreement_html(entry), _review_html(entry), _model_html(model)]

@@ -1,0 +1,97 @@
+"""A card with ``test_time_flip`` is run as its numbers were measured: logits averaged over the image and its
+mirror image, the heatmap the mean of the two Grad-CAMs (mirrored back), named as such on screen and in exports."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from busi_viewer.inference.architectures import build_classifier
+from busi_viewer.inference.gradcam import fast_gradcam
+from busi_viewer.inference.model_card import CARD_SCHEMA_VERSION, ModelCard, PreprocessSpec
+from busi_viewer.inference.predictor import Predictor
+from busi_viewer.inference.preprocessing import preprocess
+
+SIZE = 64
+
+
+def _predictors(temperature: float = 0.5) -> tuple[Predictor, Predictor]:
+    torch.manual_seed(3)
+    model = build_classifier("tf_efficientnet_lite0", 3).eval()
+    with torch.no_grad():  # a head that separates the classes, so the two passes disagree visibly
+        model.get_classifier().weight.mul_(40)
+    card = ModelCard("tiny", "0", "tf_efficientnet_lite0", ("benign", "malignant", "normal"),
+                     preprocess=PreprocessSpec(input_size=SIZE), calibration_temperature=temperature)
+    return Predictor(model, card), Predictor(model, dataclasses.replace(card, test_time_flip=True))
+
+
+def _image(seed: int) -> np.ndarray:
+    rgb = (np.random.default_rng(seed).random((SIZE, SIZE, 3)) * 255).astype(np.uint8)
+    rgb[8:24, 40:60] = 250  # off-centre, so the mirror image differs
+    return rgb
+
+
+def test_probabilities_are_those_of_the_mean_logits_of_image_and_mirror():
+    plain, flipped = _predictors(temperature=0.5)
+    for seed in range(4):
+        rgb = _image(seed)
+        x = torch.from_numpy(preprocess(rgb, plain.card.preprocess)[0])[None]
+        with torch.no_grad():
+            mean_logits = (plain.model(x) + plain.model(torch.flip(x, dims=[3]))) / 2
+        expected = torch.softmax(mean_logits / 0.5, dim=1)[0].numpy()
+        got = flipped.predict(rgb, explain=False)
+        np.testing.assert_allclose(got.logits, mean_logits[0].numpy(), atol=1e-4)
+        np.testing.assert_allclose(got.probabilities, expected, atol=1e-5)
+        assert got.predicted_index == int(expected.argmax())
+    # and the plain card keeps the single pass
+    np.testing.assert_allclose(plain.predict(_image(0), explain=False).logits,
+                               plain.model(torch.from_numpy(preprocess(_image(0), plain.card.preprocess)[0])[None])
+                               .detach()[0].numpy(), atol=1e-4)
+
+
+def test_the_heatmap_is_the_mean_of_both_grad_cams_mirrored_back():
+    plain, flipped = _predictors()
+    rgb = _image(1)
+    result = flipped.predict(rgb)
+    target = result.predicted_index
+    x = torch.from_numpy(preprocess(rgb, plain.card.preprocess)[0])[None]
+    own = fast_gradcam(plain.model, x, target).maps[0]
+    mirror = fast_gradcam(plain.model, torch.flip(x, dims=[3]), target).maps[0].flip(dims=[1])
+    assert not torch.allclose(own, mirror)  # the averaging is visible
+    geometry = preprocess(rgb, plain.card.preprocess)[1]
+    expected = np.maximum(geometry.to_original(((own + mirror) / 2).numpy()), 0)
+    np.testing.assert_allclose(result.heatmap_raw, expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(flipped.explain_class(rgb, target), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_the_scope_features_stay_those_of_the_image_itself():
+    plain, flipped = _predictors()
+    rgbs = [_image(0), _image(1)]
+    np.testing.assert_allclose(flipped.pooled_features(rgbs), plain.pooled_features(rgbs), atol=1e-6)
+
+
+def test_the_card_names_the_explanation_and_needs_an_app_that_knows_the_field():
+    card = ModelCard("tiny", "0", "tf_efficientnet_lite0", ("benign", "malignant"))
+    assert card.explanation_name() == "Grad-CAM" and not card.test_time_flip
+    flipped = dataclasses.replace(card, test_time_flip=True)
+    assert flipped.explanation_name() != "Grad-CAM" and "mirror" in flipped.explanation_name()
+    data = json.loads(flipped.to_json())
+    assert data["test_time_flip"] is True and data["schema_version"] == CARD_SCHEMA_VERSION >= 2
+    assert ModelCard.from_json(flipped.to_json()) == flipped
+    old = {k: v for k, v in json.loads(card.to_json()).items() if k != "test_time_flip"}
+    old["schema_version"] = 1
+    assert ModelCard.from_json(json.dumps(old)).test_time_flip is False
+
+
+@pytest.mark.parametrize("bundle", ["busi-us", "mias-mg"])
+def test_the_shipped_cards_run_as_their_numbers_were_measured(bundle):
+    from busi_viewer.core.paths import resources_dir
+    from training.config import load_config
+
+    folder = resources_dir() / "models" / bundle
+    card = ModelCard.from_json((folder / "model_card.json").read_text(encoding="utf-8"))
+    assert card.test_time_flip == load_config(folder / "config.toml").eval.tta_hflip
