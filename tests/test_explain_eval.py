@@ -234,6 +234,9 @@ def test_evaluation_and_explain_eval_of_its_run_and_bundle_agree(two_source_run,
         cells = block["by_source"][source]
         assert cells["all"]["n"] == sum(cells[b]["n"] for b in ("small", "medium", "large"))
     assert "By source and lesion size" in (run / "report.md").read_text()
+    # the recipe averages with the mirror image, so the maps scored are those the app shows, named as there
+    assert metrics["explanations"]["map"] == "Grad-CAM, mean with mirror image"
+    assert "## Explanations (Grad-CAM, mean with mirror image of the predicted class" in (run / "report.md").read_text()
 
     out = tmp_path / "measured"
     args = ["--data", str(busi), "--busbra", str(busbra), "--out", str(out), "--no-progress"]

@@ -165,6 +165,7 @@ def run_evaluate(run_dir: Path, progress: bool = True) -> dict:
     level = tune_threshold(score_maps(predictor, _images_with_masks(samples, val)))
     test_scores = score_maps(predictor, _images_with_masks(samples, test))
     results["explanations"] = summarise_scores(test_scores, class_names, level)
+    results["explanations"]["map"] = predictor.card.explanation_name()  # as the app shows it
     results["explanations"]["by_source_and_size"] = breakdown(test_scores, n_boot=config.eval.bootstrap,
                                                               confidence=config.eval.confidence,
                                                               by_group=config.eval.bootstrap_by_group)

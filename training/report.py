@@ -111,7 +111,8 @@ def write_report(run_dir: Path, results: dict, title: str, *, class_names: tuple
                   f"`{results['test']['confusion_matrix']}`", ""]
     if "explanations" in results:
         ex = results["explanations"]
-        lines += ["## Explanations (Grad-CAM of the predicted class vs the lesion mask, test)", "",
+        method = ex.get("map", "Grad-CAM")  # runs evaluated before mirror averaging was named: one pass
+        lines += [f"## Explanations ({method} of the predicted class vs the lesion mask, test)", "",
                   "A heatmap shows the classifier's evidence; it is not a lesion detection.", "",
                   f"IoU at the fixed level {ex['tuned_level']} of each map's maximum (tuned on validation) and with "
                   "Otsu's threshold; the centre-prior baseline is a Gaussian at the image centre.", "",
@@ -124,7 +125,7 @@ def write_report(run_dir: Path, results: dict, title: str, *, class_names: tuple
                              f"{_num(block['baseline_pointing_game'])} | {_num(block['baseline_energy_in_mask'])} | "
                              f"{_num(block['baseline_iou_otsu'])} |")
         if ex.get("by_source_and_size"):
-            lines += ["", "By source and lesion size (Grad-CAM of the predicted class, test lesion images):", ""]
+            lines += ["", f"By source and lesion size ({method} of the predicted class, test lesion images):", ""]
             lines += explanation_breakdown_lines(ex["by_source_and_size"])
         check = ex["randomisation_check"]
         lines += ["", f"Model-randomisation check (classifier and top 3 conv layers re-initialised, {check['n']} test "

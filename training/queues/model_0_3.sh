@@ -17,18 +17,27 @@ cd "$(dirname "$0")/../.."
 train=".venv/bin/busi-train"
 [ -x "$train" ] || train="busi-train"
 
-fit() {  # fit RUN_NAME [busi-train fit options...]: skipped once the run has its metrics
-  local run="runs/$1"; shift
+fit_config() {  # fit_config CONFIG RUN_NAME [busi-train fit options...]: skipped once the run has its metrics
+  local config="$1" run="runs/$2"; shift 2
   [ -f "$run/metrics.json" ] && { echo "done already: $run"; return; }
-  "$train" fit --config busi_busbra --data "$BUSI_DATA" --busbra "$BUSBRA_DATA" --out "$run" --evaluate \
+  "$train" fit --config "$config" --data "$BUSI_DATA" --busbra "$BUSBRA_DATA" --out "$run" --evaluate \
     --no-progress "$@"
 }
+fit() { fit_config busi_busbra "$@"; }  # fit RUN_NAME [options...]: the busi_busbra recipe
+fit_evidence() { fit_config busi_busbra_evidence "$@"; }  # the same with evidence alignment (issue #19)
 external() {  # external RUN_NAME SOURCE FOLDER: leave-one-source-out scoring, skipped once done
   [ -f "runs/$1/external_$2.json" ] || "$train" score-external "runs/$1" --source "$2" --data "$3" --no-progress
 }
 
 # 1. the shipped model: both sources, the single grouped split, seed 0
 fit busi-busbra-seed0
+# 1b. the same split with evidence alignment (issue #19), then its grouped 5-fold cross-validation: the candidate
+#     for the next shipped model, so its folds come before everything below
+fit_evidence busi-busbra-evidence0.3-seed0
+for fold in 0 1 2 3 4; do
+  fit_evidence "busi-busbra-evidence0.3-seed0-fold$fold" --fold "$fold"
+done
+"$train" cv-summary runs/busi-busbra-evidence0.3-seed0-fold? --out training/reports/model-0.3/cv-evidence
 # 2. grouped 5-fold cross-validation of the recipe, each source split into folds on its own
 for fold in 0 1 2 3 4; do
   fit "busi-busbra-seed0-fold$fold" --fold "$fold"
