@@ -95,3 +95,30 @@ def test_the_shipped_cards_run_as_their_numbers_were_measured(bundle):
     folder = resources_dir() / "models" / bundle
     card = ModelCard.from_json((folder / "model_card.json").read_text(encoding="utf-8"))
     assert card.test_time_flip == load_config(folder / "config.toml").eval.tta_hflip
+
+
+def test_the_viewer_names_the_mirror_mean_in_the_heatmap_legend(qtbot, tiny_bundle, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    from busi_viewer.inference.bundle_files import CARD_FILENAME, write_bundle_checksums
+    from tests.helpers.gui import open_window
+
+    bundle = tmp_path / "mirrored"
+    shutil.copytree(tiny_bundle, bundle)
+    card = ModelCard.from_json((bundle / CARD_FILENAME).read_text(encoding="utf-8"))
+    (bundle / CARD_FILENAME).write_text(dataclasses.replace(card, test_time_flip=True).to_json(), encoding="utf-8")
+    write_bundle_checksums(bundle, accept_changes=True)
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(_image(2)).save(images / "case.png")
+    window = open_window(qtbot, bundle)
+    try:
+        with qtbot.waitSignal(window.resultShown, timeout=60_000):
+            window.open_folder(images)
+        predicted = window.result.prediction.predicted_class
+        assert window.view.colorbar.title == f"Grad-CAM, mean with mirror image: evidence for “{predicted}”"
+        window.grab().save(str(tmp_path / "mirrored.png"))
+    finally:
+        window.close()

@@ -79,7 +79,7 @@ class HeatmapColorBar(QWidget):
         self.update()
 
     def set_content(self, *, colormap: str, title: str, scale_text: str) -> None:
-        """Colour map name (busi_viewer.core.overlay), title ("Grad-CAM evidence for <class>") and scale text."""
+        """Colour map name (busi_viewer.core.overlay), title (e.g. "Grad-CAM: evidence for <class>") and scale text."""
         if colormap != self.colormap:
             self._gradient = self._make_gradient(colormap, self.floor)
             self.colormap = colormap
@@ -115,7 +115,7 @@ class HeatmapColorBar(QWidget):
         metrics = QFontMetricsF(self.font())
         line = metrics.height()
         title_font = self._title_font()
-        title = self.title or "Grad-CAM evidence"
+        title = self.title or "Evidence"
         title_rect = QFontMetricsF(title_font).boundingRect(QRectF(margin, margin, width, 1e4), wrap, title)
         scale = f"scale: {self.scale_text}"
         scale_h = metrics.boundingRect(QRectF(0, 0, width, 1e4), wrap, scale).height()
@@ -153,7 +153,7 @@ class HeatmapColorBar(QWidget):
         title_font = self._title_font()
         painter.setFont(title_font)
         painter.setPen(QColor(235, 235, 235))
-        title = self.title or "Grad-CAM evidence"
+        title = self.title or "Evidence"
         title = QFontMetricsF(title_font).elidedText(title, Qt.TextElideMode.ElideRight, width)
         painter.drawText(QRectF(margin, y, width, line), left_aligned, title)
         y += line + 3

@@ -290,7 +290,7 @@ class MainWindow(WindowLayout, QMainWindow):
         explanation = self.model.card.explanation_name() if self.model is not None else "Grad-CAM"
         self.view.set_heatmap(
             prediction.heatmap, colormap=self.colormap_combo.currentText(),
-            title=f"{explanation} evidence for “{prediction.predicted_class}”",
+            title=f"{explanation}: evidence for “{prediction.predicted_class}”",
             scale_text="normalised per image (0–1): colours compare regions within this image only")
         self.view.set_opacity(self.opacity_slider.value() / 100)
         self.view.set_evidence_floor(self.floor_slider.value() / 100)

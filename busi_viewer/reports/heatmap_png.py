@@ -63,7 +63,7 @@ def _legend_strip(width: int, legend: Legend) -> np.ndarray:
     lines = [(bold, legend.headline), (font, f"Model {legend.model}")]
     if legend.warning:
         lines.insert(0, (bold, legend.warning))
-    lines.append((font, f"{legend.explanation} evidence (where the model looked, not a detection), normalised "
+    lines.append((font, f"{legend.explanation}: evidence (where the model looked, not a detection), normalised "
                         "per image:"))
     wrap = Qt.AlignmentFlag.AlignLeft | Qt.TextFlag.TextWordWrap
     text_width = width - 12
