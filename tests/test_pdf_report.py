@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -84,6 +85,11 @@ def test_image_report_says_what_was_on_screen_and_no_identifier(qtbot, tmp_path,
     for secret in [*IDENTIFIERS.values(), "Doe_Jane", "Doe^Jane", "Jane"]:
         assert secret not in text and secret.encode() not in raw, secret
     assert not list(tmp_path.glob(".*partial"))  # the staging file was renamed away
+    assert "Grad-CAM, for the predicted class" in text  # the section's default method
+    mirrored = dataclasses.replace(MODEL, explanation="Grad-CAM, mean with mirror image")
+    text = _text(write_image_report(tmp_path / "mirrored.pdf", entry, ReportImages(record.rgb, heat, mask, 0.6),
+                                    mirrored))
+    assert "Grad-CAM, mean with mirror image, for the predicted class" in text
 
 
 def test_the_report_says_when_the_rule_overrode_the_most_probable_class_or_the_image_is_out_of_scope(

@@ -389,8 +389,8 @@ def _image_document(entry: ImageEntry, images: ReportImages, model: ModelSection
     ]
     if "explanation" in pictures:
         mask_note = " Green outline: the lesion mask." if images.mask is not None and images.mask.any() else ""
-        parts.append(f"<p>{_e(model.explanation)} of the predicted class at opacity {images.opacity:.2f}; evidence below "
-                     f"{images.floor:.0%} of this image's peak not drawn.{mask_note}<br>{bar_html}<br>"
+        parts.append(f"<p>{_e(model.explanation)}, for the predicted class, at opacity {images.opacity:.2f}; "
+                     f"evidence below {images.floor:.0%} of this image's peak not drawn.{mask_note}<br>{bar_html}<br>"
                      "low ← evidence → high; normalised per image (colours compare regions within this image only)</p>")
     parts += [_probabilities_html(entry), _agreement_html(entry), _review_html(entry), _model_html(model)]
     document.setHtml("".join(parts))
