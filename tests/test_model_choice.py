@@ -126,3 +126,21 @@ def test_a_hand_picked_model_stays_and_is_warned_about_outside_its_modality(qtbo
         qtbot.waitUntil(lambda: not warning.isVisible(), timeout=WAIT_MS)
     finally:
         window.close()
+
+
+def test_a_model_given_from_outside_the_catalogue_keeps_the_images_of_its_modality(qtbot, resources, mixed_folder,
+                                                                                  tiny_bundle, tmp_path):
+    """A bundle given with --model but not installed (here a copy of test-us elsewhere) is an ultrasound model: an
+    ultrasound image keeps it rather than switching to the installed one of that modality."""
+    outside = tmp_path / "elsewhere" / "my-us"
+    shutil.copytree(tiny_bundle, outside)
+    window = open_window(qtbot, outside)
+    try:
+        assert window.open_folder(mixed_folder)
+        _result_of(qtbot, window, "a_ultrasound.dcm")
+        assert window.model.model_dir == outside and window.model_chooser.current == outside
+        window.go_to(1)  # a mammogram still switches to the installed MG model
+        qtbot.waitUntil(lambda: window.model is not None and window.model.card is not None
+                        and window.model.card.name == "test-mg", timeout=WAIT_MS)
+    finally:
+        window.close()

@@ -72,8 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     shown_clock = time.time()
     window.service.start()
     if args.smoke_test:
-        if args.model is not None:  # check the model it was given, not one chosen for a demo image's modality
-            window.model_chooser.auto_action.setChecked(False)
         return _smoke_test(app, window, shown, shown_clock)
     if args.demo:
         QTimer.singleShot(0, window.open_demo)

@@ -308,7 +308,8 @@ class MainWindow(WindowLayout, QMainWindow):
 
     def _on_model_changed(self, state: ModelState) -> None:
         self.model = state
-        self.model_chooser.model_loaded(state.model_dir, state.loaded)
+        self.model_chooser.model_loaded(state.model_dir, state.loaded,
+                                        state.card.modality if state.card is not None else None)
         if self._reclassify and self.record is not None and 0 <= self.index < len(self.paths):
             self._reclassify = False
             self.result = None

@@ -8,6 +8,8 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import QMenu
 
+from busi_viewer.core.errors import BundleError
+from busi_viewer.inference.bundle_files import read_card
 from busi_viewer.inference.catalogue import InstalledModel, image_modality, model_for
 
 
@@ -27,6 +29,9 @@ class ModelChooser(QObject):
         super().__init__(menu)
         self.models = models
         self.current: Path | None = current  # the bundle loaded or being loaded
+        # Its modality: an image of that modality keeps it, even when another installed model shares the modality
+        # (e.g. a bundle given with --model that is not installed).
+        self.current_modality: str | None = self._modality_of(current)
         self._failed: set[Path] = set()
         self.auto_action = QAction("Choose the model by image &modality", menu)
         self.auto_action.setCheckable(True)
@@ -52,11 +57,12 @@ class ModelChooser(QObject):
     def automatic(self) -> bool:
         return self.auto_action.isChecked()
 
-    def model_loaded(self, folder: Path | None, loaded: bool) -> None:
-        """The worker reports the bundle at ``folder`` (now loaded, or failed)."""
+    def model_loaded(self, folder: Path | None, loaded: bool, modality: str | None = None) -> None:
+        """The worker reports the bundle at ``folder`` (now loaded, with its card's ``modality``, or failed)."""
         if folder is not None and not loaded:
             self._failed.add(Path(folder).resolve())
         self.current = Path(folder) if folder is not None else None
+        self.current_modality = modality if loaded else None
         for action in self.model_actions:
             action.setChecked(loaded and _same(Path(action.data()), folder))
 
@@ -64,17 +70,32 @@ class ModelChooser(QObject):
         """An image with DICOM modality ``modality`` is shown: ask for the matching model when needed."""
         if not self.automatic:
             return
-        wanted = model_for(self.models, image_modality(modality))
+        kind = image_modality(modality)
+        if kind is None or kind == self.current_modality:
+            return
+        wanted = model_for(self.models, kind)
         if wanted is None or _same(wanted.folder, self.current) or wanted.folder.resolve() in self._failed:
             return
-        self._choose(wanted.folder)
+        self._choose(wanted)
 
     def _chosen_by_hand(self, model: InstalledModel) -> None:
         self.auto_action.setChecked(False)
         self._failed.discard(model.folder.resolve())
         if not _same(model.folder, self.current):
-            self._choose(model.folder)
+            self._choose(model)
 
-    def _choose(self, folder: Path) -> None:
-        self.current = folder
-        self.modelChosen.emit(folder)
+    def _choose(self, model: InstalledModel) -> None:
+        self.current, self.current_modality = model.folder, model.card.modality
+        self.modelChosen.emit(model.folder)
+
+    def _modality_of(self, folder: Path | None) -> str | None:
+        """The modality on the card of the bundle at ``folder`` (None when there is none or it cannot be read)."""
+        if folder is None:
+            return None
+        installed = next((m for m in self.models if _same(m.folder, folder)), None)
+        if installed is not None:
+            return installed.card.modality
+        try:
+            return read_card(Path(folder)).modality
+        except (BundleError, OSError):
+            return None
