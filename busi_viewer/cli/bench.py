@@ -7,6 +7,7 @@ architecture (speed does not depend on the weights' values; the JSON says which 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import platform
@@ -103,10 +104,10 @@ def run_benchmarks(device_name: str | None, repeats: int, listing_files: int, ba
     predictors = {"plain": Predictor(model, card, device),
                   "optimised": Predictor(model, card, device, optimise=True)}  # the viewer on a GPU
     if device.type == "cpu" and weights.startswith("bundle"):
-        predictors["onnxruntime"] = load_predictor(bundle.folder, "cpu", "onnx")[0]  # the viewer on a CPU
-        if card.test_time_flip:  # what the mirror pass costs, timed beside it
-            one_pass = load_predictor(bundle.folder, "cpu", "onnx")[0]
-            one_pass.card = dataclasses.replace(one_pass.card, test_time_flip=False)
+        onnx = predictors["onnxruntime"] = load_predictor(bundle.folder, "cpu", "onnx")[0]  # the viewer on a CPU
+        if card.test_time_flip:  # what the mirror pass costs, timed beside it on the same session
+            one_pass = copy.copy(onnx)
+            one_pass.card = dataclasses.replace(onnx.card, test_time_flip=False)
             predictors["onnxruntime_one_pass"] = one_pass
     end_to_end = _interleaved({name: (lambda p=p: p.predict(ultrasound_sized)) for name, p in predictors.items()},
                               repeats, 3, sync)

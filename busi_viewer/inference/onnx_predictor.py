@@ -81,13 +81,12 @@ class OnnxPredictor(PredictorBase):
         return np.asarray(logits, dtype=np.float32), features
 
     def _run(self, batch: np.ndarray, explain: bool,
-             choose: Callable[[np.ndarray], list[int]] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+             choose: Callable[[np.ndarray], list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         logits, features = self._forward(batch)
         pooled = features.mean(axis=(2, 3), dtype=np.float32)  # the head's global average pooling
         if not explain:
             return logits, pooled, None
-        targets = (choose or self.decided_classes)(logits)
-        return logits, pooled, gap_linear_gradcam(self.classifier_weight, features, targets)
+        return logits, pooled, gap_linear_gradcam(self.classifier_weight, features, choose(logits))
 
     def _class_maps(self, batch: np.ndarray, targets: list[int]) -> np.ndarray:
         _logits, features = self._forward(batch)

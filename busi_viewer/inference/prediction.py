@@ -156,14 +156,14 @@ class PredictorBase:
         """(B, C) float32 pooled features (what the linear head reads) of (H, W, 3) uint8 images: what the scope
         guard is fitted on."""
         inputs, _ = zip(*(preprocess(rgb, self.card.preprocess) for rgb in rgbs))
-        return np.asarray(self._run(np.stack(inputs), explain=False)[1], dtype=np.float32)
+        return np.asarray(self._run(np.stack(inputs), False, self.decided_classes)[1], dtype=np.float32)
 
     def _run_as_card_says(self, batch: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """:meth:`_run`, or with the card's ``test_time_flip`` one pass over the batch and its mirror images:
         logits averaged, maps the mean of each image's and its mirror's (mirrored back) of the class the averaged
         logits decide. Pooled features stay the plain images' (what the scope check was fitted on)."""
         if not self.card.test_time_flip:
-            return self._run(batch, explain)
+            return self._run(batch, explain, self.decided_classes)
         n = len(batch)
         both_logits, both_pooled, both_maps = self._run(
             _with_mirror(batch), explain, lambda logits: self.decided_classes(_mean_with_mirror(logits)) * 2)
@@ -171,9 +171,9 @@ class PredictorBase:
                 None if both_maps is None else _mean_with_mirror(both_maps))
 
     def _run(self, batch: np.ndarray, explain: bool,
-             choose: Callable[[np.ndarray], list[int]] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+             choose: Callable[[np.ndarray], list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(B, 3, S, S) float32 -> logits (B, K), pooled features (B, C) and, when explaining, raw maps (B, h, w)
-        of the class ``choose(logits)`` picks per image (default :meth:`decided_classes`)."""
+        of the class ``choose(logits)`` picks per image."""
         raise NotImplementedError
 
     def _class_maps(self, batch: np.ndarray, targets: list[int]) -> np.ndarray:

@@ -41,8 +41,7 @@ class Predictor(PredictorBase):
         return torch.from_numpy(batch).to(self.device).contiguous(memory_format=self.memory_format)
 
     def _run(self, batch: np.ndarray, explain: bool,
-             choose: Callable[[np.ndarray], list[int]] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        choose = choose or self.decided_classes
+             choose: Callable[[np.ndarray], list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         x = self._tensor(batch)
         if self.uses_fast_cam:
             logits, pooled, all_maps = gap_linear_forward(self.model, x)
