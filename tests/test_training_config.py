@@ -210,7 +210,7 @@ def test_config_hash_leaves_out_where_the_data_live_and_what_only_the_export_use
 def test_the_shipped_recipe_keeps_its_hash():
     # Literal, written down when the rule last changed (busbra_root and scope_margin left out): a new field that
     # enters the hash at its default would give every earlier run of this recipe another hash, so cv-summary
-    # would refuse to summarise folds trained before and after it. Add such a field to ADDED_LATER_DEFAULTS.
+    # would refuse to summarise folds trained before and after it. Add such a field to ADDED_LATER_KEYS.
     assert config_hash(load_config("busi_busbra")) == "0d50a5a75cd90718"
 
 

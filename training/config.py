@@ -45,11 +45,9 @@ ENVIRONMENT_KEYS = frozenset({
 # Fields that change only what `busi-train export` writes, never a fitted or evaluated run: left out of
 # config_hash, so runs of one recipe made before and after such a field was added still summarise together.
 EXPORT_ONLY_KEYS = frozenset({("eval", "scope_margin")})
-# Fields added after runs were published, with the value that reproduces the recipe from before they existed:
-# left out of config_hash while they hold it, so every earlier recipe keeps its hash.
-ADDED_LATER_DEFAULTS: dict[tuple[str, str], Any] = {("loss", "evidence_weight"): 0.0,
-                                                    ("loss", "evidence_sharpness"): 2.0,
-                                                    ("model", "output_stride"): 32}
+# Fields added after runs were published, whose default reproduces the recipe from before they existed: left out
+# of config_hash while they hold their default, so every earlier recipe keeps its hash.
+ADDED_LATER_KEYS = frozenset({("loss", "evidence_weight"), ("loss", "evidence_sharpness"), ("model", "output_stride")})
 
 
 class ConfigError(BusiViewerError, ValueError):
@@ -676,14 +674,15 @@ def to_toml(config: TrainConfig) -> str:
 
 def config_hash(config: TrainConfig) -> str:
     """16 hex digits of the SHA-256 of the recipe: every field except name/description, ENVIRONMENT_KEYS,
-    EXPORT_ONLY_KEYS and ADDED_LATER_DEFAULTS fields that hold their old-recipe value."""
+    EXPORT_ONLY_KEYS and ADDED_LATER_KEYS fields that hold their default."""
     data = to_dict(config)
     for name in TOP_LEVEL_SCALARS:
         data.pop(name)
     for section, key in ENVIRONMENT_KEYS | EXPORT_ONLY_KEYS:
         data[section].pop(key)
-    for (section, key), old_value in ADDED_LATER_DEFAULTS.items():
-        if data[section][key] == old_value:
+    defaults = to_dict(TrainConfig())
+    for section, key in ADDED_LATER_KEYS:
+        if data[section][key] == defaults[section][key]:
             data[section].pop(key)
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

@@ -105,7 +105,7 @@ def run_predictor(run_dir: Path, config: TrainConfig, temperature: float, thresh
     card = ModelCard(name=config.name, version="eval", architecture=config.model.arch, class_names=config.class_names,
                      preprocess=config.preprocess_spec(), calibration_temperature=temperature,
                      thresholds={config.positive_class: threshold} if threshold is not None else {},
-                     test_time_flip=config.eval.tta_hflip)
+                     test_time_flip=config.eval.tta_hflip, output_stride=config.model.output_stride)
     return Predictor(load_run_model(run_dir, config, device), card, device)
 
 
