@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QApplication, QLabel, QMessageBox
+from PySide6.QtWidgets import QApplication, QLabel, QMessageBox, QWidget
 
 from busi_viewer import RESEARCH_USE_BANNER
+from busi_viewer.core.agreement import agreement
 from busi_viewer.core.phantoms import write_phantom_dataset
 from busi_viewer.core.reviews import ReviewStore, default_reviews_path
 from tests.helpers.gui import open_window
@@ -130,7 +131,13 @@ def test_heatmap_toggle_opacity_and_mask_change_rendered_pixels(qtbot, window, i
     mask_off = _view_pixels(qtbot, window)
     green = lambda img: int(((img[..., 1] > 180) & (img[..., 0] < 100) & (img[..., 2] < 100)).sum())  # noqa: E731
     assert green(mask_on) > green(mask_off) + 20
-    assert window.result.agreement is not None
+    # the scores follow the result: computed by hand from the shown heatmap and the mask, shown in the panel
+    qtbot.waitUntil(lambda: window.agreement is not None, timeout=30_000)
+    expected = agreement(window.result.prediction.heatmap, window.mask)
+    assert window.agreement == expected
+    iou_cell = window.result_panel.findChild(QLabel, "agreement_iou")
+    assert window.result_panel.findChild(QWidget, "agreement_box").isVisible()
+    assert iou_cell.text() == f"{expected.iou_otsu:.2f}"
 
 
 def test_hashes_still_queued_when_the_window_closes_are_dropped(qtbot, tiny_bundle, image_folder):

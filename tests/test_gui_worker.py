@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -15,8 +16,10 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QThread  # noqa: E402
 
+from busi_viewer.core.agreement import agreement  # noqa: E402
 from busi_viewer.core.phantoms import write_phantom_dataset  # noqa: E402
 from busi_viewer.gui.worker import (  # noqa: E402
+    AgreementDone,
     ImageLoaded,
     InferenceDone,
     InferenceService,
@@ -43,17 +46,22 @@ class Recorder:
     def __init__(self, service: InferenceService):
         self.loaded: list[ImageLoaded] = []
         self.done: list[InferenceDone] = []
+        self.agreements: list[AgreementDone] = []
+        self.order: list[tuple[str, int]] = []  # (event type, request id) of results and agreements
         self.models: list[ModelState] = []
         self.failures: list[WorkerFailure] = []
         self.threads: set = set()
         service.imageLoaded.connect(lambda e: self._add(self.loaded, e))
         service.inferenceDone.connect(lambda e: self._add(self.done, e))
+        service.agreementDone.connect(lambda e: self._add(self.agreements, e))
         service.modelChanged.connect(lambda e: self._add(self.models, e))
         service.failed.connect(lambda e: self._add(self.failures, e))
 
     def _add(self, bucket: list, event) -> None:
         self.threads.add(QThread.currentThread())
         bucket.append(event)
+        if isinstance(event, (InferenceDone, AgreementDone)):
+            self.order.append((type(event).__name__, event.request_id))
 
 
 @pytest.fixture
@@ -85,6 +93,11 @@ def ready(make_service, tiny_bundle, qtbot):
 def _wait_done(qtbot, rec: Recorder, request_id: int) -> InferenceDone:
     qtbot.waitUntil(lambda: any(e.request_id == request_id for e in rec.done), timeout=WAIT_MS)
     return next(e for e in rec.done if e.request_id == request_id)
+
+
+def _wait_agreement(qtbot, rec: Recorder, request_id: int) -> AgreementDone:
+    qtbot.waitUntil(lambda: any(e.request_id == request_id for e in rec.agreements), timeout=WAIT_MS)
+    return next(e for e in rec.agreements if e.request_id == request_id)
 
 
 def _wait_loaded(qtbot, rec: Recorder, request_id: int) -> ImageLoaded:
@@ -133,7 +146,7 @@ def test_request_gives_image_then_result_in_the_gui_thread(ready, qtbot, tmp_pat
     assert probabilities.shape == (len(rec.models[0].card.class_names),)
     assert probabilities.sum() == pytest.approx(1.0, abs=1e-5)
     assert done.prediction.heatmap.shape == SIZE
-    assert done.agreement is None  # no mask beside the image
+    assert _wait_agreement(qtbot, rec, rid).agreement is None  # no mask beside the image
     assert rec.threads == {QThread.currentThread()}  # every signal fired in the GUI thread
     assert not rec.failures
 
@@ -252,8 +265,38 @@ def test_mask_beside_the_image_gives_agreement(ready, qtbot, tmp_path):
     done = _wait_done(qtbot, rec, rid)
     loaded = _wait_loaded(qtbot, rec, rid)
     assert loaded.mask is not None and loaded.mask.dtype == bool and loaded.mask.shape == SIZE and loaded.mask.any()
-    assert done.agreement is not None and done.agreement.reason in (None, "heatmap is all zero")
-    assert done.agreement.baseline is not None
+    scored = _wait_agreement(qtbot, rec, rid)
+    assert scored.path == path and scored.frame == done.frame == 0
+    assert scored.agreement == agreement(done.prediction.heatmap, loaded.mask)
+    assert scored.agreement.baseline is not None
+    # the result does not wait for the scores: it comes first, then its agreement, once each
+    assert rec.order == [("InferenceDone", rid), ("AgreementDone", rid)]
+    # a revisit takes both from the caches, in the same order
+    again = service.request(path)
+    assert _wait_done(qtbot, rec, again).cached
+    assert _wait_agreement(qtbot, rec, again).agreement == scored.agreement
+    assert rec.order[2:] == [("InferenceDone", again), ("AgreementDone", again)]
+
+
+def test_the_result_does_not_wait_for_its_agreement(ready, qtbot, tmp_path, monkeypatch):
+    """Scoring against the mask costs about a forward pass: the result must be on its way before it starts."""
+    import busi_viewer.gui.worker as worker
+
+    service, rec = ready
+    released = threading.Event()
+
+    def gated_agreement(heatmap, mask):
+        released.wait(30)  # held until the GUI thread has the result (a worker scoring first would stall here)
+        return agreement(heatmap, mask)
+
+    monkeypatch.setattr(worker, "agreement", gated_agreement)
+    dataset = write_phantom_dataset(tmp_path / "phantoms", {"malignant": 1}, size=SIZE)
+    rid = service.request(dataset["root"] / dataset["files"][0])
+    done = _wait_done(qtbot, rec, rid)
+    assert not rec.agreements
+    released.set()
+    assert _wait_agreement(qtbot, rec, rid).agreement == agreement(done.prediction.heatmap,
+                                                                   _wait_loaded(qtbot, rec, rid).mask)
 
 
 def test_mask_of_the_wrong_size_is_reported_with_the_image(ready, qtbot, tmp_path):
@@ -263,7 +306,8 @@ def test_mask_of_the_wrong_size_is_reported_with_the_image(ready, qtbot, tmp_pat
     rid = service.request(path)
     loaded = _wait_loaded(qtbot, rec, rid)
     assert loaded.error is None and loaded.mask is None and "a_mask.png" in loaded.mask_error
-    assert _wait_done(qtbot, rec, rid).agreement is None
+    _wait_done(qtbot, rec, rid)
+    assert _wait_agreement(qtbot, rec, rid).agreement is None
 
 
 def test_request_without_inference_only_decodes(ready, qtbot, tmp_path):

@@ -16,6 +16,7 @@ from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox
 
 from busi_viewer import RESEARCH_USE_BANNER, __version__
+from busi_viewer.core.agreement import AgreementResult
 from busi_viewer.core.display import render_display
 from busi_viewer.core.errors import BusiViewerError
 from busi_viewer.core.image_record import ImageRecord
@@ -35,6 +36,7 @@ from busi_viewer.gui.state import (
 )
 from busi_viewer.gui.window_layout import WindowLayout
 from busi_viewer.gui.worker import (
+    AgreementDone,
     ImageLoaded,
     InferenceDone,
     InferenceService,
@@ -70,6 +72,7 @@ class MainWindow(WindowLayout, QMainWindow):
         self.mask: np.ndarray | None = None
         self.frame = 0
         self.result: InferenceDone | None = None
+        self.agreement: AgreementResult | None = None  # of self.result's heatmap with self.mask
         self.model: ModelState | None = None
         self._hasher: FolderHasher | None = None
         self._summary = None  # SummaryExport, created on the first folder summary
@@ -97,6 +100,7 @@ class MainWindow(WindowLayout, QMainWindow):
     def _connect(self) -> None:
         self.service.imageLoaded.connect(self._on_image_loaded)
         self.service.inferenceDone.connect(self._on_inference_done)
+        self.service.agreementDone.connect(self._on_agreement_done)
         self.service.modelChanged.connect(self._on_model_changed)
         self.service.failed.connect(self._on_failure)
         self.thumbnails.imageActivated.connect(self.go_to)
@@ -216,7 +220,7 @@ class MainWindow(WindowLayout, QMainWindow):
         same_image = self.record is not None and loaded.path == self.record.path and loaded.error is None
         if same_image:
             return  # a new frame's inference request of the image already shown
-        self.result = None
+        self.result = self.agreement = None
         self.record, self.sha256, self.mask = loaded.record, loaded.sha256, loaded.mask
         self.frame = 0
         self.view.clear_measurement()
@@ -261,7 +265,7 @@ class MainWindow(WindowLayout, QMainWindow):
         self.imageShown.emit(self.index)
 
     def _clear_image(self) -> None:
-        self.record = self.sha256 = self.mask = self.result = None
+        self.record = self.sha256 = self.mask = self.result = self.agreement = None
         self._show_pixels(None)
         self.view.set_heatmap(None)
         self.view.set_mask(None)
@@ -272,14 +276,20 @@ class MainWindow(WindowLayout, QMainWindow):
             return
         if done.path != self.record.path:
             return
-        self.result = done
+        self.result, self.agreement = done, None
         prediction = done.prediction
         self._show_heatmap()
         state = presenters.result_state(self.model, done, self._record_modality())
         self.result_panel.set_state(state)
-        self.result_panel.set_agreement(presenters.agreement_state(done))
         self._set_thumb(self.index, predicted=prediction.predicted_class, out_of_scope=state.out_of_scope)
         self.resultShown.emit(self.index)
+
+    def _on_agreement_done(self, scored: AgreementDone) -> None:
+        done = self.result
+        if done is None or scored.request_id != done.request_id or scored.frame != done.frame:
+            return
+        self.agreement = scored.agreement
+        self.result_panel.set_agreement(presenters.agreement_state(scored.agreement))
 
     def _show_heatmap(self) -> None:
         done = self.result
@@ -312,7 +322,7 @@ class MainWindow(WindowLayout, QMainWindow):
                                         state.card.modality if state.card is not None else None)
         if self._reclassify and self.record is not None and 0 <= self.index < len(self.paths):
             self._reclassify = False
-            self.result = None
+            self.result = self.agreement = None
             self.service.request(self.paths[self.index], self.frame, prefetch=[])
         if state.loaded and state.card is not None:
             self.model_label.setText(f"{presenters.model_label(self.model)} · {state.device} · loaded in {state.seconds:.1f} s")
@@ -328,7 +338,7 @@ class MainWindow(WindowLayout, QMainWindow):
         self.statusBar().showMessage(f"Error during {failure.stage}{where}: {failure.message}", 15_000)
         if failure.request_id == self.service.latest_request_id and self.result is None:
             self.result_panel.set_state(replace(presenters.pending_result(self.model),
-                                                message=f"Inference failed: {failure.message}"))
+                                                message=f"Inference failed: {failure.message}", computing=False))
 
     # ----------------------------------------------------------------------------------------------- review
     def _show_review(self) -> None:
@@ -397,7 +407,8 @@ class MainWindow(WindowLayout, QMainWindow):
             overwrite = True  # the dialog has asked before replacing a file
         try:
             written = write_current_image_report(
-                path, record=self.record, frame=self.frame, adjust=self.display.adjust, done=done, mask=self.mask,
+                path, record=self.record, frame=self.frame, adjust=self.display.adjust, done=done,
+                agreement=self.agreement, mask=self.mask,
                 card=card, review=self.reviews.get(done.sha256) if self.reviews is not None else None,
                 opacity=self.opacity_slider.value() / 100, colormap=self.colormap_combo.currentText(),
                 evidence_floor=self.floor_slider.value() / 100,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from busi_viewer.core.agreement import AgreementResult
 from busi_viewer.core.decision import override_sentence
 from busi_viewer.core.labels import CLASS_NAMES
 from busi_viewer.gui.state import AgreementState, ResultState
@@ -34,9 +35,13 @@ def pending_result(model: ModelState | None, image_modality: str | None = None) 
         message = f"No model — plain viewer.\n{model.error}"
     else:
         message = "Computing…"
+    card = model.card if model is not None else None
     return ResultState(class_names=class_names(model), message=message, model_label=model_label(model),
-                       device=model.device if model else "",
-                       scope_warning=modality_warning(model.card if model else None, image_modality))
+                       device=model.device if model else "", decision_rule=decision_rule(model),
+                       operating_point=card.operating_point() if card else None,
+                       calibrated=bool(card and card.calibration_temperature != 1.0),
+                       scope_warning=modality_warning(card, image_modality),
+                       computing=bool(model is not None and model.loaded))
 
 
 def result_state(model: ModelState | None, done: InferenceDone, image_modality: str | None = None) -> ResultState:
@@ -61,9 +66,8 @@ def result_state(model: ModelState | None, done: InferenceDone, image_modality: 
     )
 
 
-def agreement_state(done: InferenceDone) -> AgreementState | None:
+def agreement_state(result: AgreementResult | None) -> AgreementState | None:
     """Otsu IoU, pointing game and energy in mask beside the centre-prior baseline; None without a mask."""
-    result = done.agreement
     if result is None:
         return None
     base = result.baseline

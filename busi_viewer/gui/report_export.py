@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from busi_viewer.core.agreement import AgreementResult
 from busi_viewer.core.display import DisplayAdjust, render_display
 from busi_viewer.core.image_record import ImageRecord
 from busi_viewer.core.report_data import ReviewSection, image_entry
@@ -20,7 +21,7 @@ from busi_viewer.reports.pdf import (
 
 
 def write_current_image_report(path: Path, *, record: ImageRecord, frame: int, adjust: DisplayAdjust, done: InferenceDone,
-                               mask: np.ndarray | None, card, review: Review | None, opacity: float, colormap: str,
+                               agreement: AgreementResult | None, mask: np.ndarray | None, card, review: Review | None, opacity: float, colormap: str,
                                evidence_floor: float, include_identifiers: bool, overwrite: bool,
                                orientation: tuple[int, bool, bool] = (0, False, False)) -> Path:
     """Write the report of the shown frame: its display rendering (window/level, brightness/contrast, invert and
@@ -33,7 +34,7 @@ def write_current_image_report(path: Path, *, record: ImageRecord, frame: int, a
                         probabilities=prediction.probabilities, predicted=prediction.predicted_class,
                         low_confidence=prediction.low_confidence, decision_rule=card.decision_rule(),
                         out_of_scope=scope_warning(card, record.modality, done.prediction),
-                        operating_point=card.operating_point(), agreement=done.agreement,
+                        operating_point=card.operating_point(), agreement=agreement,
                         review=ReviewSection.of(review), include_identifiers=include_identifiers)
     images = ReportImages(rgb, prediction.heatmap, mask, opacity, colormap, orientation, evidence_floor)
     return write_image_report(path, entry, images, model_section_for(card), overwrite=overwrite)

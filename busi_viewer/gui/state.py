@@ -36,6 +36,9 @@ class ResultState:
     # Why the image is outside the model's scope (another modality, or its scope guard): the result is then shown
     # as "outside this model's scope", probabilities de-emphasised.
     scope_warning: str = ""
+    # The model is computing this image's result: the panel keeps the result's layout with empty bars and
+    # ``message`` in place of the prediction, so nothing jumps (and no widget is shown or hidden) per image.
+    computing: bool = False
 
     @property
     def out_of_scope(self) -> bool:

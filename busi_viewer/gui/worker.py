@@ -7,8 +7,9 @@ importing this module never imports torch and the window can show before it is l
 Flow control, because a held arrow key fires ~30 requests a second and one CPU inference takes far longer:
 
 * one pending slot: a new request replaces a request that has not started yet (no queue builds up);
-* between stages (decode -> hash/mask -> inference) a running request checks whether a newer one is waiting
-  and, if so, is abandoned without emitting anything;
+* between stages (decode -> hash/mask -> inference -> agreement with the mask) a running request checks
+  whether a newer one is waiting and, if so, is abandoned without emitting anything more;
+* the result is emitted before its agreement with the mask is scored, which follows as its own event;
 * the service re-checks the request id in the GUI thread, so a result for an image the user has already left
   is dropped even when it was emitted just before the user moved on;
 * when nothing is pending the thread prefetches the neighbours the last request named (decode + inference
@@ -48,7 +49,7 @@ if TYPE_CHECKING:  # torch stays out of the import graph until the worker thread
     from busi_viewer.inference.model_card import ModelCard
     from busi_viewer.inference.prediction import Prediction, PredictorBase
 
-__all__ = ["ImageLoaded", "InferenceDone", "InferenceService", "ModelState", "WorkerFailure"]
+__all__ = ["AgreementDone", "ImageLoaded", "InferenceDone", "InferenceService", "ModelState", "WorkerFailure"]
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +86,10 @@ class ImageLoaded:
 
 @dataclass(frozen=True)
 class InferenceDone:
-    """The model's result for frame ``frame`` of a requested image.
+    """The model's result for frame ``frame`` of a requested image; an :class:`AgreementDone` follows it.
 
-    ``prediction`` arrays are shared with the cache and read-only. ``agreement`` compares
-    ``prediction.heatmap`` with the lesion mask (None without a mask). ``seconds``: wall time of this
-    request's inference (≈0 when ``cached``).
+    ``prediction`` arrays are shared with the cache and read-only. ``seconds``: wall time of this request's
+    inference (≈0 when ``cached``).
     """
 
     request_id: int
@@ -97,9 +97,22 @@ class InferenceDone:
     sha256: str
     frame: int
     prediction: Prediction
-    agreement: AgreementResult | None
     seconds: float
     cached: bool
+
+
+@dataclass(frozen=True)
+class AgreementDone:
+    """How the heatmap of the :class:`InferenceDone` just emitted for ``request_id`` agrees with the lesion mask.
+
+    Emitted after the result, so that scoring (about as long as a forward pass) does not delay it. ``agreement``
+    is None without a mask beside the image or when scoring failed (then a :class:`WorkerFailure` says why).
+    """
+
+    request_id: int
+    path: Path
+    frame: int
+    agreement: AgreementResult | None
 
 
 @dataclass(frozen=True)
@@ -451,15 +464,17 @@ class _WorkerThread(QThread):
             with self._cache_lock:
                 self._misses += 1
                 self._results.put(key, prediction)
-        if job.request_id is not None and self._stale(job):
+        if job.request_id is None:  # a prefetch: result and scores wait in the caches
+            if not self._stale(job):
+                self._agreement(job, key, entry, prediction)
+            return
+        if self._stale(job):
             return  # the user has moved on: the result waits in the cache
+        self._emit(InferenceDone(job.request_id, job.path, entry.sha256, job.frame, prediction,
+                                 time.perf_counter() - started, cached))
         scores = self._agreement(job, key, entry, prediction)
-        seconds = time.perf_counter() - started
-        if job.request_id is None or self._stale(job):
-            return  # a prefetch (result and scores wait in the caches), or the user has moved on
-        self._emit(InferenceDone(job.request_id, job.path, entry.sha256, job.frame, prediction, scores,
-                                 seconds, cached))
-
+        if not self._stale(job):
+            self._emit(AgreementDone(job.request_id, job.path, job.frame, scores))
 
     def _agreement(self, job: _Job, key: tuple, entry: _Entry, prediction: Prediction) -> AgreementResult | None:
         """Heatmap-vs-mask scores, cached per result and mask content; None without a mask or on failure."""
@@ -488,12 +503,14 @@ class InferenceService(QObject):
     :meth:`stop` (the service also stops itself when the application quits).
 
     Every signal carries one event object and fires in the thread the service lives in (the GUI thread):
-    ``imageLoaded(ImageLoaded)``, ``inferenceDone(InferenceDone)`` (both only for the latest request id),
+    ``imageLoaded(ImageLoaded)``, ``inferenceDone(InferenceDone)``, ``agreementDone(AgreementDone)`` (these three
+    only for the latest request id),
     ``modelChanged(ModelState)``, ``failed(WorkerFailure)``.
     """
 
     imageLoaded = Signal(object)
     inferenceDone = Signal(object)
+    agreementDone = Signal(object)
     modelChanged = Signal(object)
     failed = Signal(object)
 
@@ -576,6 +593,9 @@ class InferenceService(QObject):
         elif isinstance(event, InferenceDone):
             if event.request_id == self._latest_id:
                 self.inferenceDone.emit(event)
+        elif isinstance(event, AgreementDone):
+            if event.request_id == self._latest_id:
+                self.agreementDone.emit(event)
         elif isinstance(event, ModelState):
             self.modelChanged.emit(event)
         elif isinstance(event, WorkerFailure):
