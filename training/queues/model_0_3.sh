@@ -34,7 +34,11 @@ fit busi-busbra-seed0
 # 1b. the same split with evidence alignment (issue #19), then its grouped 5-fold cross-validation: the candidate
 #     for the next shipped model, so its folds come before everything below
 fit_evidence busi-busbra-evidence0.3-seed0
-for fold in 0 1 2 3 4; do
+fit_evidence busi-busbra-evidence0.3-seed0-fold0 --fold 0
+# 1c. the same on a finer explanation grid (output stride 16), on the shipped split: if it is the better candidate,
+#     its folds replace the evidence recipe's below
+fit_config busi_busbra_evidence_s16 busi-busbra-evidence-s16-seed0
+for fold in 1 2 3 4; do
   fit_evidence "busi-busbra-evidence0.3-seed0-fold$fold" --fold "$fold"
 done
 "$train" cv-summary runs/busi-busbra-evidence0.3-seed0-fold? --out training/reports/model-0.3/cv-evidence
