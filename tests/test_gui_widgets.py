@@ -182,7 +182,8 @@ def test_result_panel_keeps_its_layout_while_computing(qtbot, tmp_path):
     qtbot.addWidget(panel)
     panel.resize(320, 480)
     panel.show()
-    computing = ResultState(class_names=CLASSES, message="Computing…", model_label="busi-us 0.1.0 · tf_efficientnet_lite0",
+    computing = ResultState(class_names=CLASSES, message="Computing…",
+                            model_label="busi-us 0.1.0 · tf_efficientnet_lite0",
                             device="CPU", calibrated=True,
                             decision_rule="malignant when p(malignant) ≥ 0.19 (chosen on validation)",
                             operating_point=("malignant", 0.19), computing=True)

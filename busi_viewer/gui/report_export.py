@@ -20,8 +20,9 @@ from busi_viewer.reports.pdf import (
 )
 
 
-def write_current_image_report(path: Path, *, record: ImageRecord, frame: int, adjust: DisplayAdjust, done: InferenceDone,
-                               agreement: AgreementResult | None, mask: np.ndarray | None, card, review: Review | None, opacity: float, colormap: str,
+def write_current_image_report(path: Path, *, record: ImageRecord, frame: int, adjust: DisplayAdjust,
+                               done: InferenceDone, agreement: AgreementResult | None, mask: np.ndarray | None, card,
+                               review: Review | None, opacity: float, colormap: str,
                                evidence_floor: float, include_identifiers: bool, overwrite: bool,
                                orientation: tuple[int, bool, bool] = (0, False, False)) -> Path:
     """Write the report of the shown frame: its display rendering (window/level, brightness/contrast, invert and

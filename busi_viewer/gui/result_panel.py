@@ -294,8 +294,8 @@ class ResultPanel(QWidget):
             self._badge.setText(f"LOW CONFIDENCE — max probability < {state.low_confidence_below:.2f}")
         else:
             self._badge.setText("LOW CONFIDENCE")
-        self._rule.setText(f"Most probable class: {state.predicted} (not a finding)" if state.out_of_scope and has_result
-                           else state.decision_rule)
+        self._rule.setText(f"Most probable class: {state.predicted} (not a finding)"
+                           if state.out_of_scope and has_result else state.decision_rule)
         self._calibration.setText("calibrated (temperature scaling)" if state.calibrated else "uncalibrated")
 
     def set_agreement(self, agreement: AgreementState | None) -> None:
