@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -253,6 +254,38 @@ def test_holding_the_arrow_key_shows_the_result_of_the_image_landed_on(qtbot, wi
     assert window.index == 4
     qtbot.waitUntil(lambda: window.result is not None and window.result.path == window.paths[4], timeout=WAIT_MS)
     assert window.record.path == window.paths[4]
+
+
+def test_while_computing_the_panel_keeps_the_result_layout_with_empty_bars(qtbot, window, image_folder, monkeypatch):
+    """What a reader sees between an image and its result: the bars where they were, empty, "—" for every value
+    and "Computing…" as the prediction; then the new numbers in the same places."""
+    from busi_viewer.inference.prediction import PredictorBase as Predictor
+
+    _open_and_wait(qtbot, window, image_folder)
+    panel = window.result_panel
+    bar = panel.findChild(QWidget, "prob_bar_malignant")
+    value = panel.findChild(QLabel, "prob_value_malignant")
+    where = bar.geometry()
+    released = threading.Event()
+    original = Predictor.predict
+
+    def gated(self, rgb, explain=True):
+        released.wait(30)
+        return original(self, rgb, explain)
+
+    monkeypatch.setattr(Predictor, "predict", gated)
+    with qtbot.waitSignal(window.imageShown, timeout=WAIT_MS):
+        window.go_to(3)  # not prefetched yet (the neighbours of image 0 are)
+    try:
+        assert panel.findChild(QLabel, "predicted_label").text() == "Computing…"
+        assert value.text() == "—" and bar.isVisible() and bar.value() == 0 and bar.geometry() == where
+        assert not panel.findChild(QLabel, "result_message").isVisible()
+        assert panel.findChild(QLabel, "decision_rule").isVisible()
+    finally:
+        released.set()
+    qtbot.waitUntil(lambda: window.result is not None and window.result.path == window.paths[3], timeout=WAIT_MS)
+    expected = window.result.prediction.probability("malignant")
+    assert value.text() == f"{expected:.2f}" and bar.geometry() == where
 
 
 def test_worker_errors_surface_and_the_app_keeps_working(qtbot, window, image_folder, monkeypatch):
