@@ -71,7 +71,14 @@ def test_the_heatmap_is_the_mean_of_both_grad_cams_mirrored_back():
 def test_the_scope_features_stay_those_of_the_image_itself():
     plain, flipped = _predictors()
     rgbs = [_image(0), _image(1)]
-    np.testing.assert_allclose(flipped.pooled_features(rgbs), plain.pooled_features(rgbs), atol=1e-6)
+    # what the head reads, by hand: the final feature map of each image (not its mirror) averaged over its cells
+    x = torch.from_numpy(np.stack([preprocess(rgb, plain.card.preprocess)[0] for rgb in rgbs]))
+    with torch.no_grad():
+        expected = plain.model.forward_features(x).mean(dim=(2, 3)).numpy()
+    for predictor in (plain, flipped):
+        pooled = predictor.pooled_features(rgbs)
+        assert pooled.shape == expected.shape == (2, plain.model.get_classifier().in_features)
+        np.testing.assert_allclose(pooled, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_the_card_names_the_explanation_and_needs_an_app_that_knows_the_field():
