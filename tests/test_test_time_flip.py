@@ -66,6 +66,10 @@ def test_the_heatmap_is_the_mean_of_both_grad_cams_mirrored_back():
     expected = np.maximum(geometry.to_original(((own + mirror) / 2).numpy()), 0)
     np.testing.assert_allclose(result.heatmap_raw, expected, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(flipped.explain_class(rgb, target), expected, rtol=1e-4, atol=1e-6)
+    # a plain card explains any class with that class's own Grad-CAM of the image alone
+    for other in range(3):
+        alone = np.maximum(geometry.to_original(fast_gradcam(plain.model, x, other).maps[0].numpy()), 0)
+        np.testing.assert_allclose(plain.explain_class(rgb, other), alone, rtol=1e-4, atol=1e-6)
 
 
 def test_the_scope_features_stay_those_of_the_image_itself():
