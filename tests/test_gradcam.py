@@ -101,3 +101,14 @@ def test_normalise_per_image_keeps_all_zero_maps_zero():
     out = normalise_per_image(maps)
     assert out[0].max() == 0
     assert out[1].max() == 1.0 and out[1].sum() == 1.0
+
+
+def test_normalise_per_image_scales_each_map_by_its_own_maximum():
+    maps = np.zeros((2, 3, 3), dtype=np.float64)  # float64 in, float32 out (what the viewer's heatmap promises)
+    maps[0, 0, 0], maps[0, 1, 1] = 2.0, 1.0
+    maps[1, 2, 2], maps[1, 0, 1] = 8.0, 2.0
+    out = normalise_per_image(maps)
+    assert out.dtype == np.float32
+    assert (out[0, 0, 0], out[0, 1, 1]) == (1.0, 0.5)  # 1/2: its own peak, not the batch's 8
+    assert (out[1, 2, 2], out[1, 0, 1]) == (1.0, 0.25)
+    np.testing.assert_array_equal(normalise_per_image(maps[1]), out[1])  # one (h, w) map alike
