@@ -15,7 +15,7 @@ from busi_viewer.inference.gradcam import (
     final_feature_module,
     reference_gradcam,
 )
-from busi_viewer.inference.prediction import normalise_per_image
+from busi_viewer.inference.prediction import gap_linear_gradcam, normalise_per_image
 
 TOLERANCE = 1e-5
 
@@ -112,3 +112,21 @@ def test_normalise_per_image_scales_each_map_by_its_own_maximum():
     assert (out[0, 0, 0], out[0, 1, 1]) == (1.0, 0.5)  # 1/2: its own peak, not the batch's 8
     assert (out[1, 2, 2], out[1, 0, 1]) == (1.0, 0.25)
     np.testing.assert_array_equal(normalise_per_image(maps[1]), out[1])  # one (h, w) map alike
+
+
+def test_gap_linear_gradcam_in_numpy_by_hand():
+    """The ONNX backend's closed form: relu(sum_c W[t, c] A[c]) / (h w) per image, for the class asked of each."""
+    weight = np.array([[1.0, -2.0], [0.5, 3.0]], dtype=np.float32)  # (K=2, C=2)
+    features = np.zeros((2, 2, 2, 3), dtype=np.float32)  # (B=2, C=2, h=2, w=3)
+    features[0, 0] = [[1, 2, 0], [0, 4, 1]]
+    features[0, 1] = [[0, 1, 1], [2, 0, 0]]
+    features[1, 0] = [[2, 0, 0], [0, 0, 6]]
+    features[1, 1] = [[1, 1, 0], [0, 0, 1]]
+    maps = gap_linear_gradcam(weight, features, [0, 1])
+    # image 0, class 0: A0 - 2 A1 = [[1, 0, -2], [-4, 4, 1]] -> relu, / 6
+    expected0 = np.array([[1, 0, 0], [0, 4, 1]], dtype=np.float32) / 6
+    # image 1, class 1: 0.5 A0 + 3 A1 = [[4, 3, 0], [0, 0, 6]], / 6
+    expected1 = np.array([[4, 3, 0], [0, 0, 6]], dtype=np.float32) / 6
+    assert maps.dtype == np.float32 and maps.shape == (2, 2, 3)
+    np.testing.assert_allclose(maps[0], expected0, rtol=1e-6)
+    np.testing.assert_allclose(maps[1], expected1, rtol=1e-6)
