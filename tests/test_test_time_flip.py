@@ -44,6 +44,7 @@ def test_probabilities_are_those_of_the_mean_logits_of_image_and_mirror():
             mean_logits = (plain.model(x) + plain.model(torch.flip(x, dims=[3]))) / 2
         expected = torch.softmax(mean_logits / 0.5, dim=1)[0].numpy()
         got = flipped.predict(rgb, explain=False)
+        assert got.heatmap_raw is None  # not asked for, not computed
         np.testing.assert_allclose(got.logits, mean_logits[0].numpy(), atol=1e-4)
         np.testing.assert_allclose(got.probabilities, expected, atol=1e-5)
         assert got.predicted_index == int(expected.argmax())
