@@ -108,6 +108,7 @@ def test_the_side_panel_shows_the_image_without_overlay_turned_as_the_view(qtbot
     try:
         with qtbot.waitSignal(window.resultShown, timeout=WAIT_MS):
             assert window.open_folder(study)
+        qtbot.waitUntil(lambda: window.agreement is not None, timeout=WAIT_MS)  # the scores follow the result
         preview = window.raw_preview
         assert preview.has_image
         window.resize(1400, 1100)  # a tall screen: the panel's free lower part shows the bare image
