@@ -26,6 +26,15 @@ def decision_rule(model: ModelState | None) -> str:
     return card.decision_rule() if card is not None else ""
 
 
+def _model_fields(model: ModelState | None) -> dict:
+    """What the result panel shows of the model itself, with or without a result: the same for both states, so
+    the panel's layout does not change between them."""
+    card = model.card if model is not None else None
+    return {"model_label": model_label(model), "device": model.device if model else "",
+            "decision_rule": decision_rule(model), "operating_point": card.operating_point() if card else None,
+            "calibrated": bool(card and card.calibration_temperature != 1.0)}
+
+
 def pending_result(model: ModelState | None, image_modality: str | None = None) -> ResultState:
     """What the result panel says before the current image's result arrives (``image_modality``: the image's
     DICOM Modality, "OT" for rasters; a model of another known modality is warned about)."""
@@ -35,12 +44,8 @@ def pending_result(model: ModelState | None, image_modality: str | None = None) 
         message = f"No model — plain viewer.\n{model.error}"
     else:
         message = "Computing…"
-    card = model.card if model is not None else None
-    return ResultState(class_names=class_names(model), message=message, model_label=model_label(model),
-                       device=model.device if model else "", decision_rule=decision_rule(model),
-                       operating_point=card.operating_point() if card else None,
-                       calibrated=bool(card and card.calibration_temperature != 1.0),
-                       scope_warning=modality_warning(card, image_modality),
+    return ResultState(class_names=class_names(model), message=message, **_model_fields(model),
+                       scope_warning=modality_warning(model.card if model else None, image_modality),
                        computing=bool(model is not None and model.loaded))
 
 
@@ -53,13 +58,9 @@ def result_state(model: ModelState | None, done: InferenceDone, image_modality: 
         predicted=prediction.predicted_class,
         low_confidence=prediction.low_confidence,
         low_confidence_below=card.low_confidence_below if card else None,
-        decision_rule=decision_rule(model),
-        operating_point=card.operating_point() if card else None,
         decision_override=override_sentence(prediction.class_names, prediction.probabilities,
                                             prediction.predicted_class, card.operating_point() if card else None),
-        calibrated=bool(card and card.calibration_temperature != 1.0),
-        model_label=model_label(model),
-        device=model.device if model else "",
+        **_model_fields(model),
         seconds=done.seconds,
         cached=done.cached,
         scope_warning=scope_warning(card, image_modality, prediction),
