@@ -9,6 +9,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from busi_viewer.core.dicom import IDENTIFYING_KEYWORDS, apply_window
+from busi_viewer.core.errors import ImageLoadError
 from busi_viewer.core.loader import load_image, looks_like_dicom
 from tests.helpers.dicom import write_dicom
 
@@ -244,6 +245,58 @@ def test_voi_lut_sequence_wins(tmp_path):
     record = load_image(path)
     assert record.window is not None and record.window.lut_description == "INVERT"
     assert record.rgb[0, 0, 0] == 255 and record.rgb[1, 1, 0] == 0
+
+
+def _with_voi_lut(path, descriptor, vr, data):
+    """Re-save ``path`` with a one-item VOI LUT Sequence whose LUT Data (0028,3006) has the given VR."""
+    item = Dataset()
+    item.LUTDescriptor = descriptor
+    item.add_new(0x00283006, vr, data)
+    ds = pydicom.dcmread(path)
+    ds.VOILUTSequence = [item]
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+# A decreasing 12-bit table whose largest entry, 4000, is below the 4095 its depth allows: the output is
+# scaled by the table's own maximum. Pixel 64 -> 4000 - 15 * 64 = 3040 -> 3040 * 255 / 4000 = 193.8 -> 194
+# (scaled by 4095 it would be 189); pixel 200 -> 1000 -> 63.75 -> 64; pixel 255 -> 175 -> 11.2 -> 11.
+VOI_TABLE = [4000 - 15 * i for i in range(256)]
+VOI_PIXELS = np.array([[0, 64], [200, 255]], dtype=np.uint8)
+VOI_EXPECTED = [[255, 194], [64, 11]]
+
+
+@pytest.mark.parametrize("depth", [12, 16])  # 16: a descriptor claiming more bits than the table uses
+def test_voi_lut_scaled_by_its_largest_entry(tmp_path, depth):
+    path = _with_voi_lut(write_dicom(tmp_path / "voi.dcm", VOI_PIXELS), [256, 0, depth], "US", VOI_TABLE)
+    np.testing.assert_array_equal(load_image(path).rgb[..., 0], VOI_EXPECTED)
+
+
+def test_voi_lut_as_ow_bytes_in_either_byte_order(tmp_path):
+    little = _with_voi_lut(
+        write_dicom(tmp_path / "le.dcm", VOI_PIXELS), [256, 0, 12], "OW", np.array(VOI_TABLE, "<u2").tobytes()
+    )
+    np.testing.assert_array_equal(load_image(little).rgb[..., 0], VOI_EXPECTED)
+    # The same file in Explicit VR Big Endian, where OW words are stored high byte first (8-bit pixels read alike)
+    ds = pydicom.dcmread(little)
+    ds.VOILUTSequence[0].LUTData = np.array(VOI_TABLE, ">u2").tobytes()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRBigEndian
+    big = tmp_path / "be.dcm"
+    pydicom.dcmwrite(big, ds, little_endian=False, implicit_vr=False, force_encoding=True)
+    assert pydicom.dcmread(big).file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRBigEndian
+    np.testing.assert_array_equal(load_image(big).rgb[..., 0], VOI_EXPECTED)
+
+
+def test_voi_lut_of_zeros_is_black_not_an_error(tmp_path):
+    path = _with_voi_lut(write_dicom(tmp_path / "zero.dcm", VOI_PIXELS), [256, 0, 12], "US", [0] * 256)
+    record = load_image(path)
+    assert record.window.lut_description == "VOI LUT Sequence" and not record.rgb.any()
+
+
+def test_damaged_voi_lut_is_a_specific_error(tmp_path):
+    path = _with_voi_lut(write_dicom(tmp_path / "bad.dcm", VOI_PIXELS), [256, 0], "US", VOI_TABLE)
+    with pytest.raises(ImageLoadError, match="unusable VOI LUT Sequence"):
+        load_image(path)
 
 
 def test_identifiers_kept_apart(tmp_path):

@@ -384,7 +384,10 @@ def _renderer(
     voi_seq = ds.get("VOILUTSequence")
     if voi_seq:
         item = voi_seq[0]
-        top = _lut_max(item)
+        try:
+            top = _lut_max(ds)
+        except Exception as exc:  # a descriptor without 3 values, LUT Data too short, an unsupported depth...
+            raise ImageLoadError(path, f"unusable VOI LUT Sequence ({type(exc).__name__}: {exc})") from exc
         desc = str(item.get("LUTExplanation", "") or "").strip() or "VOI LUT Sequence"
         window = Window(lut_description=desc, explanation="VOI LUT Sequence (first item)")
 
@@ -452,16 +455,15 @@ def _colour_to_uint8(arr: np.ndarray, shift: int) -> np.ndarray:
     return np.ascontiguousarray(np.clip(out, 0, 255).astype(np.uint8))
 
 
-def _lut_max(item: Dataset) -> float:
-    """Largest output value of a VOI LUT (descriptors often claim 16 bits for 12-bit tables)."""
-    data = item.get("LUTData")
-    desc = item.get("LUTDescriptor")
-    bits = int(desc[2]) if desc is not None and len(desc) == 3 else 16
-    if isinstance(data, (bytes, bytearray)):
-        values = np.frombuffer(data, dtype="<u2" if bits > 8 else np.uint8)
-    else:
-        values = np.asarray(data if isinstance(data, (list, MultiValue)) else [data], dtype=np.float64)
-    top = float(values.max()) if values.size else 0.0
+def _lut_max(ds: Dataset) -> float:
+    """Largest output value of the first VOI LUT (descriptors often claim 16 bits for 12-bit tables).
+
+    The table is read by pydicom itself, by mapping every input it covers, so the entries (US or OW, either
+    byte order) are decoded exactly as they are when the frame is rendered.
+    """
+    entries, first_mapped, bits = (int(v) for v in ds.VOILUTSequence[0].LUTDescriptor)
+    inputs = np.arange(first_mapped, first_mapped + (entries or 2**16), dtype=np.int64)
+    top = float(pxl.apply_voi_lut(inputs, ds, index=0, prefer_lut=True).max())
     return top if top > 0 else float(2**bits - 1)
 
 
