@@ -299,6 +299,52 @@ def test_damaged_voi_lut_is_a_specific_error(tmp_path):
         load_image(path)
 
 
+def test_16_bit_colour_is_brought_to_8_bits_by_its_stored_depth(tmp_path):
+    # 12 bits stored in 16: shift right by 4 (4095 -> 255, 2048 -> 128, 17 -> 1, 4000 -> 250)
+    pixels = np.array([[[4095, 2048, 17], [0, 16, 4000]]], dtype=np.uint16)
+    path = write_dicom(tmp_path / "rgb12.dcm", pixels, photometric="RGB", BitsStored=12)
+    record = load_image(path)
+    assert record.pixels.dtype == np.uint16 and record.rgb.dtype == np.uint8
+    np.testing.assert_array_equal(record.rgb, [[[255, 128, 1], [0, 1, 250]]])
+
+
+def _palette(depth: int, red, green, blue) -> dict:
+    """Palette Color Lookup Table elements: 256 entries of ``depth`` bits each, as OW words."""
+    elements = {}
+    for colour, entries in (("Red", red), ("Green", green), ("Blue", blue)):
+        elements[f"{colour}PaletteColorLookupTableDescriptor"] = [256, 0, depth]
+        elements[f"{colour}PaletteColorLookupTableData"] = np.asarray(entries, "<u2").tobytes()
+    return elements
+
+
+INDICES = np.array([[0, 1], [128, 255]], dtype=np.uint8)
+RAMP = np.arange(256)
+
+
+def test_16_bit_palette_entries_keep_their_high_byte(tmp_path):
+    # entries i * 257 (0x0000, 0x0101 ... 0xFFFF) keep their high byte i; 0x12FF -> 0x12 = 18
+    path = write_dicom(
+        tmp_path / "pal16.dcm", INDICES, photometric="PALETTE COLOR",
+        **_palette(16, RAMP * 257, (255 - RAMP) * 257, np.full(256, 0x12FF)),
+    )
+    rgb = load_image(path).rgb
+    np.testing.assert_array_equal(rgb[..., 0], INDICES)
+    np.testing.assert_array_equal(rgb[..., 1], 255 - INDICES)
+    assert (rgb[..., 2] == 18).all()
+
+
+def test_8_bit_palette_entries_are_not_shifted(tmp_path):
+    # pydicom returns 8-bit entries in a uint16 array: they are already display values
+    path = write_dicom(
+        tmp_path / "pal8.dcm", INDICES, photometric="PALETTE COLOR", **_palette(8, RAMP, 255 - RAMP, np.full(256, 18))
+    )
+    record = load_image(path)
+    assert record.pixels.dtype == np.uint16
+    np.testing.assert_array_equal(record.rgb[..., 0], INDICES)
+    np.testing.assert_array_equal(record.rgb[..., 1], 255 - INDICES)
+    assert (record.rgb[..., 2] == 18).all()
+
+
 def test_identifiers_kept_apart(tmp_path):
     pixels = np.arange(64, dtype=np.uint8).reshape(8, 8)
     path = write_dicom(

@@ -292,6 +292,51 @@ def test_missing_decoder_plugin_is_named(tmp_path, monkeypatch):
     assert "pylibjpeg-libjpeg" in reason and "pip install pylibjpeg" in reason
 
 
+class _TriedDecoder:  # stands in for pydicom's decoder of a transfer syntax: usable, with some plugins missing
+    is_available = True
+    missing_dependencies = [
+        "gdcm - requires python-gdcm>=3.0.10",
+        "pyjpegls - requires pyjpegls>=1.2 - optional",  # a second " - " belongs to the text, not the plugin
+        "acme - requires acme-codec",  # a plugin this project has no pip name for: its own name is used
+    ]
+
+
+def _decode_fails_with(monkeypatch, message: str, decoder=_TriedDecoder) -> None:
+    def fail(*args, **kwargs):
+        raise RuntimeError(message)
+
+    monkeypatch.setattr(dicom_module, "get_decoder", lambda uid: decoder())
+    monkeypatch.setattr(dicom_module.pxl, "pixel_array", fail)
+
+
+def test_decoders_that_all_failed_are_listed_with_what_is_missing(tmp_path, monkeypatch):
+    # pydicom's message: a first line, then one indented line per plugin tried (blank lines between are dropped)
+    _decode_fails_with(
+        monkeypatch,
+        "Unable to decode as none of the plugins succeeded:\n  pillow: broken stream\n\n  pylibjpeg: bad marker\n",
+    )
+    assert _reason(_dicom(tmp_path / "x.dcm")) == (
+        "cannot decode the pixel data ('Explicit VR Little Endian' (1.2.840.10008.1.2.1), 16-bit): every installed "
+        "decoder failed [pillow: broken stream; pylibjpeg: bad marker]. Missing decoder that may read it: "
+        "gdcm - requires python-gdcm>=3.0.10 (pip install python-gdcm); "
+        "pyjpegls - requires pyjpegls>=1.2 - optional (pip install pyjpegls); "
+        "acme - requires acme-codec (pip install acme)"
+    )
+
+
+def test_one_line_decoder_failure_and_nothing_missing(tmp_path, monkeypatch):
+    class NothingMissing:
+        is_available = True
+        missing_dependencies = []
+
+    _decode_fails_with(monkeypatch, "the only plugin crashed", NothingMissing)
+    assert _reason(_dicom(tmp_path / "x.dcm", BitsStored=None)) == (
+        "cannot decode the pixel data ('Explicit VR Little Endian' (1.2.840.10008.1.2.1)): every installed decoder "
+        "failed [the only plugin crashed]. Missing decoder that may read it: nothing pydicom knows of (no other "
+        "decoding plugin exists for it)"
+    )
+
+
 def test_dicom_without_pixel_data(tmp_path):
     reason = _reason(_dicom(tmp_path / "nopix.dcm", pixels=False))
     assert reason.startswith("has no pixel data (")

@@ -164,8 +164,8 @@ def _transfer_syntax(ds: Dataset) -> UID:
 
 
 def _ts_label(tsyntax: UID) -> str:
-    name = tsyntax.name if tsyntax.name != str(tsyntax) else "unknown transfer syntax"
-    return f"'{name}' ({tsyntax})"
+    # load_dicom refuses UIDs that are not transfer syntaxes pydicom knows, so every one here has a name
+    return f"'{tsyntax.name}' ({tsyntax})"
 
 
 def _geometry(path: Path, ds: Dataset, pixel_offset: int) -> tuple[int, int, int, int]:

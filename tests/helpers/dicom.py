@@ -10,7 +10,8 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 
 
 def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", **elements) -> Path:
-    """A minimal single-frame greyscale Secondary Capture file in the DICOM File Format."""
+    """A minimal single-frame Secondary Capture file in the DICOM File Format: (H, W) greyscale or palette
+    indices, or (H, W, 3) colour samples (interleaved), at the array's own integer depth."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -20,8 +21,10 @@ def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2"
     ds.SOPClassUID = SecondaryCaptureImageStorage
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.Modality = "MG"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    ds.SamplesPerPixel = 3 if pixels.ndim == 3 else 1
+    if pixels.ndim == 3:
+        ds.PlanarConfiguration = 0
     ds.PhotometricInterpretation = photometric
     ds.BitsAllocated = pixels.dtype.itemsize * 8
     ds.BitsStored = elements.pop("BitsStored", ds.BitsAllocated)
