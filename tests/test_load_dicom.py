@@ -397,6 +397,33 @@ def test_apply_window_follows_the_standard():
     assert apply_window(np.array([0.0]), 0, 10, "SIGMOID")[0] == 128
 
 
+def test_voi_lut_functions_by_hand():
+    values = np.array([80, 90, 100, 110, 130])
+    # SIGMOID (PS3.3 C.11.2.1.3.1), centre 100, width 40: 255 / (1 + exp(-4 (x - 100) / 40))
+    #   80 -> 255 / (1 + e^2) = 30.40; 90 -> 255 / (1 + e) = 68.58; 100 -> 127.5; 110 -> 186.42; 130 -> 242.91
+    assert list(apply_window(values, 100, 40, "SIGMOID")) == [30, 69, 128, 186, 243]
+    # LINEAR_EXACT (C.11.2.1.3.2): ((x - 100) / 40 + 0.5) * 255 -> 0, 63.75, 127.5, 191.25, 318.75 (clipped)
+    assert list(apply_window(values, 100, 40, "LINEAR_EXACT")) == [0, 64, 128, 191, 255]
+    # LINEAR, also the default: ((x - 99.5) / 39 + 0.5) * 255 -> 0.0, 65.4, 130.8, 196.2, 326.9 (clipped)
+    assert list(apply_window(values, 100, 40, "LINEAR")) == [0, 65, 131, 196, 255]
+    assert list(apply_window(values, 100, 40)) == [0, 65, 131, 196, 255]
+
+
+def test_linear_window_of_width_1_is_a_threshold_at_centre_minus_half():
+    # width 1: x <= c - 0.5 -> 0, else 255; width 2 is already a ramp: ((99.5 - 99.5) / 1 + 0.5) * 255 = 127.5
+    assert list(apply_window(np.array([99.0, 99.5, 99.6, 100.0]), 100, 1)) == [0, 0, 255, 255]
+    assert list(apply_window(np.array([99.0, 99.5, 100.0]), 100, 2)) == [0, 128, 255]
+
+
+def test_file_window_explanation_is_its_first_value(tmp_path):
+    stored = np.array([[0, 255]], dtype=np.uint8)
+    named = write_dicom(tmp_path / "named.dcm", stored, WindowCenter=[128, 60], WindowWidth=[256, 40],
+                        WindowCenterWidthExplanation=["SOFT", "DENSE"])
+    assert load_image(named).window.explanation == "SOFT"
+    plain = write_dicom(tmp_path / "plain.dcm", stored, WindowCenter=128, WindowWidth=256, VOILUTFunction="SIGMOID")
+    assert load_image(plain).window.explanation == "file window (SIGMOID)"
+
+
 def test_regions_beyond_the_image_are_flagged(dicom_dir):
     # examples_ybr_color is a 320x240 cine whose calibrated region reaches x=595, y=414: resized after calibration
     cine = load_image(dicom_dir / "us/examples_ybr_color.dcm")
