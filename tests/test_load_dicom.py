@@ -247,6 +247,31 @@ def test_voi_lut_sequence_wins(tmp_path):
     assert record.rgb[0, 0, 0] == 255 and record.rgb[1, 1, 0] == 0
 
 
+def _with_modality_lut(path, descriptor, data):
+    item = Dataset()
+    item.LUTDescriptor = descriptor
+    item.ModalityLUTType = "US"  # unspecified units
+    item.add_new(0x00283006, "US", data)
+    ds = pydicom.dcmread(path)
+    ds.ModalityLUTSequence = [item]
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_modality_lut_sequence_maps_stored_values(tmp_path):
+    # a 4-entry table starting at stored value 1: 0 is below it (-> first entry), 5 above it (-> last entry)
+    stored = np.array([[0, 1, 2], [3, 4, 5]], dtype=np.uint8)
+    path = _with_modality_lut(write_dicom(tmp_path / "mlut.dcm", stored), [4, 1, 16], [1000, 2000, 3000, 4000])
+    np.testing.assert_array_equal(load_image(path).pixels, [[1000, 1000, 2000], [3000, 4000, 4000]])
+
+
+def test_damaged_modality_lut_is_a_specific_error(tmp_path):
+    stored = np.array([[0, 1]], dtype=np.uint8)
+    path = _with_modality_lut(write_dicom(tmp_path / "bad.dcm", stored), [4, 0], [1000, 2000, 3000, 4000])
+    with pytest.raises(ImageLoadError, match="unusable Modality LUT Sequence"):
+        load_image(path)
+
+
 def _with_voi_lut(path, descriptor, vr, data):
     """Re-save ``path`` with a one-item VOI LUT Sequence whose LUT Data (0028,3006) has the given VR."""
     item = Dataset()
