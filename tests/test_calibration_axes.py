@@ -99,3 +99,17 @@ def test_report_scale_bar_is_10_mm_long_in_the_larger_square_pixel_region(two_re
     assert bar_row.size and white_columns.min() >= 150  # inside region B
     bar = np.flatnonzero((drawn[bar_row[0]] == 255).all(axis=1))
     assert bar.max() - bar.min() == pytest.approx(67, abs=2)  # 10 mm / 0.15 mm per pixel, line caps allowed
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")  # "inf" and "NaN" break the DS rules: files do it
+@pytest.mark.parametrize("bad", ["inf", "NaN", "0", "-0.01"])
+def test_spacing_that_is_not_a_positive_finite_number_is_no_calibration(tmp_path, bad):
+    # a millimetre value computed from it would be infinite, NaN, zero or negative: the ruler says pixels instead
+    pixels = np.zeros((300, 400), np.uint8)
+    us = load_image(write_dicom(tmp_path / "us.dcm", pixels, Modality="US",
+                                SequenceOfUltrasoundRegions=Sequence([_region(0, 399, float(bad), 0.01)])))
+    assert [region.spacing_mm for region in us.ultrasound_regions] == [None]
+    assert measure_length(us, (10, 10), (60, 10)).millimetres is None
+    mg = load_image(write_dicom(tmp_path / "mg.dcm", pixels, PixelSpacing=[bad, 0.1]))
+    assert mg.pixel_spacing_mm is None
+    assert measure_length(mg, (10, 10), (60, 10)).millimetres is None

@@ -460,3 +460,13 @@ def test_regions_beyond_the_image_are_flagged(dicom_dir):
 def test_rgb_is_not_a_view_of_pixels(dicom_dir):
     record = load_image(dicom_dir / "us/US1_UNCR.dcm")
     assert not np.shares_memory(record.rgb, record.pixels)
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
+def test_window_that_is_not_a_finite_number_is_ignored(tmp_path):
+    # a NaN centre would paint every pixel the same: the frame's own range is used, as when no window is given
+    stored = np.array([[0, 1000], [2000, 4000]], dtype=np.uint16)
+    record = load_image(write_dicom(tmp_path / "nan.dcm", stored, WindowCenter="NaN", WindowWidth=400))
+    assert "minimum..maximum" in record.window.explanation
+    assert (record.window.center, record.window.width) == (2000.5, 4001.0)  # (0 + 4000 + 1) / 2, 4000 - 0 + 1
+    assert record.rgb[0, 0, 0] == 0 and record.rgb[1, 1, 0] == 255

@@ -471,14 +471,14 @@ def _lut_max(ds: Dataset) -> float:
 
 
 def _first_number(value) -> float | None:
-    if value is None or value == "":
-        return None
+    """The first of a (multi-)value as a finite float; None when absent, empty, not a number, NaN or infinite."""
     if isinstance(value, (list, tuple, MultiValue)):
         value = value[0] if len(value) else None
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         return None
+    return number if math.isfinite(number) else None
 
 
 def _first_text(value) -> str | None:
@@ -495,7 +495,7 @@ def _pixel_spacing(ds: Dataset) -> tuple[tuple[float, float] | None, str | None]
             row, col = (float(v) for v in value)
         except (TypeError, ValueError):
             continue
-        if row > 0 and col > 0:
+        if row > 0 and col > 0 and math.isfinite(row) and math.isfinite(col):  # "inf" is valid DS text
             return (row, col), keyword
     return None, None
 
