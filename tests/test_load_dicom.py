@@ -315,7 +315,8 @@ def test_voi_lut_as_ow_bytes_in_either_byte_order(tmp_path):
 def test_voi_lut_of_zeros_is_black_not_an_error(tmp_path):
     path = _with_voi_lut(write_dicom(tmp_path / "zero.dcm", VOI_PIXELS), [256, 0, 12], "US", [0] * 256)
     record = load_image(path)
-    assert record.window.lut_description == "VOI LUT Sequence" and not record.rgb.any()
+    assert record.window.lut_description == "VOI LUT Sequence" and not record.rgb.any()  # no LUTExplanation
+    assert record.window.explanation == "VOI LUT Sequence (first item)"
 
 
 def test_damaged_voi_lut_is_a_specific_error(tmp_path):

@@ -388,7 +388,7 @@ def _renderer(
             top = _lut_max(ds)
         except Exception as exc:  # a descriptor without 3 values, LUT Data too short, an unsupported depth...
             raise ImageLoadError(path, f"unusable VOI LUT Sequence ({type(exc).__name__}: {exc})") from exc
-        desc = str(item.get("LUTExplanation", "") or "").strip() or "VOI LUT Sequence"
+        desc = str(item.get("LUTExplanation") or "").strip() or "VOI LUT Sequence"
         window = Window(lut_description=desc, explanation="VOI LUT Sequence (first item)")
 
         def voi_lut(arr: np.ndarray) -> np.ndarray:
