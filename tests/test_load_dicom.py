@@ -471,3 +471,59 @@ def test_window_that_is_not_a_finite_number_is_ignored(tmp_path):
     assert "minimum..maximum" in record.window.explanation
     assert (record.window.center, record.window.width) == (2000.5, 4001.0)  # (0 + 4000 + 1) / 2, 4000 - 0 + 1
     assert record.rgb[0, 0, 0] == 0 and record.rgb[1, 1, 0] == 255
+
+
+# Rescale Slope / Intercept (PS3.3 C.11.1.1.2): value = stored x slope + intercept, each case worked by hand, in
+# the narrowest dtype that holds the result (uint8 only for uint8 data), float32 for non-integer slopes.
+RESCALE_CASES = [
+    # stored, dtype, slope, intercept, expected pixels, expected dtype
+    ([0, 100], np.uint8, 2, 0, [0, 200], np.uint8),  # slope alone (intercept 0 is no shortcut)
+    ([0, 254], np.uint8, 1, 1, [1, 255], np.uint8),  # intercept alone; 255 is the top of uint8
+    ([0, 100], np.uint16, 1, 5, [5, 105], np.uint16),  # fits uint8, but 16-bit data stays 16-bit
+    ([0, 100], np.uint16, 1, -32768, [-32768, -32668], np.int16),  # -32768 is the bottom of int16
+    ([1, 3], np.uint8, 0.5, 0, [0.5, 1.5], np.float32),  # a fractional slope keeps the fractions
+    ([0, 60000], np.uint16, 100000, 0, [0, 6e9], np.float32),  # past int32
+    ([7, 9], np.uint8, 0, 0, [7, 9], np.uint8),  # slope 0 would erase the image: read as absent (1)
+]
+
+
+@pytest.mark.parametrize("stored, dtype, slope, intercept, expected, expected_dtype", RESCALE_CASES)
+def test_rescale_by_hand(tmp_path, stored, dtype, slope, intercept, expected, expected_dtype):
+    pixels = np.array([stored], dtype=dtype)
+    record = load_image(write_dicom(tmp_path / "r.dcm", pixels, RescaleSlope=slope, RescaleIntercept=intercept))
+    assert record.pixels.dtype == expected_dtype
+    np.testing.assert_array_equal(record.pixels, np.array([expected], dtype=expected_dtype))
+
+
+def test_file_window_is_used_alone_and_down_to_width_1(tmp_path):
+    stored = np.array([[0, 1000], [2000, 4000]], dtype=np.uint16)
+    # a centre without a width is no window: the frame's own range (centre (0 + 4000 + 1) / 2) is used
+    centre_only = load_image(write_dicom(tmp_path / "c.dcm", stored, WindowCenter=1000))
+    assert centre_only.window.center == 2000.5 and "minimum..maximum" in centre_only.window.explanation
+    # width 1 is a valid LINEAR window, a threshold at 1999.5: 0 and 1000 black, 2000 and 4000 white
+    threshold = load_image(write_dicom(tmp_path / "t.dcm", stored, WindowCenter=2000, WindowWidth=1))
+    assert (threshold.window.center, threshold.window.width) == (2000.0, 1.0)
+    np.testing.assert_array_equal(threshold.rgb[..., 0], [[0, 0], [255, 255]])
+    # the file's VOI LUT Function is applied: SIGMOID, centre 2000, width 4000 -> 255 / (1 + exp(-(x - 2000) / 1000))
+    #   0 -> 255 / (1 + e^2) = 30.4; 1000 -> 255 / (1 + e) = 68.6; 2000 -> 127.5; 4000 -> 255 / (1 + e^-2) = 224.6
+    sigmoid = load_image(write_dicom(tmp_path / "s.dcm", stored, WindowCenter=2000, WindowWidth=4000,
+                                     VOILUTFunction="SIGMOID"))
+    np.testing.assert_array_equal(sigmoid.rgb[..., 0], [[30, 69], [128, 225]])
+    assert load_image(write_dicom(tmp_path / "l.dcm", stored, WindowCenter=2000, WindowWidth=4000)
+                      ).window.explanation == "file window (LINEAR)"
+
+
+def test_frame_range_window_by_hand(tmp_path):
+    # 16-bit data 1..4 and no window: centre (1 + 4 + 1) / 2 = 3, width 4 - 1 + 1 = 4, LINEAR:
+    # ((x - 2.5) / 3 + 0.5) * 255 -> 0, 85, 170, 255
+    record = load_image(write_dicom(tmp_path / "m.dcm", np.array([[1, 2, 3, 4]], dtype=np.uint16)))
+    assert (record.window.center, record.window.width) == (3.0, 4.0)
+    np.testing.assert_array_equal(record.rgb[..., 0], [[0, 85, 170, 255]])
+
+
+def test_8_bit_data_is_shown_as_stored_unless_fewer_bits_are_used(tmp_path):
+    full = load_image(write_dicom(tmp_path / "8.dcm", np.array([[10, 20]], dtype=np.uint8)))
+    assert full.window is None and full.rgb[..., 0].tolist() == [[10, 20]]
+    # 6 bits stored (0..63): the range is stretched, centre 15.5, width 11: ((x - 15) / 10 + 0.5) * 255 -> 0, 255
+    six = load_image(write_dicom(tmp_path / "6.dcm", np.array([[10, 20]], dtype=np.uint8), BitsStored=6))
+    assert six.window is not None and six.rgb[..., 0].tolist() == [[0, 255]]

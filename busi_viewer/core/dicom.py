@@ -359,7 +359,7 @@ def _modality_lut(path: Path, ds: Dataset, arr: np.ndarray) -> np.ndarray:
     out = arr.astype(np.float64) * slope + intercept
     if not (slope.is_integer() and intercept.is_integer()):
         return out.astype(np.float32)
-    lo, hi = (float(out.min()), float(out.max())) if out.size else (0.0, 0.0)
+    lo, hi = float(out.min()), float(out.max())  # frames have at least one pixel (_geometry)
     for dtype in (np.uint8, np.uint16, np.int16, np.int32):
         info = np.iinfo(dtype)
         if info.min <= lo and hi <= info.max and (dtype != np.uint8 or arr.dtype == np.uint8):
@@ -393,7 +393,7 @@ def _renderer(
 
         def voi_lut(arr: np.ndarray) -> np.ndarray:
             out = pxl.apply_voi_lut(arr, ds, index=0, prefer_lut=True).astype(np.float32)
-            return finish(np.clip(np.rint(out * (255.0 / top)), 0, 255).astype(np.uint8))
+            return finish(np.rint(out * (255.0 / top)).astype(np.uint8))  # 0 <= out <= top: no clipping needed
 
         return voi_lut, window
 
@@ -410,7 +410,7 @@ def _renderer(
 
     def minmax(arr: np.ndarray) -> np.ndarray:
         lo, hi = float(arr.min()), float(arr.max())
-        return finish(apply_window(arr, (lo + hi + 1) / 2, max(hi - lo + 1, 1.0), "LINEAR"))
+        return finish(apply_window(arr, (lo + hi + 1) / 2, max(hi - lo + 1, 1.0)))
 
     lo, hi = float(first.min()), float(first.max())
     window = Window(
