@@ -110,6 +110,22 @@ def test_spacing_that_is_not_a_positive_finite_number_is_no_calibration(tmp_path
                                 SequenceOfUltrasoundRegions=Sequence([_region(0, 399, float(bad), 0.01)])))
     assert [region.spacing_mm for region in us.ultrasound_regions] == [None]
     assert measure_length(us, (10, 10), (60, 10)).millimetres is None
+    assert load_image(write_dicom(tmp_path / "us_y.dcm", pixels, Modality="US", SequenceOfUltrasoundRegions=Sequence(
+        [_region(0, 399, 0.01, float(bad))]))).ultrasound_regions[0].spacing_mm is None  # ΔY bad instead
     mg = load_image(write_dicom(tmp_path / "mg.dcm", pixels, PixelSpacing=[bad, 0.1]))
     assert mg.pixel_spacing_mm is None
     assert measure_length(mg, (10, 10), (60, 10)).millimetres is None
+    assert load_image(write_dicom(tmp_path / "mg_col.dcm", pixels, PixelSpacing=[0.1, bad])).pixel_spacing_mm is None
+
+
+def test_region_needs_centimetres_in_both_directions_and_bounds(tmp_path):
+    no_bounds = _region(0, 149, 0.01, 0.01)
+    del no_bounds.RegionLocationMaxX1  # unusable: skipped, and the regions after it still count
+    seconds_down = _region(150, 249, 0.01, 0.01)
+    seconds_down.PhysicalUnitsYDirection = 4  # seconds (a Doppler strip): no millimetres from it
+    seconds_down.RegionSpatialFormat, seconds_down.RegionDataType = 3, 3  # spectral, PW Doppler
+    kept = _region(250, 399, 0.02, 0.03)
+    record = load_image(write_dicom(tmp_path / "us.dcm", np.zeros((300, 400), np.uint8), Modality="US",
+                                    SequenceOfUltrasoundRegions=Sequence([no_bounds, seconds_down, kept])))
+    assert [(r.x0, r.spacing_mm) for r in record.ultrasound_regions] == [(150, None), (250, pytest.approx((0.3, 0.2)))]
+    assert [(r.spatial_format, r.data_type) for r in record.ultrasound_regions] == [(3, 3), (1, 1)]
