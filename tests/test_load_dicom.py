@@ -312,6 +312,18 @@ def test_voi_lut_as_ow_bytes_in_either_byte_order(tmp_path):
     np.testing.assert_array_equal(load_image(big).rgb[..., 0], VOI_EXPECTED)
 
 
+def test_voi_lut_of_65536_entries_and_of_two_levels(tmp_path):
+    # a descriptor's first value 0 means 65536 entries (PS3.3 C.11.2.1.1): the identity table's top is 65535, so
+    # 0 -> 0, 32768 -> 32768 * 255 / 65535 = 127.5 -> 128, 65535 -> 255
+    wide = np.array([[0, 32768, 65535]], dtype=np.uint16)
+    path = _with_voi_lut(write_dicom(tmp_path / "wide.dcm", wide), [0, 0, 16], "OW",
+                         np.arange(65536, dtype="<u2").tobytes())
+    np.testing.assert_array_equal(load_image(path).rgb[..., 0], [[0, 128, 255]])
+    # a table of 0 and 1 (its top is 1, not the 4095 of 12 bits): 1 -> 255
+    path = _with_voi_lut(write_dicom(tmp_path / "two.dcm", VOI_PIXELS), [256, 0, 12], "US", [0] * 128 + [1] * 128)
+    np.testing.assert_array_equal(load_image(path).rgb[..., 0], [[0, 0], [255, 255]])
+
+
 def test_voi_lut_of_zeros_is_black_not_an_error(tmp_path):
     path = _with_voi_lut(write_dicom(tmp_path / "zero.dcm", VOI_PIXELS), [256, 0, 12], "US", [0] * 256)
     record = load_image(path)

@@ -260,12 +260,12 @@ def _check_decoder(path: Path, ds: Dataset, tsyntax: UID) -> None:
 
 
 def _missing_hint(decoder) -> str:
-    missing = list(getattr(decoder, "missing_dependencies", []) or [])
+    missing = list(decoder.missing_dependencies)
     if not missing:
         return "nothing pydicom knows of (no other decoding plugin exists for it)"
     hints = []
     for item in missing:
-        plugin = item.split(" - ", 1)[0].strip()
+        plugin = item.partition(" - ")[0].strip()
         pip_name = _PIP_NAMES.get(plugin, plugin)
         hints.append(f"{item} (pip install {pip_name})")
     return "; ".join(hints)
@@ -440,11 +440,12 @@ def _colour_shift(ds: Dataset, photometric: str, first: np.ndarray) -> int:
     """Right shift that brings colour samples to 8 bits (palette entries may be 16-bit)."""
     if first.dtype == np.uint8:
         return 0
+    # Both are present once frame 0 is decoded: pydicom needs Bits Stored to decode and the palette's descriptors
+    # to expand it (a palette without them is refused by _native_converter).
     if photometric == "PALETTE COLOR":
-        desc = ds.get("RedPaletteColorLookupTableDescriptor")
-        bits = int(desc[2]) if desc is not None and len(desc) == 3 else 16
+        bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
     else:
-        bits = int(ds.get("BitsStored") or first.dtype.itemsize * 8)
+        bits = int(ds.BitsStored)
     return max(bits - 8, 0)
 
 
@@ -461,10 +462,10 @@ def _lut_max(ds: Dataset) -> float:
     The table is read by pydicom itself, by mapping every input it covers, so the entries (US or OW, either
     byte order) are decoded exactly as they are when the frame is rendered.
     """
-    entries, first_mapped, bits = (int(v) for v in ds.VOILUTSequence[0].LUTDescriptor)
-    inputs = np.arange(first_mapped, first_mapped + (entries or 2**16), dtype=np.int64)
+    entries, first_mapped, _ = (int(v) for v in ds.VOILUTSequence[0].LUTDescriptor)
+    inputs = np.arange(first_mapped, first_mapped + (entries or 2**16), dtype=np.int64)  # 0 entries: 65536
     top = float(pxl.apply_voi_lut(inputs, ds, index=0, prefer_lut=True).max())
-    return top if top > 0 else float(2**bits - 1)
+    return top if top > 0 else 1.0  # an all-zero table renders black whatever it is divided by
 
 
 # --- metadata ------------------------------------------------------------------------------------------------
