@@ -452,8 +452,8 @@ def _colour_shift(ds: Dataset, photometric: str, first: np.ndarray) -> int:
 def _colour_to_uint8(arr: np.ndarray, shift: int) -> np.ndarray:
     if arr.dtype == np.uint8:
         return arr.copy(order="C")  # never a view of ``pixels``: drawing on rgb must not change them
-    out = np.right_shift(arr.astype(np.uint32), shift) if shift else arr
-    return np.ascontiguousarray(np.clip(out, 0, 255).astype(np.uint8))
+    out = np.right_shift(arr.astype(np.uint32), shift)
+    return np.ascontiguousarray(np.clip(out, 0, 255).astype(np.uint8))  # clip: 8-bit palettes with wider entries
 
 
 def _lut_max(ds: Dataset) -> float:
