@@ -125,7 +125,19 @@ def test_region_needs_centimetres_in_both_directions_and_bounds(tmp_path):
     seconds_down.PhysicalUnitsYDirection = 4  # seconds (a Doppler strip): no millimetres from it
     seconds_down.RegionSpatialFormat, seconds_down.RegionDataType = 3, 3  # spectral, PW Doppler
     kept = _region(250, 399, 0.02, 0.03)
+    del kept.RegionDataType  # optional here: read as unknown
     record = load_image(write_dicom(tmp_path / "us.dcm", np.zeros((300, 400), np.uint8), Modality="US",
                                     SequenceOfUltrasoundRegions=Sequence([no_bounds, seconds_down, kept])))
     assert [(r.x0, r.spacing_mm) for r in record.ultrasound_regions] == [(150, None), (250, pytest.approx((0.3, 0.2)))]
-    assert [(r.spatial_format, r.data_type) for r in record.ultrasound_regions] == [(3, 3), (1, 1)]
+    assert [(r.spatial_format, r.data_type) for r in record.ultrasound_regions] == [(3, 3), (1, None)]
+
+
+@pytest.mark.parametrize("x1, y1, flagged", [(449, 299, True), (399, 349, True), (400, 300, False)])
+def test_region_past_the_image_is_flagged(tmp_path, x1, y1, flagged):
+    # 400 x 300 image: a region reaching column 449 or row 349 was calibrated on a larger picture; bounds equal to
+    # Columns / Rows are a common off-by-one and are not flagged
+    region = _region(0, x1, 0.01, 0.01)
+    region.RegionLocationMaxY1 = y1
+    record = load_image(write_dicom(tmp_path / "us.dcm", np.zeros((300, 400), np.uint8), Modality="US",
+                                    SequenceOfUltrasoundRegions=Sequence([region])))
+    assert ("CalibrationWarning" in record.attributes) == flagged

@@ -333,7 +333,7 @@ def test_voi_lut_of_zeros_is_black_not_an_error(tmp_path):
 
 def test_damaged_voi_lut_is_a_specific_error(tmp_path):
     path = _with_voi_lut(write_dicom(tmp_path / "bad.dcm", VOI_PIXELS), [256, 0], "US", VOI_TABLE)
-    with pytest.raises(ImageLoadError, match="unusable VOI LUT Sequence"):
+    with pytest.raises(ImageLoadError, match=r"unusable VOI LUT Sequence \(ValueError: "):
         load_image(path)
 
 
@@ -381,6 +381,25 @@ def test_8_bit_palette_entries_are_not_shifted(tmp_path):
     np.testing.assert_array_equal(record.rgb[..., 0], INDICES)
     np.testing.assert_array_equal(record.rgb[..., 1], 255 - INDICES)
     assert (record.rgb[..., 2] == 18).all()
+
+
+@pytest.mark.filterwarnings("ignore:The value length")  # a Manufacturer longer than LO allows, on purpose
+def test_display_attributes_as_text(tmp_path):
+    path = write_dicom(tmp_path / "a.dcm", np.zeros((4, 4), np.uint8), ImageType=["ORIGINAL", "PRIMARY", ""],
+                       Manufacturer="M" * 300)
+    attributes = load_image(path).attributes
+    assert attributes["ImageType"] == "ORIGINAL\\PRIMARY\\"  # values joined by DICOM's backslash
+    assert attributes["Manufacturer"] == "M" * 256  # cut at 256 characters
+    assert attributes["SOPClass"] == "Secondary Capture Image Storage"
+    assert attributes["TransferSyntax"] == "Explicit VR Little Endian"
+
+
+def test_text_of_binary_data_and_sequences_is_none():
+    from busi_viewer.core.dicom import _text
+
+    assert _text(b"\x00\x01") is None and _text(bytearray(b"ab")) is None
+    assert _text(pydicom.Sequence([Dataset()])) is None and _text("  ") is None and _text(None) is None
+    assert _text(" x ") == "x"
 
 
 def test_identifiers_kept_apart(tmp_path):

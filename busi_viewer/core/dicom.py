@@ -513,7 +513,7 @@ def _ultrasound_regions(ds: Dataset) -> tuple[UltrasoundRegion, ...]:
         spacing = None
         if item.get("PhysicalUnitsXDirection") == 3 and item.get("PhysicalUnitsYDirection") == 3:
             dx, dy = _first_number(item.get("PhysicalDeltaX")), _first_number(item.get("PhysicalDeltaY"))
-            if dx and dy and dx > 0 and dy > 0:
+            if dx is not None and dy is not None and dx > 0 and dy > 0:
                 spacing = (abs(dy) * 10.0, abs(dx) * 10.0)  # (row, col) in mm
         fmt, dtype = item.get("RegionSpatialFormat"), item.get("RegionDataType")
         regions.append(
