@@ -499,7 +499,7 @@ def test_window_that_is_not_a_finite_number_is_ignored(tmp_path):
     # a NaN centre would paint every pixel the same: the frame's own range is used, as when no window is given
     stored = np.array([[0, 1000], [2000, 4000]], dtype=np.uint16)
     record = load_image(write_dicom(tmp_path / "nan.dcm", stored, WindowCenter="NaN", WindowWidth=400))
-    assert "minimum..maximum" in record.window.explanation
+    assert record.window.explanation == "frame minimum..maximum (the file defines no window)"
     assert (record.window.center, record.window.width) == (2000.5, 4001.0)  # (0 + 4000 + 1) / 2, 4000 - 0 + 1
     assert record.rgb[0, 0, 0] == 0 and record.rgb[1, 1, 0] == 255
 
@@ -540,8 +540,9 @@ def test_file_window_is_used_alone_and_down_to_width_1(tmp_path):
     sigmoid = load_image(write_dicom(tmp_path / "s.dcm", stored, WindowCenter=2000, WindowWidth=4000,
                                      VOILUTFunction="SIGMOID"))
     np.testing.assert_array_equal(sigmoid.rgb[..., 0], [[30, 69], [128, 225]])
-    assert load_image(write_dicom(tmp_path / "l.dcm", stored, WindowCenter=2000, WindowWidth=4000)
-                      ).window.explanation == "file window (LINEAR)"
+    for function in ({}, {"VOILUTFunction": ""}):  # absent or empty: LINEAR
+        assert load_image(write_dicom(tmp_path / "l.dcm", stored, WindowCenter=2000, WindowWidth=4000, **function)
+                          ).window.explanation == "file window (LINEAR)"
 
 
 def test_frame_range_window_by_hand(tmp_path):
@@ -558,3 +559,20 @@ def test_8_bit_data_is_shown_as_stored_unless_fewer_bits_are_used(tmp_path):
     # 6 bits stored (0..63): the range is stretched, centre 15.5, width 11: ((x - 15) / 10 + 0.5) * 255 -> 0, 255
     six = load_image(write_dicom(tmp_path / "6.dcm", np.array([[10, 20]], dtype=np.uint8), BitsStored=6))
     assert six.window is not None and six.rgb[..., 0].tolist() == [[0, 255]]
+
+
+def test_deflated_file_frames_are_read_from_the_inflated_dataset(tmp_path):
+    # Deflated Explicit VR Little Endian: the whole dataset is inflated once, then each frame is taken from it
+    frames = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4) * 10
+    path = write_dicom(tmp_path / "plain.dcm", frames[0])
+    ds = pydicom.dcmread(path)
+    ds.NumberOfFrames = 2
+    ds.PixelData = frames.tobytes()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    deflated = tmp_path / "deflated.dcm"
+    ds.save_as(deflated, enforce_file_format=True)
+    assert pydicom.dcmread(deflated).file_meta.TransferSyntaxUID == pydicom.uid.DeflatedExplicitVRLittleEndian
+    record = load_image(deflated)
+    assert record.n_frames == 2
+    np.testing.assert_array_equal(record.pixels, frames[0])
+    np.testing.assert_array_equal(record.frame(1), frames[1])

@@ -399,12 +399,12 @@ def _renderer(
 
     center, width = _first_number(ds.get("WindowCenter")), _first_number(ds.get("WindowWidth"))
     if center is not None and width is not None and width >= 1:
-        function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+        function = str(ds.get("VOILUTFunction") or "LINEAR").strip().upper()
         explanation = _first_text(ds.get("WindowCenterWidthExplanation")) or f"file window ({function})"
         window = Window(center=center, width=width, explanation=explanation)
         return (lambda arr: finish(apply_window(arr, center, width, function))), window
 
-    bits = int(ds.get("BitsStored") or 8)
+    bits = int(ds.BitsStored)  # pydicom has decoded frame 0, which needs it
     if first.dtype == np.uint8 and bits >= 8:
         return (lambda arr: finish(arr)), None
 
