@@ -8,7 +8,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from busi_viewer.core.dicom import IDENTIFYING_KEYWORDS, apply_window
+from busi_viewer.core.dicom import IDENTIFYING_KEYWORDS, _text, apply_window
 from busi_viewer.core.errors import ImageLoadError
 from busi_viewer.core.loader import load_image, looks_like_dicom
 from tests.helpers.dicom import write_dicom
@@ -234,28 +234,30 @@ def test_rescale_and_window(tmp_path):
 
 def test_voi_lut_sequence_wins(tmp_path):
     stored = np.array([[0, 64], [128, 255]], dtype=np.uint8)
-    item = Dataset()
-    item.LUTDescriptor = [256, 0, 12]
-    item.add_new(0x00283006, "US", [(255 - i) * 16 for i in range(256)])  # LUTData: an inverting 12-bit table
-    item.LUTExplanation = "INVERT"
-    path = write_dicom(tmp_path / "voi.dcm", stored, WindowCenter=128, WindowWidth=256)
-    ds = pydicom.dcmread(path)
-    ds.VOILUTSequence = [item]
-    ds.save_as(path, enforce_file_format=True)
+    path = _with_lut(write_dicom(tmp_path / "voi.dcm", stored, WindowCenter=128, WindowWidth=256), "VOILUTSequence",
+                     [256, 0, 12], "US", [(255 - i) * 16 for i in range(256)],  # an inverting 12-bit table
+                     LUTExplanation="INVERT")
     record = load_image(path)
     assert record.window is not None and record.window.lut_description == "INVERT"
     assert record.rgb[0, 0, 0] == 255 and record.rgb[1, 1, 0] == 0
 
 
-def _with_modality_lut(path, descriptor, data):
+def _with_lut(path, sequence, descriptor, vr, data, **item_elements):
+    """Re-save ``path`` with a one-item LUT ``sequence`` (e.g. "VOILUTSequence") whose LUT Data (0028,3006) has the
+    given VR."""
     item = Dataset()
     item.LUTDescriptor = descriptor
-    item.ModalityLUTType = "US"  # unspecified units
-    item.add_new(0x00283006, "US", data)
+    for keyword, value in item_elements.items():
+        setattr(item, keyword, value)
+    item.add_new(0x00283006, vr, data)
     ds = pydicom.dcmread(path)
-    ds.ModalityLUTSequence = [item]
+    setattr(ds, sequence, [item])
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def _with_modality_lut(path, descriptor, data):
+    return _with_lut(path, "ModalityLUTSequence", descriptor, "US", data, ModalityLUTType="US")  # unspecified units
 
 
 def test_modality_lut_sequence_maps_stored_values(tmp_path):
@@ -273,14 +275,7 @@ def test_damaged_modality_lut_is_a_specific_error(tmp_path):
 
 
 def _with_voi_lut(path, descriptor, vr, data):
-    """Re-save ``path`` with a one-item VOI LUT Sequence whose LUT Data (0028,3006) has the given VR."""
-    item = Dataset()
-    item.LUTDescriptor = descriptor
-    item.add_new(0x00283006, vr, data)
-    ds = pydicom.dcmread(path)
-    ds.VOILUTSequence = [item]
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return _with_lut(path, "VOILUTSequence", descriptor, vr, data)
 
 
 # A decreasing 12-bit table whose largest entry, 4000, is below the 4095 its depth allows: the output is
@@ -395,8 +390,6 @@ def test_display_attributes_as_text(tmp_path):
 
 
 def test_text_of_binary_data_and_sequences_is_none():
-    from busi_viewer.core.dicom import _text
-
     assert _text(b"\x00\x01") is None and _text(bytearray(b"ab")) is None
     assert _text(pydicom.Sequence([Dataset()])) is None and _text("  ") is None and _text(None) is None
     assert _text(" x ") == "x"
