@@ -151,6 +151,59 @@ def test_cv_summary_averages_evaluated_runs(trained_run, tmp_path, capsys):
     assert "has no metrics.json" in capsys.readouterr().err
 
 
+def test_evaluate_under_one_pass_predicts_again_into_a_new_folder(trained_run, phantom_root, tmp_path, monkeypatch,
+                                                                    capsys):
+    """`evaluate RUN --set eval.tta_hflip=false --out DIR`: the smoke recipe averages each image with its mirror;
+    the new folder's logits are one forward pass of the run's weights on the image as the app preprocesses it, the
+    old ones the mean of that and the mirror's pass, and the run's own folder is left byte for byte."""
+    import torch
+
+    from busi_viewer.core.loader import load_image
+    from busi_viewer.inference.preprocessing import normalise, resize_for_model
+    from training.config import load_config
+    from training.evaluate import load_run_model
+    from training.pipeline import Predictions
+
+    monkeypatch.setenv("BUSI_AUDIT", str(tmp_path / "no-audit"))
+    before = {p.name: p.read_bytes() for p in trained_run.iterdir() if p.is_file()}
+    out = tmp_path / "one-pass"
+    assert train_main(["evaluate", str(trained_run), "--set", "eval.tta_hflip=false", "--out", str(out),
+                       "--no-progress"]) == 0
+    assert {p.name: p.read_bytes() for p in trained_run.iterdir() if p.is_file()} == before
+
+    config = load_config(trained_run / "config.toml")
+    assert config.eval.tta_hflip and not load_config(out / "config.toml").eval.tta_hflip
+    model = load_run_model(trained_run, config, torch.device("cpu"))
+    spec = config.preprocess_spec()
+    for split in ("val", "test"):
+        mirrored, one_pass = (Predictions.load(folder / f"predictions_{split}.npz") for folder in (trained_run, out))
+        assert list(one_pass.files) == list(mirrored.files) and list(one_pass.groups) == list(mirrored.groups)
+        assert np.array_equal(one_pass.labels, mirrored.labels)
+        for i in (0, len(one_pass.files) - 1):
+            x = torch.from_numpy(normalise(resize_for_model(load_image(phantom_root / one_pass.files[i]).rgb,
+                                                            spec)[0], spec))[None]
+            with torch.inference_mode():
+                plain, mirror = model(x)[0].numpy(), model(torch.flip(x, dims=[3]))[0].numpy()
+            np.testing.assert_allclose(one_pass.logits[i], plain, atol=1e-4)
+            np.testing.assert_allclose(mirrored.logits[i], (plain + mirror) / 2, atol=1e-4)
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["inference"]["mirror_averaged"] is False
+    assert metrics["inference"]["derived_from"]["overrides"] == ["eval.tta_hflip=false"]
+    report = (out / "report.md").read_text()
+    assert "one pass per image" in report and f"weights of run `{trained_run.name}`" in report
+    assert "mean of each image's and its mirror" in (trained_run / "report.md").read_text()
+
+    capsys.readouterr()  # refused: a training setting, the run's own folder, an occupied folder, --set alone
+    for argv, message in ((["--set", "optim.lr=1", "--out", str(tmp_path / "lr")], "optim.lr"),
+                          (["--set", "eval.tta_hflip=false", "--out", str(trained_run)], "is not empty"),
+                          (["--set", "eval.tta_hflip=true", "--out", str(out)], "is not empty"),
+                          (["--set", "eval.tta_hflip=false"], "--set and --out go together")):
+        assert train_main(["evaluate", str(trained_run), *argv]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "lr").exists()
+
+
 def test_fit_fold_trains_on_that_fold_of_the_grouped_cross_validation(phantom_root, tmp_path, monkeypatch):
     """`busi-train fit --fold K` of a 3-fold grouped recipe: folds 0 and 1 hold out disjoint test images, about a
     third of the data each, and no audit group straddles a run's test boundary."""

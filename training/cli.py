@@ -7,6 +7,7 @@ Examples::
     busi-train fit --config busi_honest --set train.max_epochs=12 --seed 1 --fold 0
     torchrun --nproc_per_node=2 -m training fit --config busi_honest      # DDP, one process per GPU
     busi-train evaluate runs/busi-honest-seed0
+    busi-train evaluate runs/busi-honest-seed0 --set eval.tta_hflip=false --out runs/busi-honest-seed0-one-pass
     busi-train explain-eval resources/models/busi-us --data /path/to/busi --busbra /path/to/BUSBRA
     busi-train export runs/busi-honest-seed0 --to resources/models/busi-us
     busi-train cv-summary runs/busi-honest-seed0-fold* --out training/reports/busi-honest-cv
@@ -113,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="metrics, calibration, explanations, figures, report.md")
     evaluate.add_argument("run", type=Path)
+    evaluate.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.KEY=VALUE",
+                          help="evaluate the run's weights under another inference setting (e.g. "
+                               "eval.tta_hflip=false); needs --out")
+    evaluate.add_argument("--out", type=Path, default=None,
+                          help="with --set: a new folder for the re-predicted run (the run's own is never rewritten)")
+    evaluate.add_argument("--no-progress", action="store_true")
 
     external = commands.add_parser("score-external",
                                    help="score an evaluated run on a source it never saw (leave-one-source-out)")
@@ -253,7 +260,15 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         from training.evaluate import run_evaluate
 
-        results = run_evaluate(args.run)
+        run = args.run
+        if args.overrides or args.out:
+            from training.repredict import RepredictError, repredict_run
+
+            if not (args.overrides and args.out):
+                raise RepredictError("--set and --out go together: a re-evaluation under other settings needs "
+                                     "its own folder")
+            run = repredict_run(args.run, args.out, args.overrides, progress=not args.no_progress)
+        results = run_evaluate(run)
         print(json.dumps({k: results["test"][k] for k in ("n", "accuracy", "macro_f1", "auc_macro", "ece")}, indent=2))
         return 0
     if args.command == "score-external":

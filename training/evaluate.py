@@ -28,6 +28,7 @@ from training.explain_eval import breakdown, randomisation_check, score_maps, su
 from training.metrics import fit_temperature, roc_curve, softmax, summarise, threshold_for_sensitivity
 from training.pipeline import Predictions, audit_groups_csv, index_for
 from training.report import write_report
+from training.repredict import derived_from
 from training.splits import read_audit_groups, read_split_manifest
 
 RANDOMISATION_IMAGES = 24
@@ -146,6 +147,7 @@ def run_evaluate(run_dir: Path, progress: bool = True) -> dict:
         # The sensitivity-first threshold trades accuracy for malignant recall; arg-max shows the other side.
         "test_argmax": metrics_of(test, temperature, operating_point=False),
         "validation": metrics_of(val, temperature),
+        "inference": {"mirror_averaged": config.eval.tta_hflip, "derived_from": derived_from(run_dir)},
     }
     overlaid_path = run_dir / "predictions_test_overlaid.npz"
     if overlaid_path.is_file():

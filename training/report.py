@@ -66,6 +66,7 @@ def write_report(run_dir: Path, results: dict, title: str, *, class_names: tuple
                 f"{point['target_sensitivity']} (validation: sensitivity {point['validation_sensitivity']:.3f}, "
                 f"specificity {point['validation_specificity']:.3f})." if point.get("threshold") is not None
                 else " Decisions: arg-max."),
+             *_inference_lines(results.get("inference")),
              "- The test split is read once, by this evaluation; nothing was chosen on it. Intervals are percentile "
              f"bootstrap {int(100 * results['test']['bootstrap']['confidence'])} % CIs over test images "
              f"({results['test']['bootstrap']['n_boot']} resamples"
@@ -142,6 +143,20 @@ def write_report(run_dir: Path, results: dict, title: str, *, class_names: tuple
     with atomic_write(path, encoding="utf-8") as handle:
         handle.write("\n".join(lines))
     return path
+
+
+def _inference_lines(inference: dict | None) -> list[str]:
+    """How the weights were run for these numbers (reports evaluated before this was recorded: no line)."""
+    if not inference:
+        return []
+    line = ("- Predictions: the mean of each image's and its mirror image's logits." if inference["mirror_averaged"]
+            else "- Predictions: one pass per image (no mirror averaging).")
+    origin = inference.get("derived_from")
+    if origin:
+        line += (f" Re-evaluated with the weights of run `{Path(origin['run']).name}` under "
+                 + ", ".join(f"`{item}`" for item in origin["overrides"])
+                 + ": validation and test predicted again, temperature and threshold fitted afresh on validation.")
+    return [line]
 
 
 def split_sizes_text(sizes: dict[str, int]) -> str:
