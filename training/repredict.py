@@ -60,7 +60,8 @@ def repredict_run(run_dir: Path, out_dir: Path, overrides: list[str], *, progres
             shutil.copy2(run_dir / name, out_dir / name)
     (out_dir / "config.toml").write_text(to_toml(config), encoding="utf-8")
     with atomic_write(out_dir / DERIVED_FROM, encoding="utf-8") as handle:
-        json.dump({"run": str(run_dir.resolve()), "overrides": list(overrides)}, handle, indent=2)
+        # the run's name, not its path: reports travel with bundles and name no machine's folders
+        json.dump({"run": run_dir.resolve().name, "overrides": list(overrides)}, handle, indent=2)
 
     from training.evaluate import load_run_model
 
