@@ -173,6 +173,7 @@ def test_evaluate_under_one_pass_predicts_again_into_a_new_folder(trained_run, p
 
     config = load_config(trained_run / "config.toml")
     assert config.eval.tta_hflip and not load_config(out / "config.toml").eval.tta_hflip
+    assert load_config(out / "config.toml").description.endswith("; re-evaluated under eval.tta_hflip=false")
     model = load_run_model(trained_run, config, torch.device("cpu"))
     spec = config.preprocess_spec()
     for split in ("val", "test"):

@@ -11,6 +11,7 @@ the run's own folder is never rewritten.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -52,6 +53,9 @@ def repredict_run(run_dir: Path, out_dir: Path, overrides: list[str], *, progres
     if out_dir.resolve() == run_dir.resolve() or (out_dir.exists() and any(out_dir.iterdir())):
         raise RepredictError(f"{out_dir} is not empty: give a new folder (the run's own is never rewritten)")
     config = apply_overrides(load_config(run_dir / "config.toml"), overrides)
+    # the description travels into reports and model cards: it must not still describe the old setting
+    config = dataclasses.replace(config, description=f"{config.description}; re-evaluated under "
+                                                     + ", ".join(overrides))
     fit_info = json.loads((run_dir / "fit.json").read_text(encoding="utf-8"))
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The runs behind busi-us 0.3.0 (issue #15), one after another: on a 2-core machine two runs at once only slow
+# The runs behind busi-us 0.3 (issue #15), one after another: on a 2-core machine two runs at once only slow
 # each other down. Every run resumes from its last epoch when started again, and a finished step is skipped, so a
 # session can start this queue, be stopped anywhere, and a later session starts it again to continue:
 #
@@ -43,12 +43,20 @@ for fold in 0 1 2 3 4; do
   fit_config busi_busbra_evidence_s16 "busi-busbra-evidence-s16-seed0-fold$fold" --fold "$fold"
 done
 "$train" cv-summary runs/busi-busbra-evidence-s16-seed0-fold? --out training/reports/model-0.3/cv-evidence-s16
+# 1d. leave-one-source-out of that recipe, which ships as busi-us 0.3.2 (2026-12-04): trained on one source
+#     (evidence alignment on its own masks), scored on the other with its own temperature and threshold
+fit_config busi_busbra_evidence_s16 loso-s16-busbra-only-seed0 --set data.dataset=bus-bra \
+  --set data.task=benign-vs-malignant
+fit_config busi_busbra_evidence_s16 loso-s16-busi-only-seed0 --set data.dataset=busi
+external loso-s16-busi-only-seed0 bus-bra "$BUSBRA_DATA"
+external loso-s16-busbra-only-seed0 busi "$BUSI_DATA"
 # 2. grouped 5-fold cross-validation of the recipe, each source split into folds on its own
 for fold in 0 1 2 3 4; do
   fit "busi-busbra-seed0-fold$fold" --fold "$fold"
 done
 "$train" cv-summary runs/busi-busbra-seed0-fold? --out training/reports/model-0.3/cv
-# 3. leave-one-source-out, same recipe: trained on one source, scored on the other
+# 3. leave-one-source-out of the 0.3.1 recipe (measured before BUS-BRA patients were joined; this re-runs it
+#    with the join)
 fit loso-busbra-only-seed0 --set data.dataset=bus-bra --set data.task=benign-vs-malignant
 fit loso-busi-only-seed0 --set data.dataset=busi
 external loso-busi-only-seed0 bus-bra "$BUSBRA_DATA"
