@@ -70,3 +70,24 @@ def test_a_card_whose_stride_does_not_fit_its_architecture_is_a_bundle_error(tmp
     write_bundle_checksums(tmp_path / "odd", accept_changes=True)
     with pytest.raises(BundleError, match="output stride 8"):
         load_bundle(tmp_path / "odd")
+
+
+def test_the_shipped_models_heatmap_is_grad_cam_by_the_definition():
+    """Whatever stride and weights ship, the viewer's fast map equals autograd Grad-CAM on the shipped model, on a
+    grid of input size / output stride cells (busi-us 0.3.2: 224 / 16 = 14)."""
+    from busi_viewer.core.paths import resources_dir
+
+    folder = resources_dir() / "models" / "busi-us"
+    if not (folder / "weights.safetensors").is_file():
+        pytest.skip("the shipped bundle busi-us is not present")
+    loaded = load_bundle(folder)
+    size, stride = loaded.card.preprocess.input_size, loaded.card.output_stride
+    torch.manual_seed(2)
+    x = torch.rand(1, 3, size, size) * 2 - 1
+    peaks = []
+    for target in range(len(loaded.card.class_names)):
+        fast, reference = fast_gradcam(loaded.model, x, target), reference_gradcam(loaded.model, x, targets=target)
+        assert fast.maps.shape[-2:] == (size // stride, size // stride)
+        torch.testing.assert_close(fast.maps, reference.maps, rtol=1e-4, atol=1e-6)
+        peaks.append(float(fast.maps.max()))
+    assert max(peaks) > 0  # not a comparison of two empty maps
