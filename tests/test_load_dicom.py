@@ -378,6 +378,15 @@ def test_8_bit_palette_entries_are_not_shifted(tmp_path):
     assert (record.rgb[..., 2] == 18).all()
 
 
+def test_8_bit_palette_entries_above_255_are_held_at_white_not_wrapped(tmp_path):
+    # a damaged 8-bit palette: entries 256 and 300 would wrap to 0 and 44 as uint8; they show as 255
+    red = RAMP.copy()
+    red[0], red[1] = 256, 300
+    path = write_dicom(tmp_path / "hot.dcm", INDICES, photometric="PALETTE COLOR",
+                       **_palette(8, red, 255 - RAMP, np.full(256, 18)))
+    np.testing.assert_array_equal(load_image(path).rgb[..., 0], [[255, 255], [128, 255]])
+
+
 @pytest.mark.filterwarnings("ignore:The value length")  # a Manufacturer longer than LO allows, on purpose
 def test_display_attributes_as_text(tmp_path):
     path = write_dicom(tmp_path / "a.dcm", np.zeros((4, 4), np.uint8), ImageType=["ORIGINAL", "PRIMARY", ""],

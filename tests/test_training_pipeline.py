@@ -204,6 +204,19 @@ def test_evaluate_under_one_pass_predicts_again_into_a_new_folder(trained_run, p
         assert message in capsys.readouterr().err
     assert not (tmp_path / "lr").exists()
 
+    # an image the data folder no longer holds: a clear error, and neither the folder nor its staging copy is left
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(trained_run, damaged)
+    test = Predictions.load(damaged / "predictions_test.npz")
+    test.files[-1] = "benign/gone.png"
+    test.save(damaged / "predictions_test.npz")
+    assert train_main(["evaluate", str(damaged), "--set", "eval.tta_hflip=false", "--out", str(tmp_path / "half"),
+                       "--no-progress"]) == 2
+    assert "1 test images of damaged are not in its data folders (first: benign/gone.png)" in capsys.readouterr().err
+    assert not (tmp_path / "half").exists() and not (tmp_path / "half.partial").exists()
+
 
 def test_fit_fold_trains_on_that_fold_of_the_grouped_cross_validation(phantom_root, tmp_path, monkeypatch):
     """`busi-train fit --fold K` of a 3-fold grouped recipe: folds 0 and 1 hold out disjoint test images, about a

@@ -56,9 +56,32 @@ def repredict_run(run_dir: Path, out_dir: Path, overrides: list[str], *, progres
     # the description travels into reports and model cards: it must not still describe the old setting
     config = dataclasses.replace(config, description=f"{config.description}; re-evaluated under "
                                                      + ", ".join(overrides))
-    fit_info = json.loads((run_dir / "fit.json").read_text(encoding="utf-8"))
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # Everything is made in a staging folder and moved into place at the end: a failure leaves no half-made run.
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        _write_run(run_dir, staging, config, overrides, progress)
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked above)
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def derived_from(run_dir: Path) -> dict | None:
+    """``{"run", "overrides"}`` of a folder made by :func:`repredict_run`; None for a run trained in place."""
+    path = Path(run_dir) / DERIVED_FROM
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _write_run(run_dir: Path, out_dir: Path, config, overrides: list[str], progress: bool) -> None:
+    """The copied files, the new config and the re-predicted logits of :func:`repredict_run`, into ``out_dir``."""
+    from training.evaluate import load_run_model  # evaluate imports this module (derived_from)
+
     for name in _CARRIED:
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, out_dir / name)
@@ -67,10 +90,9 @@ def repredict_run(run_dir: Path, out_dir: Path, overrides: list[str], *, progres
         # the run's name, not its path: reports travel with bundles and name no machine's folders
         json.dump({"run": run_dir.resolve().name, "overrides": list(overrides)}, handle, indent=2)
 
-    from training.evaluate import load_run_model
-
     configure_threads(config.train.num_threads or None)
     device = select_device(None if config.train.device == "auto" else config.train.device)
+    fit_info = json.loads((run_dir / "fit.json").read_text(encoding="utf-8"))
     index = index_for(config, fit_info.get("data_roots"))
     spec = config.preprocess_spec()
     cache = load_or_build_cache(index, spec, config.data.cache_dir or None, threads=config.data.decode_threads,
@@ -91,11 +113,3 @@ def repredict_run(run_dir: Path, out_dir: Path, overrides: list[str], *, progres
         dataset = BusiDataset(cache, positions, spec, overlay_strength=overlay)
         logits = predict_logits(model, dataset, device, tta_hflip=config.eval.tta_hflip)
         Predictions(before.files, before.labels, logits, before.groups).save(out_dir / path.name)
-    return out_dir
-
-
-def derived_from(run_dir: Path) -> dict | None:
-    """``{"run", "overrides"}`` of a folder made by :func:`repredict_run`; None for a run trained in place."""
-    path = Path(run_dir) / DERIVED_FROM
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
