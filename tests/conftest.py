@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+if "MUTANT_UNDER_TEST" in os.environ:
+    # mutmut's fork server imports OpenCV once and forks a worker per mutant; OpenCV's thread pool does not survive
+    # a fork (the worker hung in its first parallel call and was counted as a timeout), so it runs single-threaded.
+    os.environ.setdefault("OPENCV_FOR_THREADS_NUM", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("BUSI_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))

@@ -403,3 +403,30 @@ def test_real_busi_known_duplicates_and_conflicts(busi_dir, tmp_path):
     assert flags["benign/benign (433).png"].has_calipers and flags["benign/benign (9).png"].has_calipers
     assert not any(flags[r].has_calipers for r in flags if r.startswith("normal/"))
     assert flags["benign/benign (323).png"].colour.colour_box and not flags["benign/benign (238).png"].colour.colour
+
+
+def _blocks_whose_means_and_centres_disagree(blocks: int) -> np.ndarray:
+    """One row of ``blocks`` 4-pixel blocks: block j is [160 - 20 j, 10 j, 10 j, 160 - 20 j], so the block means
+    (80 - 5 j) fall from left to right while the centre pixels (10 j) rise."""
+    return np.concatenate([[160 - 20 * j, 10 * j, 10 * j, 160 - 20 * j] for j in range(blocks)]).astype(np.float64)
+
+
+def test_dhash_compares_block_means_and_only_strictly_brighter_pixels():
+    # 36 x 32 -> 9 x 8: each thumbnail pixel is the mean of a 4 x 4 block (INTER_AREA). Means fall: no bit set;
+    # mirrored they rise: all 64 set. A resize that samples the block centres would give the opposite.
+    image = np.tile(_blocks_whose_means_and_centres_disagree(9), (32, 1))
+    assert nd.dhash(image) == 0
+    assert nd.dhash(image[:, ::-1]) == 2**64 - 1
+    # a flat image: no pixel is brighter than its left neighbour
+    assert nd.dhash(np.full((32, 36), 90.0)) == 0
+
+
+def test_work_images_average_what_they_shrink():
+    # 640 px of blocks A = [0, 255, 255, 0] and B = [255, 0, 0, 255] shrink 4x to WORK_SIZE 160: every block's mean
+    # is 127.5, so the work image is flat and its band-pass is zero; sampling block centres would alternate 255 / 0
+    row = np.tile([0, 255, 255, 0, 255, 0, 0, 255], 80).astype(np.float32)
+    image = np.tile(row, (640, 1))
+    assert nd.WORK_SIZE * 4 == 640
+    work = nd.match_features(image).work
+    assert work.shape == (160, 160) and np.abs(work).max() < 1e-3
+    assert np.allclose(nd._resize(image, 0.25), 127.5)
