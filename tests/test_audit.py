@@ -430,3 +430,34 @@ def test_work_images_average_what_they_shrink():
     work = nd.match_features(image).work
     assert work.shape == (160, 160) and np.abs(work).max() < 1e-3
     assert np.allclose(nd._resize(image, 0.25), 127.5)
+
+
+def _texture(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return cv2.GaussianBlur(rng.normal(0, 40, (h, w)).astype(np.float32), (0, 0), 1.5)
+
+
+def test_template_match_searches_the_trimmed_centre_and_refuses_what_it_cannot_score():
+    x = _texture(120, 140, 0)
+    # a 50 x 60 crop of x at row 30, column 40 whose 12 % margins (6 rows, 7 columns) carry other content, like
+    # burned-in labels: only the trimmed centre is searched, so the crop is found exactly, its origin at (40, 30)
+    y = x[30:80, 40:100].copy()
+    y[:6], y[-6:], y[:, :7], y[:, -7:] = 255, 255, 255, 255
+    best, origin = nd._template_match(x, y, 1.0)
+    assert best > 0.999 and origin == (40.0, 30.0)
+
+    # searched at the limits: a 20 x 20 crop trims to 16 x 16, and a trimmed centre exactly as large as x
+    best, origin = nd._template_match(x, x[50:70, 60:80].copy(), 1.0)
+    assert best > 0.999 and origin == (60.0, 50.0)
+    best, origin = nd._template_match(x[10:26, 10:26].copy(), x[8:28, 8:28].copy(), 1.0)
+    assert best > 0.999 and origin == (-2.0, -2.0)
+    # texture of standard deviation exactly 1 (a 0 / 2 checkerboard) is still texture
+    board = (np.indices((40, 40)).sum(axis=0) % 2 * 2).astype(np.float32)
+    assert nd._template_match(board, board[:20, :20].copy(), 1.0)[0] > 0.999
+
+    refused = (-1.0, (0.0, 0.0))
+    assert nd._template_match(x, np.full((50, 60), 90.0, np.float32), 1.0) == refused  # flat: nothing to match
+    assert nd._template_match(x, x[:19, :60].copy(), 1.0) == refused  # trimmed to 15 rows: too small to trust
+    assert nd._template_match(x, x[:60, :19].copy(), 1.0) == refused  # 15 columns
+    assert nd._template_match(x[:30, :60].copy(), x[:50, :60].copy(), 1.0) == refused  # 38 rows > x's 30
+    assert nd._template_match(x[:50, :40].copy(), x[:50, :60].copy(), 1.0) == refused  # 46 columns > x's 40
