@@ -461,3 +461,23 @@ def test_template_match_searches_the_trimmed_centre_and_refuses_what_it_cannot_s
     assert nd._template_match(x, x[:60, :19].copy(), 1.0) == refused  # 15 columns
     assert nd._template_match(x[:30, :60].copy(), x[:50, :60].copy(), 1.0) == refused  # 38 rows > x's 30
     assert nd._template_match(x[:50, :40].copy(), x[:50, :60].copy(), 1.0) == refused  # 46 columns > x's 40
+
+
+def test_cell_score_overlap_share_and_minimum_overlap_by_hand():
+    x = _texture(60, 80, 1)
+    # y = x itself at (0, 0): every one of the 4 x 4 cells matches (NCC 1), the overlap is all of x
+    ncc, overlap = nd._cell_score(x, x.copy(), 1.0, (0.0, 0.0))
+    assert ncc > 0.999 and overlap == 1.0
+    # y = x[5:, 10:] placed at (10, 5): overlap 70 x 55 of the larger image's 80 x 60 = 3850 / 4800
+    ncc, overlap = nd._cell_score(x, x[5:, 10:].copy(), 1.0, (10.0, 5.0))
+    assert ncc > 0.999 and overlap == pytest.approx(3850 / 4800)
+    # y = x shifted the other way, origin (-10, -5): y's columns 10.. and rows 5.. lie on x's 0.., 70 x 55 again
+    shifted = np.zeros_like(x)
+    shifted[5:, 10:] = x[:55, :70]
+    ncc, overlap = nd._cell_score(x, shifted, 1.0, (-10.0, -5.0))
+    assert ncc > 0.999 and overlap == pytest.approx(3850 / 4800)
+    # the overlap must be at least 4 px per cell each way: 16 columns are scored, 15 are not
+    assert nd._cell_score(x, x[:, :16].copy(), 1.0, (64.0, 0.0))[1] == pytest.approx(16 * 60 / 4800)
+    assert nd._cell_score(x, x[:, :15].copy(), 1.0, (65.0, 0.0)) == (-1.0, 0.0)
+    assert nd._cell_score(x, x[:15].copy(), 1.0, (0.0, 45.0)) == (-1.0, 0.0)
+    assert nd._cell_score(x, x[:16].copy(), 1.0, (0.0, 44.0))[1] == pytest.approx(16 * 80 / 4800)
