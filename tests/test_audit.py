@@ -481,3 +481,43 @@ def test_cell_score_overlap_share_and_minimum_overlap_by_hand():
     assert nd._cell_score(x, x[:, :15].copy(), 1.0, (65.0, 0.0)) == (-1.0, 0.0)
     assert nd._cell_score(x, x[:15].copy(), 1.0, (0.0, 45.0)) == (-1.0, 0.0)
     assert nd._cell_score(x, x[:16].copy(), 1.0, (0.0, 44.0))[1] == pytest.approx(16 * 80 / 4800)
+
+
+def _textured_cells(cells: set[tuple[int, int]]) -> np.ndarray:
+    """An 80 x 60 image on _cell_score's 4 x 4 grid at (0, 0) (cells 20 x 15 px): texture inside the listed
+    (row, column) cells, 2 px clear of their edges, flat grey elsewhere."""
+    image = np.full((60, 80), 90.0, np.float32)
+    texture = _texture(60, 80, 2)
+    for r, c in cells:
+        rows, cols = slice(15 * r + 2, 15 * r + 13), slice(20 * c + 2, 20 * c + 18)
+        image[rows, cols] += texture[rows, cols]
+    return image
+
+
+ALL_CELLS = {(r, c) for r in range(4) for c in range(4)}
+
+
+def test_cell_score_skips_cells_flat_on_both_sides_and_counts_one_flat_side_against():
+    x = _textured_cells(ALL_CELLS)
+    # y = x with its two left cell columns blanked: 8 cells textured in x only score 0, 8 match (1): median 0.5
+    y = x.copy()
+    y[:, :40] = 90.0
+    assert nd._cell_score(x, y, 1.0, (0.0, 0.0)) == (pytest.approx(0.5, abs=1e-3), 1.0)
+    # the left cell column flat in both: no evidence either way, the 12 others decide
+    x = _textured_cells({cell for cell in ALL_CELLS if cell[1] > 0})
+    assert nd._cell_score(x, x.copy(), 1.0, (0.0, 0.0))[0] > 0.999
+    # six textured cells are enough for a score, five are not
+    six = {(0, 0), (0, 1), (1, 2), (2, 3), (3, 0), (3, 3)}
+    x = _textured_cells(six)
+    assert nd._cell_score(x, x.copy(), 1.0, (0.0, 0.0))[0] > 0.999
+    x = _textured_cells(six - {(3, 3)})
+    assert nd._cell_score(x, x.copy(), 1.0, (0.0, 0.0)) == (-1.0, 1.0)
+
+
+def test_a_half_size_crop_is_found_at_its_own_pixel_size():
+    # b is the central 200 x 200 of a 400 x 400 image, at the same pixel size. In work pixels (160 px longest side)
+    # b is 2.5x larger than its place in a: only the scale hypothesis from the two work scales (0.4 / 0.8) finds
+    # it; the fixed steps around 1 do not reach it
+    a = cv2.GaussianBlur(np.random.default_rng(4).normal(128, 60, (400, 400)).astype(np.float32), (0, 0), 4)
+    result = nd.verify_pair(nd.match_features(a), nd.match_features(a[100:300, 100:300].copy()))
+    assert result.score > 0.9 and result.scale == pytest.approx(1.0, abs=0.04)
