@@ -79,3 +79,66 @@ def test_viewer_shows_the_calibrated_numbers_badge_and_override(qtbot, calibrate
                                    "p(malignant) = 0.24 ≥ 0.20, the threshold chosen on validation.")
     finally:
         window.close()
+
+
+def test_softmax_is_taken_per_image_and_survives_extreme_logits():
+    from busi_viewer.inference.prediction import calibrated_probabilities
+
+    expected = [BY_HAND["benign"], BY_HAND["malignant"], BY_HAND["normal"]]
+    # one image's logits (K,): softmax(2, 1, 0) / 1
+    np.testing.assert_allclose(calibrated_probabilities(np.array([2.0, 1.0, 0.0]), 1.0), expected, atol=1e-6)
+    # rows 1000 apart: each row is shifted by its own maximum (shifted by the batch's, the second row's
+    # exponentials would all underflow to 0 / 0; shifted the wrong way, the first row's would overflow)
+    batch = calibrated_probabilities(np.array([[1000.0, 999.0, 998.0], [0.0, -1.0, -2.0], [1000.0, 0.0, -1000.0]]),
+                                     1.0)
+    np.testing.assert_allclose(batch[:2], [expected, expected], atol=1e-6)
+    np.testing.assert_array_equal(batch[2], [1.0, 0.0, 0.0])
+
+
+def test_predict_batch_explains_by_default_shares_its_time_and_reduces_heatmaps(calibrated_bundle):
+    import time
+
+    predictor, _ = load_predictor(calibrated_bundle, "cpu", "torch")
+    images = [np.stack([_speckle(seed)] * 3, axis=-1) for seed in (4, 5)]  # 160 x 200
+    start = time.perf_counter()
+    predictions = predictor.predict_batch(images)
+    took = time.perf_counter() - start
+    for prediction in predictions:
+        assert prediction.heatmap_raw is not None and prediction.heatmap_raw.shape == (160, 200)
+        assert 0 < prediction.seconds <= took / 2  # the batch's time shared by its two images
+    # at most 50 px a side: 160 x 200 scaled by 50 / 200
+    assert [p.heatmap_raw.shape for p in predictor.predict_batch(images, heatmap_max_side=50)] == [(40, 50)] * 2
+
+
+def test_predict_batch_scores_each_image_against_the_bundles_scope_check(calibrated_bundle, tmp_path):
+    from busi_viewer.inference.bundle import load_bundle
+    from busi_viewer.inference.scope import image_statistics
+    from tests.helpers.scope import guard_score_by_hand, guarded_copy, phantom_rgb, pooled_by_hand
+
+    guarded, check = guarded_copy(calibrated_bundle, tmp_path)
+    loaded = load_bundle(guarded)
+    images = [phantom_rgb("benign", 9, (96, 112)), np.stack([_speckle(6)] * 3, axis=-1)]
+    by_hand = np.maximum(
+        guard_score_by_hand(check.features, pooled_by_hand(loaded.model, loaded.card, images))
+        / check.features.threshold,
+        guard_score_by_hand(check.image, np.stack([image_statistics(rgb) for rgb in images])) / check.image.threshold)
+    predictor, _ = load_predictor(guarded, "cpu", "torch")
+    for prediction, score in zip(predictor.predict_batch(images), by_hand):
+        assert prediction.scope_score == pytest.approx(score, rel=1e-3)  # float32 features of a folded copy
+        assert prediction.in_scope is bool(score <= 1.0)
+    assert sorted(p.in_scope for p in predictor.predict_batch(images)) == [False, True]  # both outcomes seen
+
+
+def test_a_largest_probability_exactly_at_the_bound_is_not_low_confidence(calibrated_bundle, tmp_path):
+    import dataclasses
+    import shutil
+
+    from busi_viewer.inference.bundle import update_bundle
+
+    rgb = np.stack([_speckle(7)] * 3, axis=-1)
+    largest = float(load_predictor(calibrated_bundle, "cpu", "torch")[0].predict(rgb).probabilities.max())
+    at_bound = tmp_path / "at-bound"
+    shutil.copytree(calibrated_bundle, at_bound)
+    update_bundle(at_bound, lambda staged, card: dataclasses.replace(card, low_confidence_below=largest))
+    prediction = load_predictor(at_bound, "cpu", "torch")[0].predict(rgb)
+    assert float(prediction.probabilities.max()) == largest and prediction.low_confidence is False
