@@ -520,4 +520,10 @@ def test_a_half_size_crop_is_found_at_its_own_pixel_size():
     # it; the fixed steps around 1 do not reach it
     a = cv2.GaussianBlur(np.random.default_rng(4).normal(128, 60, (400, 400)).astype(np.float32), (0, 0), 4)
     result = nd.verify_pair(nd.match_features(a), nd.match_features(a[100:300, 100:300].copy()))
-    assert result.score > 0.9 and result.scale == pytest.approx(1.0, abs=0.04)
+    assert result.score > 0.9 and result.ncc > 0.9 and result.scale == pytest.approx(1.0, abs=0.04)
+    # the other way round (the crop given first, the image that contains it second): b is scaled by 1 in a too,
+    # and a copy shrunk to 0.8 given first holds the original at 1 / 0.8 = 1.25
+    assert nd.verify_pair(nd.match_features(a[100:300, 100:300].copy()), nd.match_features(a)).scale == pytest.approx(
+        1.0, abs=0.04)
+    small = cv2.resize(a, (320, 320), interpolation=cv2.INTER_AREA)
+    assert nd.verify_pair(nd.match_features(small), nd.match_features(a)).scale == pytest.approx(1.25, abs=0.05)
