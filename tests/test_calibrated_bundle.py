@@ -122,11 +122,11 @@ def test_predict_batch_scores_each_image_against_the_bundles_scope_check(calibra
         guard_score_by_hand(check.features, pooled_by_hand(loaded.model, loaded.card, images))
         / check.features.threshold,
         guard_score_by_hand(check.image, np.stack([image_statistics(rgb) for rgb in images])) / check.image.threshold)
-    predictor, _ = load_predictor(guarded, "cpu", "torch")
-    for prediction, score in zip(predictor.predict_batch(images), by_hand):
+    predictions = load_predictor(guarded, "cpu", "torch")[0].predict_batch(images)
+    for prediction, score in zip(predictions, by_hand):
         assert prediction.scope_score == pytest.approx(score, rel=1e-3)  # float32 features of a folded copy
         assert prediction.in_scope is bool(score <= 1.0)
-    assert sorted(p.in_scope for p in predictor.predict_batch(images)) == [False, True]  # both outcomes seen
+    assert sorted(p.in_scope for p in predictions) == [False, True]  # both outcomes seen
 
 
 def test_a_largest_probability_exactly_at_the_bound_is_not_low_confidence(calibrated_bundle, tmp_path):

@@ -153,7 +153,7 @@ def _inference_lines(inference: dict | None) -> list[str]:
             else "- Predictions: one pass per image (no mirror averaging).")
     origin = inference.get("derived_from")
     if origin:
-        line += (f" Re-evaluated with the weights of run `{Path(origin['run']).name}` under "
+        line += (f" Re-evaluated with the weights of run `{origin['run']}` under "
                  + ", ".join(f"`{item}`" for item in origin["overrides"])
                  + ": validation and test predicted again, temperature and threshold fitted afresh on validation.")
     return [line]

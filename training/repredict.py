@@ -21,7 +21,7 @@ import numpy as np
 from busi_viewer.core.atomic import atomic_write
 from busi_viewer.core.errors import BusiViewerError
 from busi_viewer.inference.device import configure_threads, select_device
-from training.config import apply_overrides, load_config, to_toml
+from training.config import apply_overrides, load_config, parse_overrides, to_toml
 from training.data import BusiDataset, load_or_build_cache
 from training.engine import BEST_WEIGHTS
 from training.pipeline import Predictions, index_for, predict_logits
@@ -45,8 +45,7 @@ def repredict_run(run_dir: Path, out_dir: Path, overrides: list[str], *, progres
     ``out_dir`` that exists and is not empty, and for a predicted image the run's data folders no longer hold.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    keys = [item.partition("=")[0].strip() for item in overrides]
-    outside = [key for key in keys if not key.startswith("eval.")]
+    outside = [f"{section}.{key}" for section, key in parse_overrides(overrides) if section != "eval"]
     if not overrides or outside:
         raise RepredictError("a trained run is re-evaluated only under eval.* settings "
                              f"(the weights were trained under the others): {', '.join(outside) or 'none given'}")
