@@ -156,3 +156,25 @@ def test_the_margin_that_flags_at_most_a_share_by_hand():
     assert margin_flagging_at_most(scores, 0.10) == pytest.approx(2.4)
     assert margin_flagging_at_most(scores, 0.30) == pytest.approx(1.6)  # three above: 2.0, 2.4, 5.0
     assert margin_flagging_at_most(scores[:4], 0.10) == 1.0  # all within 1 already: no widening
+
+
+def test_a_saved_check_scores_as_the_fitted_one_when_features_barely_leave_its_span(tmp_path):
+    # Grey images: the two colour statistics are 0 for every training image, so 4 components of the 6 statistics
+    # leave only rounding outside, and the residual scale is its floor, 1e-9 of the mean energy. A training image
+    # must score what it scored before saving: float32 components (rounding ~1e-8) put it at thousands, out of
+    # scope, and so did a floor of 1e-12 (rounding noise of ~1e-16 of the energy, divided by it).
+    rng = np.random.default_rng(3)
+    values = np.zeros((12, 6))
+    values[:, 2:] = rng.normal([0.3, 0.7, 0.2, 0.35], [0.02, 0.05, 0.01, 0.03], size=(12, 4))
+    fitted = fit_scope_guard(values, components=4)
+    mean_energy = ((values - values.mean(axis=0)) ** 2).sum() / 12
+    assert fitted.residual_scale == pytest.approx(1e-9 * mean_energy)
+    check = ScopeCheck(fitted.with_threshold({"us": fitted.scores(values)}, 0.1),
+                       fitted.with_threshold({"us": fitted.scores(values)}, 0.1))
+    path = tmp_path / SCOPE_FILENAME
+    loaded = read_scope_guard(tmp_path, check.save(path))
+    np.testing.assert_allclose(loaded.image.scores(values), guard_score_by_hand(fitted, values), rtol=1e-5)
+    assert loaded.image.scores(values).max() < 3  # 0.5 x the mean squared whitened distance, as fitted
+    colour = values[:1].copy()
+    colour[0, 0] = 0.01  # a little colour: far outside a span fitted on grey images
+    assert loaded.image.scores(colour)[0] > 1e4

@@ -98,10 +98,14 @@ class ScopeGuard:
         return dataclasses.replace(self, threshold=float(max(limits)))
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
-        """The guard as plain arrays, names prefixed (what :meth:`ScopeCheck.save` writes)."""
-        return {f"{prefix}_mean": self.mean.astype(np.float32),
-                f"{prefix}_components": self.components.astype(np.float32),
-                f"{prefix}_scales": self.scales.astype(np.float32),
+        """The guard as plain float64 arrays, names prefixed (what :meth:`ScopeCheck.save` writes).
+
+        float64, not float32: when the training features barely leave the components' span (grey images have no
+        colour), ``residual_scale`` is tiny and float32 rounding of the components alone would score a training
+        image thousands of times out of scope."""
+        return {f"{prefix}_mean": self.mean.astype(np.float64),
+                f"{prefix}_components": self.components.astype(np.float64),
+                f"{prefix}_scales": self.scales.astype(np.float64),
                 f"{prefix}_residual_scale": np.float64(self.residual_scale),
                 f"{prefix}_threshold": np.float64(self.threshold)}
 
@@ -154,7 +158,9 @@ def fit_scope_guard(pooled: np.ndarray, components: int = DEFAULT_COMPONENTS) ->
     scales = singular[:components] / math.sqrt(features.shape[0] - 1)
     projected = centred @ basis
     outside = np.sum(centred ** 2, axis=1) - np.sum(projected ** 2, axis=1)
-    floor = 1e-12 * max(float(np.sum(centred ** 2)) / features.shape[0], 1e-30)  # a degenerate set keeps scores finite
+    # A set that (almost) never leaves the components' span (grey images have no colour) keeps scores finite, and
+    # its residual term above rounding noise (~1e-16 of the energy): a training image then scores as fitted.
+    floor = 1e-9 * max(float(np.sum(centred ** 2)) / features.shape[0], 1e-30)
     # With every direction kept, what is "outside" is rounding error: infinite scale drops that term.
     residual_scale = math.inf if components == features.shape[1] else max(float(outside.mean()), floor)
     return ScopeGuard(mean, basis, np.maximum(scales, math.sqrt(floor)), residual_scale)
