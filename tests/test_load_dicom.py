@@ -326,6 +326,23 @@ def test_voi_lut_of_zeros_is_black_not_an_error(tmp_path):
     assert record.window.explanation == "VOI LUT Sequence (first item)"
 
 
+def test_voi_lut_starting_above_zero_is_scaled_by_its_last_entry(tmp_path):
+    # 4 entries from stored value 100: 99 is below the table (-> 1000), 100 -> 1000, 101 -> 2000, 103 -> 4000; the
+    # top is the last entry, 4000: 1000 * 255 / 4000 = 63.75 -> 64, 2000 -> 127.5 -> 128 (rint: to even), 4000 -> 255
+    pixels = np.array([[99, 100], [101, 103]], dtype=np.uint8)
+    path = _with_voi_lut(write_dicom(tmp_path / "offset.dcm", pixels), [4, 100, 16], "US", [1000, 2000, 3000, 4000])
+    np.testing.assert_array_equal(load_image(path).rgb[..., 0], [[64, 64], [128, 255]])
+
+
+def test_voi_lut_wins_over_a_window_in_the_same_file(tmp_path):
+    # PS3.3 C.11.2: a window and a VOI LUT may both be present; the viewer applies the table (the first item)
+    path = _with_voi_lut(write_dicom(tmp_path / "both.dcm", VOI_PIXELS, WindowCenter=20, WindowWidth=10),
+                         [256, 0, 12], "US", VOI_TABLE)
+    record = load_image(path)
+    np.testing.assert_array_equal(record.rgb[..., 0], VOI_EXPECTED)
+    assert record.window.lut_description == "VOI LUT Sequence" and record.window.center is None
+
+
 def test_damaged_voi_lut_is_a_specific_error(tmp_path):
     path = _with_voi_lut(write_dicom(tmp_path / "bad.dcm", VOI_PIXELS), [256, 0], "US", VOI_TABLE)
     with pytest.raises(ImageLoadError, match=r"unusable VOI LUT Sequence \(ValueError: "):

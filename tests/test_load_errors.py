@@ -419,3 +419,237 @@ def test_non_finite_rescale_values_are_a_load_error_not_a_black_image(tmp_path, 
     with pytest.warns(UserWarning):  # pydicom warns that these are invalid DS values, and reads them anyway
         reason = _reason(_dicom(tmp_path / "rescale.dcm", RescaleSlope=slope, RescaleIntercept=intercept))
     assert reason.startswith("unusable RescaleSlope / RescaleIntercept") and "not finite" in reason
+
+
+# --- DICOM: the exact reason for each damaged header or pixel element ------------------------------------------
+# Each reason is spelled out in full, with every number in it worked out from the file the test writes: a user
+# reads these words to decide whether the file, the disk or the scanner export is at fault.
+
+
+def _dicom_reason(path: Path, force: bool = False) -> str:
+    with pytest.raises(ImageLoadError) as info:
+        dicom_module.load_dicom(path, force)
+    assert info.value.path == path
+    return info.value.reason
+
+
+def _pixel_tag_at(data: bytes) -> int:
+    """Byte offset of the (7FE0,0010) Pixel Data tag in a little-endian file written by _dicom."""
+    offset = data.rfind(b"\xe0\x7f\x10\x00")
+    assert offset > 0
+    return offset
+
+
+def test_header_reasons_say_which_failure_it_was(tmp_path, monkeypatch):
+    garbage = tmp_path / "garbage.dcm"
+    garbage.write_bytes(b"hello" * 100)
+    with pytest.raises(pydicom.errors.InvalidDicomError) as pydicom_says:
+        pydicom.dcmread(garbage)
+    assert _dicom_reason(garbage) == f"not a DICOM file ({pydicom_says.value})"
+    assert _dicom_reason(tmp_path) == "cannot read the file: Is a directory"  # an OSError with an errno
+
+    # pydicom raises a bare OSError (no errno) when a sequence of undefined length stops where an item should be
+    cut = _dicom(tmp_path / "cut.dcm")
+    ds = pydicom.dcmread(cut)
+    ds.ReferencedImageSequence = [Dataset(ReferencedSOPInstanceUID="1.2.3")]
+    ds["ReferencedImageSequence"].is_undefined_length = True
+    ds.save_as(cut)
+    data = cut.read_bytes()
+    cut.write_bytes(data[:data.find(b"\x08\x00\x40\x11SQ\x00\x00\xff\xff\xff\xff") + 15])  # 3 bytes of the item tag
+    with pytest.raises(OSError) as pydicom_says:
+        pydicom.dcmread(cut, stop_before_pixels=True)
+    assert pydicom_says.value.errno is None
+    assert _dicom_reason(cut) == f"DICOM header is truncated or damaged ({pydicom_says.value})"
+
+    def damaged(*args, **kwargs):
+        raise KeyError("(0028,0010)")
+
+    monkeypatch.setattr(pydicom, "dcmread", damaged)
+    assert _dicom_reason(garbage) == "DICOM header is damaged or truncated (KeyError: '(0028,0010)')"
+
+
+def test_force_reads_a_dataset_without_the_file_format_and_the_offset_is_where_pixel_data_starts(tmp_path):
+    path = _dicom(tmp_path / "a.dcm")
+    ds = pydicom.dcmread(path)
+    del ds.file_meta
+    ds.preamble = None
+    raw = tmp_path / "raw.dcm"
+    ds.save_as(raw, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    assert _dicom_reason(raw).startswith("not a DICOM file (")
+    record = dicom_module.load_dicom(raw, force=True)
+    np.testing.assert_array_equal(record.pixels.ravel(), np.arange(64 * 64))
+    assert dicom_module.read_header(path)[1] == _pixel_tag_at(path.read_bytes())
+
+
+def test_objects_that_are_not_images_are_named(tmp_path):
+    report = _dicom(tmp_path / "report.dcm", rows=0, pixels=False)
+    assert _dicom_reason(report) == (
+        "has no pixel data (SOP class 'Secondary Capture Image Storage': this DICOM object is not an image)"
+    )
+    anonymous = _dicom(tmp_path / "anonymous.dcm", rows=0, pixels=False, SOPClassUID=None)
+    assert _dicom_reason(anonymous) == "has no pixel data (no Rows/Columns: this DICOM object is not an image)"
+
+
+def test_number_of_frames_that_is_not_a_number_is_named(tmp_path):
+    path = _dicom(tmp_path / "frames.dcm", NumberOfFrames="1")
+    data = path.read_bytes()
+    at = data.find(b"\x28\x00\x08\x00IS\x02\x00")  # (0028,0008) IS, 2 bytes: "1 " becomes "x "
+    path.write_bytes(data[:at + 8] + b"x " + data[at + 10:])
+    with pytest.warns(UserWarning, match="Invalid value for VR IS"):
+        reason = _dicom_reason(path)
+    assert reason == ("invalid NumberOfFrames/SamplesPerPixel in the DICOM header "
+                      "(invalid literal for int() with base 10: 'x')")
+
+
+@pytest.mark.filterwarnings("ignore:A value of '0' for \\(0028,0008\\)")  # pydicom, too, reads 0 frames as 1
+def test_zero_frames_is_read_as_one(tmp_path):
+    record = dicom_module.load_dicom(_dicom(tmp_path / "zero.dcm", NumberOfFrames=0))
+    assert record.n_frames == 1
+    np.testing.assert_array_equal(record.pixels.ravel(), np.arange(64 * 64))
+
+
+@pytest.mark.parametrize(("rows", "cols"), [(10, 31000), (31000, 10)])
+def test_frame_size_is_checked_as_columns_by_rows(tmp_path, rows, cols):
+    reason = _dicom_reason(_dicom(tmp_path / "wide.dcm", rows=rows, cols=cols, PixelData=b"\x00" * 16))
+    assert reason.startswith(f"DICOM frame is too large to open safely: {cols}x{rows} pixels (limit ")
+
+
+def test_total_samples_limit_is_two_billion_counting_frames_and_samples(tmp_path):
+    # 800 x 1000 x 1 sample x 2500 frames = 2.0e9 samples exactly: allowed (the file is then too short for it:
+    # 2.0e9 x 16 bits = 4,000,000,000 bytes); one frame more is refused. With 3 samples per pixel
+    # 834 frames are 800 x 1000 x 3 x 834 = 2.0016e9 > 2e9, and 833 frames (1.9992e9) are allowed.
+    def reason(**elements):
+        return _dicom_reason(_dicom(tmp_path / "big.dcm", rows=1000, cols=800, PixelData=b"\x00" * 16, **elements))
+
+    assert reason(NumberOfFrames=2500) == "pixel data is too short: 16 bytes, the header's image size needs 4000000000"
+    assert reason(NumberOfFrames=2501) == (
+        "DICOM pixel data is too large to open safely: 2501 frame(s) of 800x1000x1 = 2.0 G samples (limit 2.0 G)"
+    )
+    assert reason(NumberOfFrames=833, SamplesPerPixel=3).startswith("pixel data is too short: 16 bytes")
+    assert reason(NumberOfFrames=834, SamplesPerPixel=3) == (
+        "DICOM pixel data is too large to open safely: 834 frame(s) of 800x1000x3 = 2.0 G samples (limit 2.0 G)"
+    )
+    assert reason(NumberOfFrames=40000) == (  # 800 x 1000 x 40000 = 32.0e9
+        "DICOM pixel data is too large to open safely: 40000 frame(s) of 800x1000x1 = 32.0 G samples (limit 2.0 G)"
+    )
+
+
+def test_pixel_element_missing_or_displaced_is_named(tmp_path):
+    bare = _dicom(tmp_path / "bare.dcm", pixels=False)
+    size = bare.stat().st_size
+    assert _dicom_reason(bare) == (
+        f"has no pixel data (the file ends after {size} bytes without a Pixel Data element; it may be truncated)"
+    )
+    # An item delimiter at the top level ends pydicom's header early: what follows it is not pixel data
+    path = _dicom(tmp_path / "displaced.dcm")
+    data = path.read_bytes()
+    at = _pixel_tag_at(data)
+    patient_position = struct.pack("<HH", 0x0018, 0x5100) + b"CS" + struct.pack("<H", 4) + b"HFS "
+    path.write_bytes(data[:at] + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00" + patient_position + data[at:])
+    assert _dicom_reason(path) == "has no pixel data (element (0018,5100) found where it should be)"
+
+
+@pytest.mark.parametrize("syntax", ["ExplicitVRLittleEndian", "ImplicitVRLittleEndian", "ExplicitVRBigEndian"])
+def test_truncated_pixel_data_counts_the_bytes_left_in_every_encoding(tmp_path, syntax):
+    # 64 x 64 x 16 bits = 8192 bytes declared; 1000 cut off the end leave 7192 after the element's header
+    # (8 bytes implicit, 12 explicit: counted from the element's own length field in the file's byte order)
+    path = _dicom(tmp_path / "cut.dcm")
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = getattr(pydicom.uid, syntax)
+    little, implicit = syntax != "ExplicitVRBigEndian", syntax.startswith("Implicit")
+    if not little:
+        ds.PixelData = np.arange(64 * 64, dtype=">u2").tobytes()
+    pydicom.dcmwrite(path, ds, implicit_vr=implicit, little_endian=little, force_encoding=True)
+    np.testing.assert_array_equal(dicom_module.load_dicom(path).pixels.ravel(), np.arange(64 * 64))
+    path.write_bytes(path.read_bytes()[:-1000])
+    assert _dicom_reason(path) == "file is truncated: pixel data declares 8192 bytes but only 7192 remain"
+
+
+def test_pixel_data_shorter_than_the_image_is_measured_in_bits(tmp_path):
+    short = _dicom(tmp_path / "short.dcm", PixelData=b"\x00" * 100)  # 64 x 64 x 16 bits = 8192 bytes
+    assert _dicom_reason(short) == "pixel data is too short: 100 bytes, the header's image size needs 8192"
+    # 1 bit per pixel: 8 x 8 pixels fill exactly 8 bytes (a rounding that adds a byte would refuse them)
+    bits = dict(rows=8, cols=8, BitsAllocated=1, BitsStored=1, HighBit=0)
+    packed = np.packbits(np.eye(8, dtype=np.uint8), bitorder="little").tobytes()
+    record = dicom_module.load_dicom(_dicom(tmp_path / "bits.dcm", PixelData=packed, **bits))
+    np.testing.assert_array_equal(record.pixels, np.eye(8))
+    assert _dicom_reason(_dicom(tmp_path / "bits_short.dcm", PixelData=packed[:6], **bits)) == (
+        "pixel data is too short: 6 bytes, the header's image size needs 8"
+    )
+
+
+def test_pixel_element_with_a_two_byte_length_is_measured_by_it(tmp_path):
+    # An explicit VR that is not OB/OW/...: its length is the 2 bytes after the VR, here 100 (not 8192)
+    path = _dicom(tmp_path / "us_vr.dcm")
+    data = path.read_bytes()
+    at = _pixel_tag_at(data)
+    assert data[at + 4:at + 12] == b"OW\x00\x00" + struct.pack("<L", 8192)
+    path.write_bytes(data[:at + 4] + b"US" + struct.pack("<H", 100) + data[at + 12:])
+    assert _dicom_reason(path) == "pixel data is too short: 100 bytes, the header's image size needs 8192"
+
+
+def _frame_fails(monkeypatch, error: Exception, on_index: int = 1) -> None:
+    """pydicom's pixel_array raises ``error`` for frame ``on_index`` and decodes the others."""
+    real = dicom_module.pxl.pixel_array
+
+    def pixel_array(source, *args, index=None, **kwargs):
+        if index == on_index:
+            raise error
+        return real(source, *args, index=index, **kwargs)
+
+    monkeypatch.setattr(dicom_module.pxl, "pixel_array", pixel_array)
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (MemoryError(), "not enough memory to decode frame 1"),
+        (OSError(5, "Input/output error"), "cannot read frame 1: Input/output error"),
+        (OSError("stream ended"), "cannot read frame 1: stream ended"),
+        (ValueError("odd layout"), "cannot decode frame 1 of transfer syntax 'Explicit VR Little Endian' "
+                                   "(1.2.840.10008.1.2.1): ValueError: odd layout"),
+        (ImageLoadError(Path("elsewhere.dcm"), "said by the codestream check"), "said by the codestream check"),
+    ],
+)
+def test_a_frame_that_fails_to_decode_names_the_frame_and_the_cause(tmp_path, monkeypatch, error, reason):
+    frames = np.arange(2 * 8 * 8, dtype="<u2")
+    path = _dicom(tmp_path / "cine.dcm", rows=8, cols=8, NumberOfFrames=2, PixelData=frames.tobytes())
+    _frame_fails(monkeypatch, error)
+    record = dicom_module.load_dicom(path)
+    np.testing.assert_array_equal(record.pixels.ravel(), frames[:64])
+    with pytest.raises(ImageLoadError) as info:
+        record.frame(1)
+    assert info.value.reason == reason
+
+
+def test_frames_of_a_native_cine_are_its_own(tmp_path):
+    frames = np.arange(3 * 8 * 8, dtype="<u2")
+    record = dicom_module.load_dicom(
+        _dicom(tmp_path / "cine.dcm", rows=8, cols=8, NumberOfFrames=3, PixelData=frames.tobytes())
+    )
+    assert record.n_frames == 3
+    np.testing.assert_array_equal(record.frame(2).ravel(), frames[128:])
+    np.testing.assert_array_equal(record.frame(1).ravel(), frames[64:128])
+
+
+def test_record_defaults_when_the_header_leaves_fields_out(tmp_path):
+    sparse = dicom_module.load_dicom(_dicom(tmp_path / "sparse.dcm", Modality=" "))
+    assert sparse.modality == "OT" and sparse.photometric == "MONOCHROME2" and sparse.bits_stored == 16
+    assert sparse.burned_in_annotation is None and sparse.format == "DICOM" and sparse.n_frames == 1
+    assert set(sparse.identifiers) == {"PatientName", "SOPInstanceUID"} and sparse.identifiers["PatientName"] == "Doe^Jane"
+    assert not set(sparse.identifiers) & set(sparse.attributes)
+    stated = dicom_module.load_dicom(_dicom(tmp_path / "stated.dcm", Modality="US ", BurnedInAnnotation="NO ",
+                                            PhotometricInterpretation="MONOCHROME1 ", BitsStored=12, HighBit=11))
+    assert stated.modality == "US" and stated.photometric == "MONOCHROME1" and stated.bits_stored == 12
+    assert stated.burned_in_annotation == "NO"
+
+
+@pytest.mark.parametrize(("keyword", "name"), [("PhotometricInterpretation", "(0028,0004) 'Photometric Interpretation'"),
+                                               ("BitsStored", "(0028,0101) 'Bits Stored'")])
+def test_elements_the_decoder_needs_are_named_when_missing(tmp_path, keyword, name):
+    path = _dicom(tmp_path / "missing.dcm")
+    ds = pydicom.dcmread(path)
+    delattr(ds, keyword)
+    ds.save_as(path)
+    assert _dicom_reason(path) == ("cannot decode frame 0 of transfer syntax 'Explicit VR Little Endian' "
+                                   f"(1.2.840.10008.1.2.1): AttributeError: Missing required element: {name}")

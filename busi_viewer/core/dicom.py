@@ -110,7 +110,8 @@ def load_dicom(path: Path, force: bool = False) -> ImageRecord:
     check_frame(0)
     _check_decoder(path, ds, tsyntax)
 
-    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper() or "MONOCHROME2"
+    # No default: pydicom refuses to decode without Photometric Interpretation (and Bits Stored), naming it
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
     decode = _frame_decoder(path, ds, tsyntax, check_frame)
     to_native = _native_converter(path, ds, photometric)
     pixels = to_native(decode(0))
@@ -134,7 +135,7 @@ def load_dicom(path: Path, force: bool = False) -> ImageRecord:
         pixels=pixels,
         rgb=rgb,
         n_frames=frames,
-        bits_stored=int(ds.get("BitsStored") or ds.get("BitsAllocated") or 8),
+        bits_stored=int(ds.BitsStored),  # frame 0 is decoded: pydicom needed it
         photometric=photometric,
         pixel_spacing_mm=spacing,
         spacing_source=spacing_source,
