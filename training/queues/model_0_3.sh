@@ -39,10 +39,33 @@ loso() {  # loso CONFIG RUN_NAME OTHER_SOURCE OTHER_FOLDER [fit options...]: tra
     --no-progress
   publish "$run"
 }
-cv_summary() {  # cv_summary RUN_PREFIX OUT: once all five folds are published
-  local prefix="$1" out="$2" fold
-  for fold in 0 1 2 3 4; do published "$prefix$fold" || return 0; done
-  [ -f "$reports/$out/cv_summary.json" ] || "$train" cv-summary "$reports/$prefix"? --out "$reports/$out"
+one_pass() {  # one_pass CONFIG RUN_NAME [fit options...]: the run (fitted if this session lacks it), evaluated
+  # again in one pass, as busi-us 0.3.2 runs (no mirror mean; temperature and threshold fitted afresh), as RUN-one-pass
+  published "$2-one-pass" && { echo "published already: $2-one-pass"; return; }
+  make_one_pass "$@"
+}
+make_one_pass() {  # make_one_pass CONFIG RUN_NAME [fit options...]: one_pass, published or not
+  local config="$1" run="$2"; shift 2
+  [ -f "runs/$run/metrics.json" ] || "$train" fit --config "$config" --data "$BUSI_DATA" --busbra "$BUSBRA_DATA" \
+    --out "runs/$run" --evaluate --no-progress "$@"
+  published "$run" || publish "$run"
+  [ -f "runs/$run-one-pass/metrics.json" ] || { rm -rf "runs/$run-one-pass"
+    "$train" evaluate "runs/$run" --set eval.tta_hflip=false --out "runs/$run-one-pass" --no-progress; }
+  publish "$run-one-pass"
+}
+loso_one_pass() {  # loso_one_pass RUN_NAME OTHER_SOURCE OTHER_FOLDER [fit options...]: loso, for the s16 recipe
+  # as shipped (one pass)
+  local run="$1" other="$2" folder="$3"; shift 3
+  [ -f "$reports/$run-one-pass/external_$other.json" ] && { echo "published already: $run-one-pass on $other"; return; }
+  make_one_pass busi_busbra_evidence_s16 "$run" "$@"
+  [ -f "runs/$run-one-pass/external_$other.json" ] || "$train" score-external "runs/$run-one-pass" --source "$other" \
+    --data "$folder" --no-progress
+  publish "$run-one-pass"
+}
+cv_summary() {  # cv_summary RUN_PREFIX RUN_SUFFIX OUT: once the five folds RUN_PREFIX{0..4}RUN_SUFFIX are published
+  local prefix="$1" suffix="$2" out="$3" fold
+  for fold in 0 1 2 3 4; do published "$prefix$fold$suffix" || return 0; done
+  [ -f "$reports/$out/cv_summary.json" ] || "$train" cv-summary "$reports/$prefix"?"$suffix" --out "$reports/$out"
 }
 
 # 0. the audits the splits read
@@ -55,22 +78,23 @@ fit busi-busbra-seed0
 fit_config busi_busbra_evidence busi-busbra-evidence0.3-seed0
 fit_config busi_busbra_evidence busi-busbra-evidence0.3-seed0-fold0 --fold 0
 # 1c. the same on a finer explanation grid (output stride 16), on the shipped split: it ships as busi-us 0.3.2
-#     (2026-12-04), so its grouped 5-fold cross-validation comes before everything below
+#     (2026-12-04) in one pass, so its grouped 5-fold cross-validation comes before everything below, each fold
+#     evaluated as trained (mirror mean) and as shipped (one pass)
 fit_config busi_busbra_evidence_s16 busi-busbra-evidence-s16-seed0
 for fold in 0 1 2 3 4; do
-  fit_config busi_busbra_evidence_s16 "busi-busbra-evidence-s16-seed0-fold$fold" --fold "$fold"
+  one_pass busi_busbra_evidence_s16 "busi-busbra-evidence-s16-seed0-fold$fold" --fold "$fold"
 done
-cv_summary busi-busbra-evidence-s16-seed0-fold cv-evidence-s16
-# 1d. leave-one-source-out of that recipe: trained on one source (evidence alignment on its own masks), scored on
-#     the other with its own temperature and threshold
-loso busi_busbra_evidence_s16 loso-s16-busbra-only-seed0 busi "$BUSI_DATA" --set data.dataset=bus-bra \
-  --set data.task=benign-vs-malignant
-loso busi_busbra_evidence_s16 loso-s16-busi-only-seed0 bus-bra "$BUSBRA_DATA" --set data.dataset=busi
+cv_summary busi-busbra-evidence-s16-seed0-fold "" cv-evidence-s16
+cv_summary busi-busbra-evidence-s16-seed0-fold -one-pass cv-evidence-s16-one-pass
+# 1d. leave-one-source-out of that recipe, as shipped (one pass): trained on one source (evidence alignment on its
+#     own masks), scored on the other with its own temperature and threshold
+loso_one_pass loso-s16-busbra-only-seed0 busi "$BUSI_DATA" --set data.dataset=bus-bra --set data.task=benign-vs-malignant
+loso_one_pass loso-s16-busi-only-seed0 bus-bra "$BUSBRA_DATA" --set data.dataset=busi
 # 2. grouped 5-fold cross-validation of the 0.3.1 recipe, each source split into folds on its own
 for fold in 0 1 2 3 4; do
   fit "busi-busbra-seed0-fold$fold" --fold "$fold"
 done
-cv_summary busi-busbra-seed0-fold cv
+cv_summary busi-busbra-seed0-fold "" cv
 # 3. leave-one-source-out of the 0.3.1 recipe (published ones predate the BUS-BRA patient join; kept as history
 #    under their names, so these re-runs have their own)
 loso busi_busbra loso-joined-busbra-only-seed0 busi "$BUSI_DATA" --set data.dataset=bus-bra \
@@ -81,5 +105,5 @@ for fold in 0 1 2 3 4; do
   fit "busi-busbra-lite2-seed0-fold$fold" --fold "$fold" --set model.arch=tf_efficientnet_lite2 \
     --set data.input_size=260
 done
-cv_summary busi-busbra-lite2-seed0-fold cv-lite2
+cv_summary busi-busbra-lite2-seed0-fold "" cv-lite2
 echo "queue finished"
