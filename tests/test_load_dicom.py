@@ -595,3 +595,13 @@ def test_deflated_file_frames_are_read_from_the_inflated_dataset(tmp_path):
     assert record.n_frames == 2
     np.testing.assert_array_equal(record.pixels, frames[0])
     np.testing.assert_array_equal(record.frame(1), frames[1])
+    # The same without the 128-byte preamble and "DICM" (file meta kept): a file the loader opens only with force,
+    # so the frames must be inflated with force too
+    ds = pydicom.dcmread(deflated)
+    ds.preamble = None
+    bare = tmp_path / "deflated_bare"
+    ds.save_as(bare, enforce_file_format=False)
+    assert not looks_like_dicom(bare) and bare.read_bytes()[:2] == b"\x02\x00"
+    record = load_image(bare)
+    np.testing.assert_array_equal(record.pixels, frames[0])
+    np.testing.assert_array_equal(record.frame(1), frames[1])

@@ -466,7 +466,7 @@ def _lut_max(ds: Dataset) -> float:
     entries, first_mapped, _ = (int(v) for v in ds.VOILUTSequence[0].LUTDescriptor)
     inputs = np.arange(first_mapped, first_mapped + (entries or 2**16), dtype=np.int64)  # 0 entries: 65536
     top = float(pxl.apply_voi_lut(inputs, ds, index=0, prefer_lut=True).max())
-    return top if top > 0 else 1.0  # an all-zero table renders black whatever it is divided by
+    return max(top, 1.0)  # entries are integers; an all-zero table renders black whatever it is divided by
 
 
 # --- metadata ------------------------------------------------------------------------------------------------
