@@ -90,20 +90,21 @@ cv_summary busi-busbra-evidence-s16-seed0-fold -one-pass cv-evidence-s16-one-pas
 #     own masks), scored on the other with its own temperature and threshold
 loso_one_pass loso-s16-busbra-only-seed0 busi "$BUSI_DATA" --set data.dataset=bus-bra --set data.task=benign-vs-malignant
 loso_one_pass loso-s16-busi-only-seed0 bus-bra "$BUSBRA_DATA" --set data.dataset=busi
-# 2. grouped 5-fold cross-validation of the 0.3.1 recipe, each source split into folds on its own
+# 2. the backbone question, on the shipped recipe and the same folds: EfficientNet-Lite2 at its native 260 px
+#    (bench/backbone_latency.py, 2026-12-04: 1.56x the shipped model's predict + Grad-CAM through ONNX Runtime)
+for fold in 0 1 2 3 4; do
+  one_pass busi_busbra_evidence_s16 "busi-busbra-evidence-s16-lite2-seed0-fold$fold" --fold "$fold" \
+    --set model.arch=tf_efficientnet_lite2 --set data.input_size=260
+done
+cv_summary busi-busbra-evidence-s16-lite2-seed0-fold -one-pass cv-evidence-s16-lite2-one-pass
+# 3. history: the 0.3.1 recipe's grouped 5-fold CV (folds 0-3 published), each source split into its own folds
 for fold in 0 1 2 3 4; do
   fit "busi-busbra-seed0-fold$fold" --fold "$fold"
 done
 cv_summary busi-busbra-seed0-fold "" cv
-# 3. leave-one-source-out of the 0.3.1 recipe (published ones predate the BUS-BRA patient join; kept as history
+#    and leave-one-source-out of the 0.3.1 recipe (published ones predate the BUS-BRA patient join; kept as history
 #    under their names, so these re-runs have their own)
 loso busi_busbra loso-joined-busbra-only-seed0 busi "$BUSI_DATA" --set data.dataset=bus-bra \
   --set data.task=benign-vs-malignant
 loso busi_busbra loso-joined-busi-only-seed0 bus-bra "$BUSBRA_DATA" --set data.dataset=busi
-# 4. the backbone question: the same recipe on EfficientNet-Lite2 at its native 260 px, same folds
-for fold in 0 1 2 3 4; do
-  fit "busi-busbra-lite2-seed0-fold$fold" --fold "$fold" --set model.arch=tf_efficientnet_lite2 \
-    --set data.input_size=260
-done
-cv_summary busi-busbra-lite2-seed0-fold "" cv-lite2
 echo "queue finished"
