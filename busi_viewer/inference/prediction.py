@@ -72,7 +72,7 @@ def decide(probabilities: np.ndarray, card: ModelCard) -> int:
     """
     point = card.operating_point()
     if point is None:
-        return int(apply_operating_point(probabilities, 0, None))
+        return int(np.argmax(probabilities))
     return int(apply_operating_point(probabilities, card.class_names.index(point[0]), point[1]))
 
 
@@ -95,8 +95,8 @@ def gap_linear_gradcam(classifier_weight: np.ndarray, feature_map: np.ndarray, t
     feature_map = np.asarray(feature_map, dtype=np.float32)
     weights = np.asarray(classifier_weight, dtype=np.float32)[np.asarray(targets, dtype=np.int64)]  # (B, C)
     h, w = feature_map.shape[-2:]
-    maps = np.einsum("bc,bchw->bhw", weights, feature_map, optimize=True) / np.float32(h * w)
-    return np.maximum(maps, 0.0, out=maps).astype(np.float32, copy=False)
+    maps = np.einsum("bc,bchw->bhw", weights, feature_map, optimize=True) / np.float32(h * w)  # float32
+    return np.maximum(maps, 0.0, out=maps)
 
 
 class PredictorBase:
