@@ -130,3 +130,15 @@ def test_gap_linear_gradcam_in_numpy_by_hand():
     assert maps.dtype == np.float32 and maps.shape == (2, 2, 3)
     np.testing.assert_allclose(maps[0], expected0, rtol=1e-6)
     np.testing.assert_allclose(maps[1], expected1, rtol=1e-6)
+
+
+def test_gap_linear_gradcam_is_float32_whatever_the_runtime_hands_it_and_takes_an_empty_batch():
+    # float64 weights and features (a model run in double precision): the same maps, as float32
+    weight = np.array([[1.0, -2.0], [0.5, 3.0]])
+    features = np.ones((1, 2, 2, 2))  # class 1: 0.5 + 3 = 3.5 everywhere, / 4
+    for w, f in ((weight, features), (weight.astype(np.float32), features), (weight, features.astype(np.float32))):
+        maps = gap_linear_gradcam(w, f, [1])
+        assert maps.dtype == np.float32
+        np.testing.assert_allclose(maps, np.full((1, 2, 2), 3.5 / 4), rtol=1e-6)
+    empty = gap_linear_gradcam(weight, np.zeros((0, 2, 5, 3), np.float32), [])  # no image: no map, no error
+    assert empty.shape == (0, 5, 3) and empty.dtype == np.float32

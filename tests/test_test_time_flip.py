@@ -13,6 +13,7 @@ import torch
 from busi_viewer.inference.architectures import build_classifier
 from busi_viewer.inference.gradcam import fast_gradcam
 from busi_viewer.inference.model_card import CARD_SCHEMA_VERSION, ModelCard, PreprocessSpec
+from busi_viewer.inference.prediction import PredictorBase
 from busi_viewer.inference.predictor import Predictor
 from busi_viewer.inference.preprocessing import preprocess
 
@@ -134,3 +135,40 @@ def test_the_viewer_names_the_mirror_mean_in_the_heatmap_legend(qtbot, tiny_bund
         window.grab().save(str(tmp_path / "mirrored.png"))
     finally:
         window.close()
+
+
+class _DoublePrecisionRuntime(PredictorBase):
+    """A runtime that hands back float64 (a model run in double precision): logits (1, 0.5, 0) for every image,
+    pooled features 0, 1, 2, ... per image, and a map of ones times the image's index (+ 1 for a mirror image)."""
+
+    def __init__(self, test_time_flip: bool):
+        self.card = ModelCard("double", "0", "tf_efficientnet_lite0", ("benign", "malignant", "normal"),
+                              preprocess=PreprocessSpec(input_size=SIZE), test_time_flip=test_time_flip)
+
+    def _run(self, batch, explain, choose):
+        n = len(batch)
+        logits = np.tile([1.0, 0.5, 0.0], (n, 1))
+        maps = np.ones((n, 4, 4)) * np.arange(1, n + 1)[:, None, None] if explain else None
+        return logits, np.arange(n * 2, dtype=np.float64).reshape(n, 2), maps
+
+    def _class_maps(self, batch, targets):
+        return np.ones((len(batch), 4, 4)) * np.arange(1, len(batch) + 1)[:, None, None]
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_what_a_prediction_holds_is_float32_whatever_the_runtime_returns(flip):
+    runtime = _DoublePrecisionRuntime(flip)
+    images = [_image(1), _image(2)]
+    for prediction in runtime.predict_batch(images):
+        assert prediction.logits.dtype == prediction.probabilities.dtype == np.float32
+        assert prediction.heatmap_raw.dtype == np.float32 and prediction.heatmap_raw.shape == (SIZE, SIZE)
+        assert prediction.predicted_index == 0
+    # with the mirror pass, image k's map is the mean of k + 1 and its mirror's n + k + 1 (n = 2 images)
+    expected_maps = [2.0, 3.0] if flip else [1.0, 2.0]
+    for prediction, value in zip(runtime.predict_batch(images), expected_maps):
+        np.testing.assert_allclose(prediction.heatmap_raw, value, rtol=1e-6)
+    pooled = runtime.pooled_features(images)
+    assert pooled.dtype == np.float32 and pooled.tolist() == [[0.0, 1.0], [2.0, 3.0]]
+    explained = runtime.explain_class(images[0], 2)
+    assert explained.dtype == np.float32
+    np.testing.assert_allclose(explained, 1.5 if flip else 1.0, rtol=1e-6)  # image 1 and its mirror 2, or 1

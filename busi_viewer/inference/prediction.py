@@ -183,10 +183,8 @@ class PredictorBase:
     def _prediction(self, logits, probabilities, raw_map, geometry: Geometry, seconds: float,
                     scope_score: float | None) -> Prediction:
         predicted = decide(probabilities, self.card)
-        heatmap_raw = None
-        if raw_map is not None:
-            heatmap_raw = geometry.to_original(np.asarray(raw_map, dtype=np.float32))
-            np.maximum(heatmap_raw, 0.0, out=heatmap_raw)  # bilinear resampling of a >= 0 map stays >= 0
+        # to_original: float32, bilinear (a map >= 0 stays >= 0; the clamp holds the contract whatever the runtime)
+        heatmap_raw = None if raw_map is None else np.maximum(geometry.to_original(raw_map), 0.0)
         return Prediction(
             class_names=self.card.class_names,
             logits=np.asarray(logits, dtype=np.float32),
@@ -210,4 +208,4 @@ def _mean_with_mirror(both: np.ndarray) -> np.ndarray:
     are mirrored back first, so each pixel averages the evidence found at that place of the image."""
     n = len(both) // 2
     mirrored = both[n:, :, ::-1] if both.ndim == 3 else both[n:]
-    return ((both[:n] + mirrored) / 2).astype(np.float32, copy=False)
+    return ((both[:n] + mirrored) / 2).astype(np.float32)
