@@ -93,6 +93,8 @@ def test_softmax_is_taken_per_image_and_survives_extreme_logits():
                                      1.0)
     np.testing.assert_allclose(batch[:2], [expected, expected], atol=1e-6)
     np.testing.assert_array_equal(batch[2], [1.0, 0.0, 0.0])
+    assert batch.dtype == np.float32  # what Prediction promises, from float64 logits as from float32 ones
+    assert calibrated_probabilities(np.zeros((1, 3), np.float32), 0.5).dtype == np.float32
 
 
 def test_predict_batch_explains_by_default_shares_its_time_and_reduces_heatmaps(calibrated_bundle):

@@ -433,11 +433,26 @@ def _dicom_reason(path: Path, force: bool = False) -> str:
     return info.value.reason
 
 
-def _pixel_tag_at(data: bytes) -> int:
-    """Byte offset of the (7FE0,0010) Pixel Data tag in a little-endian file written by _dicom."""
-    offset = data.rfind(b"\xe0\x7f\x10\x00")
+def _pixel_tag_at(data: bytes, little: bool = True) -> int:
+    """Byte offset of the (7FE0,0010) Pixel Data tag in a file written by _dicom."""
+    offset = data.rfind(b"\xe0\x7f\x10\x00" if little else b"\x7f\xe0\x00\x10")
     assert offset > 0
     return offset
+
+
+ENCODINGS = ["ExplicitVRLittleEndian", "ImplicitVRLittleEndian", "ExplicitVRBigEndian"]
+
+
+def _encoded(path: Path, syntax: str) -> tuple[Path, bool]:
+    """_dicom's 64 x 64 16-bit file re-written in transfer syntax ``syntax``; (path, little endian)."""
+    _dicom(path)
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = getattr(pydicom.uid, syntax)
+    little, implicit = syntax != "ExplicitVRBigEndian", syntax.startswith("Implicit")
+    if not little:
+        ds.PixelData = np.arange(64 * 64, dtype=">u2").tobytes()
+    pydicom.dcmwrite(path, ds, implicit_vr=implicit, little_endian=little, force_encoding=True)
+    return path, little
 
 
 def test_header_reasons_say_which_failure_it_was(tmp_path, monkeypatch):
@@ -547,21 +562,53 @@ def test_pixel_element_missing_or_displaced_is_named(tmp_path):
     patient_position = struct.pack("<HH", 0x0018, 0x5100) + b"CS" + struct.pack("<H", 4) + b"HFS "
     path.write_bytes(data[:at] + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00" + patient_position + data[at:])
     assert _dicom_reason(path) == "has no pixel data (element (0018,5100) found where it should be)"
+    # A group above 7FFF (Data Set Trailing Padding), in both byte orders: tags are read unsigned
+    for syntax in ("ExplicitVRLittleEndian", "ExplicitVRBigEndian"):
+        path, little = _encoded(tmp_path / "padded.dcm", syntax)
+        data = path.read_bytes()
+        at = _pixel_tag_at(data, little)
+        order = "<" if little else ">"
+        padding = struct.pack(order + "HH", 0xFFFC, 0xFFFC) + b"OB\x00\x00" + struct.pack(order + "L", 4) + bytes(4)
+        delimiter = struct.pack(order + "HHL", 0xFFFE, 0xE00D, 0)
+        path.write_bytes(data[:at] + delimiter + padding + data[at:])
+        assert _dicom_reason(path) == "has no pixel data (element (FFFC,FFFC) found where it should be)"
 
 
-@pytest.mark.parametrize("syntax", ["ExplicitVRLittleEndian", "ImplicitVRLittleEndian", "ExplicitVRBigEndian"])
+@pytest.mark.parametrize("syntax", ENCODINGS)
 def test_truncated_pixel_data_counts_the_bytes_left_in_every_encoding(tmp_path, syntax):
     # 64 x 64 x 16 bits = 8192 bytes declared; 1000 cut off the end leave 7192 after the element's header
     # (8 bytes implicit, 12 explicit: counted from the element's own length field in the file's byte order)
-    path = _dicom(tmp_path / "cut.dcm")
-    ds = pydicom.dcmread(path)
-    ds.file_meta.TransferSyntaxUID = getattr(pydicom.uid, syntax)
-    little, implicit = syntax != "ExplicitVRBigEndian", syntax.startswith("Implicit")
-    if not little:
-        ds.PixelData = np.arange(64 * 64, dtype=">u2").tobytes()
-    pydicom.dcmwrite(path, ds, implicit_vr=implicit, little_endian=little, force_encoding=True)
+    path, _ = _encoded(tmp_path / "cut.dcm", syntax)
     np.testing.assert_array_equal(dicom_module.load_dicom(path).pixels.ravel(), np.arange(64 * 64))
     path.write_bytes(path.read_bytes()[:-1000])
+    assert _dicom_reason(path) == "file is truncated: pixel data declares 8192 bytes but only 7192 remain"
+
+
+@pytest.mark.parametrize("syntax", ENCODINGS)
+def test_a_declared_length_of_over_two_gigabytes_is_read_unsigned(tmp_path, syntax):
+    path, little = _encoded(tmp_path / "huge.dcm", syntax)
+    data = path.read_bytes()
+    at = _pixel_tag_at(data, little) + (4 if syntax.startswith("Implicit") else 8)  # the 4-byte length field
+    assert data[at:at + 4] == struct.pack("<L" if little else ">L", 8192)
+    path.write_bytes(data[:at] + struct.pack("<L" if little else ">L", 0xF0000000) + data[at + 4:])
+    assert _dicom_reason(path) == "file is truncated: pixel data declares 4026531840 bytes but only 8192 remain"
+
+
+def test_a_file_that_ends_right_after_the_pixel_element_header(tmp_path):
+    path, _ = _encoded(tmp_path / "header_only.dcm", "ImplicitVRLittleEndian")
+    data = path.read_bytes()
+    path.write_bytes(data[:_pixel_tag_at(data) + 8])  # tag and length (implicit VR): 8 bytes, no value
+    assert _dicom_reason(path) == "file is truncated: pixel data declares 8192 bytes but only 0 remain"
+
+
+@pytest.mark.parametrize("vr", [b"OB", b"OW", b"OF", b"OD", b"UN", b"OL", b"OV"])
+def test_every_vr_with_a_four_byte_length_is_read_as_such(tmp_path, vr):
+    # Explicit VR: these VRs have 2 reserved bytes, then a 4-byte length (PS3.5 7.1.2); read as a 2-byte one,
+    # the length would be the reserved 0
+    path = _dicom(tmp_path / "vr.dcm")
+    data = path.read_bytes()
+    at = _pixel_tag_at(data)
+    path.write_bytes((data[:at + 4] + vr + data[at + 6:])[:-1000])
     assert _dicom_reason(path) == "file is truncated: pixel data declares 8192 bytes but only 7192 remain"
 
 
@@ -578,14 +625,19 @@ def test_pixel_data_shorter_than_the_image_is_measured_in_bits(tmp_path):
     )
 
 
-def test_pixel_element_with_a_two_byte_length_is_measured_by_it(tmp_path):
-    # An explicit VR that is not OB/OW/...: its length is the 2 bytes after the VR, here 100 (not 8192)
-    path = _dicom(tmp_path / "us_vr.dcm")
+@pytest.mark.parametrize("syntax", ["ExplicitVRLittleEndian", "ExplicitVRBigEndian"])
+def test_pixel_element_with_a_two_byte_length_is_measured_by_it(tmp_path, syntax):
+    # An explicit VR that is not OB/OW/...: its length is the 2 bytes after the VR, in the file's byte order,
+    # unsigned: 100, and 40000 (above 32767), where 8192 + 4 bytes follow the 8-byte header
+    path, little = _encoded(tmp_path / "us_vr.dcm", syntax)
     data = path.read_bytes()
-    at = _pixel_tag_at(data)
-    assert data[at + 4:at + 12] == b"OW\x00\x00" + struct.pack("<L", 8192)
-    path.write_bytes(data[:at + 4] + b"US" + struct.pack("<H", 100) + data[at + 12:])
-    assert _dicom_reason(path) == "pixel data is too short: 100 bytes, the header's image size needs 8192"
+    at = _pixel_tag_at(data, little)
+    order = "<" if little else ">"
+    assert data[at + 4:at + 12] == b"OW\x00\x00" + struct.pack(order + "L", 8192)
+    for length, reason in [(100, "pixel data is too short: 100 bytes, the header's image size needs 8192"),
+                           (40000, "file is truncated: pixel data declares 40000 bytes but only 8196 remain")]:
+        path.write_bytes(data[:at + 4] + b"US" + struct.pack(order + "H", length) + data[at + 8:])
+        assert _dicom_reason(path) == reason
 
 
 def _frame_fails(monkeypatch, error: Exception, on_index: int = 1) -> None:

@@ -218,8 +218,8 @@ def _check_pixel_element(
         tag = (group << 16) | elem
         if tag not in _PIXEL_TAGS:
             raise ImageLoadError(path, f"has no pixel data (element ({group:04X},{elem:04X}) found where it should be)")
-        if tsyntax.is_implicit_VR:
-            (length,) = struct.unpack("<L" if little else ">L", head[4:8])
+        if tsyntax.is_implicit_VR:  # always little endian (no transfer syntax is implicit and big endian)
+            (length,) = struct.unpack("<L", head[4:8])
             start = offset + 8
         else:
             vr = head[4:6]
