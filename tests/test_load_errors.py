@@ -491,6 +491,8 @@ def test_force_reads_a_dataset_without_the_file_format_and_the_offset_is_where_p
     raw = tmp_path / "raw.dcm"
     ds.save_as(raw, implicit_vr=True, little_endian=True, enforce_file_format=False)
     assert _dicom_reason(raw).startswith("not a DICOM file (")
+    with pytest.raises(ImageLoadError, match="not a DICOM file"):
+        dicom_module.load_dicom(raw)  # without force unless asked
     record = dicom_module.load_dicom(raw, force=True)
     np.testing.assert_array_equal(record.pixels.ravel(), np.arange(64 * 64))
     assert dicom_module.read_header(path)[1] == _pixel_tag_at(path.read_bytes())
@@ -697,7 +699,8 @@ def test_record_defaults_when_the_header_leaves_fields_out(tmp_path):
 
 
 @pytest.mark.parametrize(("keyword", "name"), [("PhotometricInterpretation", "(0028,0004) 'Photometric Interpretation'"),
-                                               ("BitsStored", "(0028,0101) 'Bits Stored'")])
+                                               ("BitsStored", "(0028,0101) 'Bits Stored'"),
+                                               ("SamplesPerPixel", "(0028,0002) 'Samples per Pixel'")])
 def test_elements_the_decoder_needs_are_named_when_missing(tmp_path, keyword, name):
     path = _dicom(tmp_path / "missing.dcm")
     ds = pydicom.dcmread(path)

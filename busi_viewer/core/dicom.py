@@ -103,7 +103,7 @@ def load_dicom(path: Path, force: bool = False) -> ImageRecord:
     if not tsyntax.is_transfer_syntax:
         raise ImageLoadError(path, f"the header names {tsyntax} as the transfer syntax, which is not a DICOM "
                                    "transfer syntax: the pixel data cannot be interpreted")
-    rows, cols, frames, samples = _geometry(path, ds, pixel_offset)
+    rows, cols, frames, samples = _geometry(path, ds)
     items = _check_pixel_element(path, ds, tsyntax, pixel_offset, rows * cols * samples * frames)
     # Decoders allocate what the codestream claims: its size is checked before any frame is decoded.
     check_frame = frame_checker(path, ds, tsyntax, items, (rows, cols, samples, frames))
@@ -169,7 +169,7 @@ def _ts_label(tsyntax: UID) -> str:
     return f"'{tsyntax.name}' ({tsyntax})"
 
 
-def _geometry(path: Path, ds: Dataset, pixel_offset: int) -> tuple[int, int, int, int]:
+def _geometry(path: Path, ds: Dataset) -> tuple[int, int, int, int]:
     """(rows, cols, frames, samples), checked against the size limits before anything is decoded."""
     if not has_image_attributes(ds):
         sop = ds.get("SOPClassUID")
