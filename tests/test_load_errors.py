@@ -491,8 +491,9 @@ def test_force_reads_a_dataset_without_the_file_format_and_the_offset_is_where_p
     raw = tmp_path / "raw.dcm"
     ds.save_as(raw, implicit_vr=True, little_endian=True, enforce_file_format=False)
     assert _dicom_reason(raw).startswith("not a DICOM file (")
-    with pytest.raises(ImageLoadError, match="not a DICOM file"):
-        dicom_module.load_dicom(raw)  # without force unless asked
+    for without_force in (dicom_module.load_dicom, dicom_module.read_header):  # unless asked
+        with pytest.raises(ImageLoadError, match="not a DICOM file"):
+            without_force(raw)
     record = dicom_module.load_dicom(raw, force=True)
     np.testing.assert_array_equal(record.pixels.ravel(), np.arange(64 * 64))
     assert dicom_module.read_header(path)[1] == _pixel_tag_at(path.read_bytes())
@@ -687,8 +688,12 @@ def test_frames_of_a_native_cine_are_its_own(tmp_path):
 
 
 def test_record_defaults_when_the_header_leaves_fields_out(tmp_path):
-    sparse = dicom_module.load_dicom(_dicom(tmp_path / "sparse.dcm", Modality=" "))
+    sparse = dicom_module.load_dicom(_dicom(tmp_path / "sparse.dcm", Modality=None))
     assert sparse.modality == "OT" and sparse.photometric == "MONOCHROME2" and sparse.bits_stored == 16
+    no_modality = pydicom.dcmread(tmp_path / "sparse.dcm")
+    del no_modality.Modality
+    no_modality.save_as(tmp_path / "no_modality.dcm")
+    assert dicom_module.load_dicom(tmp_path / "no_modality.dcm").modality == "OT"
     assert sparse.burned_in_annotation is None and sparse.format == "DICOM" and sparse.n_frames == 1
     assert set(sparse.identifiers) == {"PatientName", "SOPInstanceUID"} and sparse.identifiers["PatientName"] == "Doe^Jane"
     assert not set(sparse.identifiers) & set(sparse.attributes)

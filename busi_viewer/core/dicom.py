@@ -108,13 +108,13 @@ def load_dicom(path: Path, force: bool = False) -> ImageRecord:
     # Decoders allocate what the codestream claims: its size is checked before any frame is decoded.
     check_frame = frame_checker(path, ds, tsyntax, items, (rows, cols, samples, frames))
     check_frame(0)
-    _check_decoder(path, ds, tsyntax)
+    _check_decoder(path, tsyntax)
 
-    # No default: pydicom refuses to decode without Photometric Interpretation (and Bits Stored), naming it
-    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
     decode = _frame_decoder(path, ds, tsyntax, check_frame)
+    first = decode(0)  # pydicom refuses a header without Photometric Interpretation (or Bits Stored), naming it
+    photometric = str(ds.PhotometricInterpretation).strip().upper()
     to_native = _native_converter(path, ds, photometric)
-    pixels = to_native(decode(0))
+    pixels = to_native(first)
     render, window = _renderer(path, ds, photometric, pixels)
     rgb = render(pixels)
 
@@ -127,11 +127,11 @@ def load_dicom(path: Path, force: bool = False) -> ImageRecord:
     warning = _region_warning(regions, rows, cols)
     if warning:
         attributes["CalibrationWarning"] = warning
-    burned = str(ds.get("BurnedInAnnotation", "") or "").strip().upper() or None
+    burned = str(ds.get("BurnedInAnnotation") or "").strip().upper() or None
     return ImageRecord(
         path=path,
         format="DICOM",
-        modality=str(ds.get("Modality", "") or "").strip() or "OT",
+        modality=str(ds.get("Modality") or "").strip() or "OT",
         pixels=pixels,
         rgb=rgb,
         n_frames=frames,
@@ -244,7 +244,7 @@ def _check_pixel_element(
         return walk_fragments(path, fh, start, size)
 
 
-def _check_decoder(path: Path, ds: Dataset, tsyntax: UID) -> None:
+def _check_decoder(path: Path, tsyntax: UID) -> None:
     """Fail early, naming what to install, when no usable decoder exists for the transfer syntax."""
     try:
         decoder = get_decoder(tsyntax)
