@@ -713,3 +713,15 @@ def test_elements_the_decoder_needs_are_named_when_missing(tmp_path, keyword, na
     ds.save_as(path)
     assert _dicom_reason(path) == ("cannot decode frame 0 of transfer syntax 'Explicit VR Little Endian' "
                                    f"(1.2.840.10008.1.2.1): AttributeError: Missing required element: {name}")
+
+
+def test_a_missing_bits_allocated_is_named_not_guessed(tmp_path):
+    # Without Bits Allocated the length check assumes 8 bits (64 x 64 -> 4096 bytes, which the file holds), and
+    # pydicom then names the element: a guessed larger depth would call the same file too short
+    path = _dicom(tmp_path / "no_bits.dcm", PixelData=bytes(4096))
+    ds = pydicom.dcmread(path)
+    del ds.BitsAllocated
+    ds.save_as(path)
+    assert _dicom_reason(path) == ("cannot decode frame 0 of transfer syntax 'Explicit VR Little Endian' "
+                                   "(1.2.840.10008.1.2.1): AttributeError: Missing required element: "
+                                   "(0028,0100) 'Bits Allocated'")
