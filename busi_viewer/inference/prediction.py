@@ -208,4 +208,4 @@ def _mean_with_mirror(both: np.ndarray) -> np.ndarray:
     are mirrored back first, so each pixel averages the evidence found at that place of the image."""
     n = len(both) // 2
     mirrored = both[n:, :, ::-1] if both.ndim == 3 else both[n:]
-    return ((both[:n] + mirrored) / 2).astype(np.float32)
+    return (both[:n] + mirrored) / 2  # float32 in, float32 out; Prediction and to_original cast anyway
