@@ -126,10 +126,13 @@ def test_region_needs_centimetres_in_both_directions_and_bounds(tmp_path):
     seconds_down.RegionSpatialFormat, seconds_down.RegionDataType = 3, 3  # spectral, PW Doppler
     kept = _region(250, 399, 0.02, 0.03)
     del kept.RegionDataType  # optional here: read as unknown
+    unformatted = _region(0, 99, 0.01, 0.01)
+    del unformatted.RegionSpatialFormat  # likewise
     record = load_image(write_dicom(tmp_path / "us.dcm", np.zeros((300, 400), np.uint8), Modality="US",
-                                    SequenceOfUltrasoundRegions=Sequence([no_bounds, seconds_down, kept])))
-    assert [(r.x0, r.spacing_mm) for r in record.ultrasound_regions] == [(150, None), (250, pytest.approx((0.3, 0.2)))]
-    assert [(r.spatial_format, r.data_type) for r in record.ultrasound_regions] == [(3, 3), (1, None)]
+                                    SequenceOfUltrasoundRegions=Sequence([no_bounds, seconds_down, kept, unformatted])))
+    assert [(r.x0, r.spacing_mm) for r in record.ultrasound_regions] == [
+        (150, None), (250, pytest.approx((0.3, 0.2))), (0, pytest.approx((0.1, 0.1)))]
+    assert [(r.spatial_format, r.data_type) for r in record.ultrasound_regions] == [(3, 3), (1, None), (None, 1)]
 
 
 @pytest.mark.parametrize("x1, y1, flagged", [(449, 299, True), (399, 349, True), (400, 300, False)])

@@ -605,3 +605,58 @@ def test_deflated_file_frames_are_read_from_the_inflated_dataset(tmp_path):
     record = load_image(bare)
     np.testing.assert_array_equal(record.pixels, frames[0])
     np.testing.assert_array_equal(record.frame(1), frames[1])
+
+
+def test_header_helpers_on_empty_and_partial_values():
+    from busi_viewer.core.dicom import _first_number, _first_text, has_image_attributes
+
+    assert _first_number([]) is None and _first_text([]) is None  # an empty multi-value: no number, no crash
+    assert _first_number(["12.5", "3"]) == 12.5 and _first_text([" a ", "b"]) == "a"
+    image = Dataset()
+    image.Rows, image.Columns = 5, 1
+    assert has_image_attributes(image)
+    for rows, columns in ((0, 5), (5, 0)):
+        image.Rows, image.Columns = rows, columns
+        assert not has_image_attributes(image)
+    assert not has_image_attributes(Dataset()) and not has_image_attributes(Dataset(Columns=5))
+    assert not has_image_attributes(Dataset(Rows=5))
+    image.Rows = [4, 5]  # two values where one belongs: not an image rather than an exception
+    assert not has_image_attributes(image)
+
+
+def test_8_bit_colour_is_shown_as_stored(tmp_path):
+    colour = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 14
+    record = load_image(write_dicom(tmp_path / "rgb.dcm", colour, photometric="RGB"))
+    np.testing.assert_array_equal(record.rgb, colour)
+
+
+def test_a_flat_frame_without_a_window_is_black_not_grey(tmp_path):
+    # minimum = maximum = 500 (16-bit): window centre 500.5, width 1, a threshold at 500 -> everything black
+    record = load_image(write_dicom(tmp_path / "flat.dcm", np.full((3, 4), 500, dtype=np.uint16)))
+    assert (record.window.center, record.window.width) == (500.5, 1.0) and not record.rgb.any()
+
+
+@pytest.mark.parametrize("little", [True, False])
+def test_a_dataset_without_file_meta_is_read_in_its_own_explicit_encoding(tmp_path, little):
+    pixels = np.arange(16, dtype=np.uint16).reshape(4, 4) * 1000
+    ds = pydicom.dcmread(write_dicom(tmp_path / "source.dcm", pixels))
+    del ds.file_meta
+    ds.preamble = None
+    if not little:
+        ds.PixelData = pixels.astype(">u2").tobytes()
+    raw = tmp_path / "raw"
+    pydicom.dcmwrite(raw, ds, implicit_vr=False, little_endian=little, force_encoding=True)
+    record = load_image(raw)
+    assert record.attributes["TransferSyntax"] == ("Explicit VR Little Endian" if little else "Explicit VR Big Endian")
+    np.testing.assert_array_equal(record.pixels, pixels)
+
+
+def test_a_damaged_palette_is_named_with_its_file(tmp_path):
+    path = write_dicom(tmp_path / "palette.dcm", INDICES, photometric="PALETTE COLOR",
+                       **_palette(8, RAMP, RAMP, RAMP))
+    ds = pydicom.dcmread(path)
+    ds.RedPaletteColorLookupTableData = ds.RedPaletteColorLookupTableData[:10]  # 5 of 256 entries
+    ds.save_as(path)
+    with pytest.raises(ImageLoadError) as info:
+        load_image(path)
+    assert info.value.path == path and info.value.reason.startswith("PALETTE COLOR image with an unusable palette (")

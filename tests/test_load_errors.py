@@ -418,7 +418,8 @@ def test_a_uid_that_is_no_transfer_syntax_is_named(tmp_path):
 def test_non_finite_rescale_values_are_a_load_error_not_a_black_image(tmp_path, slope, intercept):
     with pytest.warns(UserWarning):  # pydicom warns that these are invalid DS values, and reads them anyway
         reason = _reason(_dicom(tmp_path / "rescale.dcm", RescaleSlope=slope, RescaleIntercept=intercept))
-    assert reason.startswith("unusable RescaleSlope / RescaleIntercept") and "not finite" in reason
+    assert reason == (f"unusable RescaleSlope / RescaleIntercept ({float(slope):g} / {float(intercept):g}): "
+                      "not finite numbers, so no pixel value can be computed")
 
 
 # --- DICOM: the exact reason for each damaged header or pixel element ------------------------------------------

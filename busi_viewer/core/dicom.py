@@ -347,8 +347,8 @@ def _modality_lut(path: Path, ds: Dataset, arr: np.ndarray) -> np.ndarray:
         except Exception as exc:
             raise ImageLoadError(path, f"unusable Modality LUT Sequence ({exc})") from exc
     try:
-        slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+        slope = float(ds.get("RescaleSlope") or 1.0)
+        intercept = float(ds.get("RescaleIntercept") or 0.0)
     except (TypeError, ValueError):
         return arr
     if not (math.isfinite(slope) and math.isfinite(intercept)):
