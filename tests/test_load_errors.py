@@ -360,14 +360,19 @@ def test_dicom_pixel_data_shorter_than_header(tmp_path):
     assert "too short" in _reason(path)
 
 
-def test_raw_dataset_named_png_is_not_guessed(tmp_path):
+def _raw_dataset(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """(_dicom's file, the same dataset saved at ``name`` without preamble and file meta, implicit VR)."""
     path = _dicom(tmp_path / "a.dcm")
     ds = pydicom.dcmread(path)
     del ds.file_meta
     ds.preamble = None
-    raw = tmp_path / "raw.png"
+    raw = tmp_path / name
     ds.save_as(raw, implicit_vr=True, little_endian=True, enforce_file_format=False)
-    assert "promises PNG" in _reason(raw)
+    return path, raw
+
+
+def test_raw_dataset_named_png_is_not_guessed(tmp_path):
+    assert "promises PNG" in _reason(_raw_dataset(tmp_path, "raw.png")[1])
 
 
 # --- decompression bombs -------------------------------------------------------------------------------------
@@ -485,12 +490,7 @@ def test_header_reasons_say_which_failure_it_was(tmp_path, monkeypatch):
 
 
 def test_force_reads_a_dataset_without_the_file_format_and_the_offset_is_where_pixel_data_starts(tmp_path):
-    path = _dicom(tmp_path / "a.dcm")
-    ds = pydicom.dcmread(path)
-    del ds.file_meta
-    ds.preamble = None
-    raw = tmp_path / "raw.dcm"
-    ds.save_as(raw, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    path, raw = _raw_dataset(tmp_path, "raw.dcm")
     assert _dicom_reason(raw).startswith("not a DICOM file (")
     for without_force in (dicom_module.load_dicom, dicom_module.read_header):  # unless asked
         with pytest.raises(ImageLoadError, match="not a DICOM file"):
