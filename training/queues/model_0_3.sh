@@ -20,24 +20,27 @@ reports="training/reports/model-0.3"
 published() { [ -f "$reports/$1/metrics.json" ]; }
 publish() { training/queues/publish_run.sh "runs/$1" "$reports/$1"; }
 
-fit_config() {  # fit_config CONFIG RUN_NAME [busi-train fit options...]: skipped once the run is published
+trained() {  # trained CONFIG RUN_NAME [busi-train fit options...]: runs/RUN fitted and evaluated, unless it already is
   local config="$1" run="$2"; shift 2
-  published "$run" && { echo "published already: $run"; return; }
-  "$train" fit --config "$config" --data "$BUSI_DATA" --busbra "$BUSBRA_DATA" --out "runs/$run" --evaluate \
-    --no-progress "$@"
-  publish "$run"
+  [ -f "runs/$run/metrics.json" ] || "$train" fit --config "$config" --data "$BUSI_DATA" --busbra "$BUSBRA_DATA" \
+    --out "runs/$run" --evaluate --no-progress "$@"
+}
+fit_config() {  # fit_config CONFIG RUN_NAME [busi-train fit options...]: skipped once the run is published
+  published "$2" && { echo "published already: $2"; return; }
+  trained "$@"
+  publish "$2"
 }
 fit() { fit_config busi_busbra "$@"; }  # fit RUN_NAME [options...]: the busi_busbra recipe
 
+scored_elsewhere() {  # scored_elsewhere RUN_NAME OTHER_SOURCE OTHER_FOLDER: leave-one-source-out scoring, published
+  [ -f "runs/$1/external_$2.json" ] || "$train" score-external "runs/$1" --source "$2" --data "$3" --no-progress
+  publish "$1"
+}
 loso() {  # loso CONFIG RUN_NAME OTHER_SOURCE OTHER_FOLDER [fit options...]: train on one source, score the other
   local config="$1" run="$2" other="$3" folder="$4"; shift 4
   [ -f "$reports/$run/external_$other.json" ] && { echo "published already: $run on $other"; return; }
-  # the scoring needs the run's weights, which only this session's runs/ has: fit again if it was lost
-  [ -f "runs/$run/metrics.json" ] || "$train" fit --config "$config" --data "$BUSI_DATA" --busbra "$BUSBRA_DATA" \
-    --out "runs/$run" --evaluate --no-progress "$@"
-  [ -f "runs/$run/external_$other.json" ] || "$train" score-external "runs/$run" --source "$other" --data "$folder" \
-    --no-progress
-  publish "$run"
+  trained "$config" "$run" "$@"  # the scoring needs the weights, which only this session's runs/ has
+  scored_elsewhere "$run" "$other" "$folder"
 }
 one_pass() {  # one_pass CONFIG RUN_NAME [fit options...]: the run (fitted if this session lacks it), evaluated
   # again in one pass, as busi-us 0.3.2 runs (no mirror mean; temperature and threshold fitted afresh), as RUN-one-pass
@@ -45,9 +48,8 @@ one_pass() {  # one_pass CONFIG RUN_NAME [fit options...]: the run (fitted if th
   make_one_pass "$@"
 }
 make_one_pass() {  # make_one_pass CONFIG RUN_NAME [fit options...]: one_pass, published or not
-  local config="$1" run="$2"; shift 2
-  [ -f "runs/$run/metrics.json" ] || "$train" fit --config "$config" --data "$BUSI_DATA" --busbra "$BUSBRA_DATA" \
-    --out "runs/$run" --evaluate --no-progress "$@"
+  local run="$2"
+  trained "$@"
   published "$run" || publish "$run"
   [ -f "runs/$run-one-pass/metrics.json" ] || { rm -rf "runs/$run-one-pass"
     "$train" evaluate "runs/$run" --set eval.tta_hflip=false --out "runs/$run-one-pass" --no-progress; }
@@ -58,9 +60,7 @@ loso_one_pass() {  # loso_one_pass RUN_NAME OTHER_SOURCE OTHER_FOLDER [fit optio
   local run="$1" other="$2" folder="$3"; shift 3
   [ -f "$reports/$run-one-pass/external_$other.json" ] && { echo "published already: $run-one-pass on $other"; return; }
   make_one_pass busi_busbra_evidence_s16 "$run" "$@"
-  [ -f "runs/$run-one-pass/external_$other.json" ] || "$train" score-external "runs/$run-one-pass" --source "$other" \
-    --data "$folder" --no-progress
-  publish "$run-one-pass"
+  scored_elsewhere "$run-one-pass" "$other" "$folder"
 }
 cv_summary() {  # cv_summary RUN_PREFIX RUN_SUFFIX OUT: once the five folds RUN_PREFIX{0..4}RUN_SUFFIX are published
   local prefix="$1" suffix="$2" out="$3" fold
