@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from training.config import apply_overrides, load_config, to_toml
-from training.cv import CvSummaryError, summarise_cv
+from training.cv import CvSummaryError, cv_markdown, summarise_cv
+from training.pipeline import Predictions
 
 
 def _run(folder: Path, overrides: list[str], fold: int, auc: float, recorded_hash: str) -> Path:
@@ -36,3 +38,38 @@ def test_folds_of_different_recipes_are_refused(tmp_path):
     b = _run(tmp_path / "fold1", ["optim.lr=1e-5"], 1, 0.90, "same")
     with pytest.raises(CvSummaryError, match="different configs"):
         summarise_cv([a, b])
+
+
+def _with_test_predictions(run: Path, temperature: float, files: list[str], labels: list[int],
+                           logits: np.ndarray) -> Path:
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["operating_point"] = {"temperature": temperature}
+    metrics["test"]["reliability"] = {"edges": np.linspace(0, 1, 11).tolist()}  # 10 bins
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    Predictions(np.array(files), np.array(labels), logits, np.array([""] * len(files))).save(
+        run / "predictions_test.npz")
+    return run
+
+
+def test_pooled_calibration_by_hand_each_fold_at_its_own_temperature(tmp_path):
+    # fold 0 at temperature 1: BUSI confidence 0.9 right, BUS-BRA 0.7 wrong; fold 1 at temperature 2 (logits
+    # 2 log q give back q): BUSI 0.6 wrong, BUS-BRA 0.8 right. Ten bins, every confidence in a bin of its own.
+    a = _with_test_predictions(_run(tmp_path / "fold0", [], 0, 0.8, "h"), 1.0, ["busi/a.png", "bus-bra/b.png"],
+                               [0, 0], np.log([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1]]))
+    b = _with_test_predictions(_run(tmp_path / "fold1", [], 1, 0.9, "h"), 2.0, ["busi/c.png", "bus-bra/d.png"],
+                               [1, 1], 2 * np.log([[0.6, 0.3, 0.1], [0.1, 0.8, 0.1]]))
+    pooled = summarise_cv([a, b])["pooled_calibration"]
+    assert {source: block["n"] for source, block in pooled.items()} == {"all": 4, "busi": 2, "bus-bra": 2}
+    assert pooled["busi"]["ece"] == pytest.approx((abs(1 - 0.9) + abs(0 - 0.6)) / 2)
+    assert pooled["bus-bra"]["ece"] == pytest.approx((abs(0 - 0.7) + abs(1 - 0.8)) / 2)
+    assert pooled["all"]["ece"] == pytest.approx((0.1 + 0.6 + 0.7 + 0.2) / 4)
+    # calibrated: E|r - 0.9| = 2 * 0.9 * 0.1, E|r - 0.6| = 2 * 0.6 * 0.4 (400 draws: MC sd 0.003)
+    assert pooled["busi"]["ece_if_calibrated"]["mean"] == pytest.approx((0.18 + 0.48) / 2, abs=0.015)
+    assert "| busi | 2 | 0.350 |" in cv_markdown(summarise_cv([a, b]))
+
+
+def test_pooled_calibration_needs_every_folds_predictions(tmp_path):
+    a = _with_test_predictions(_run(tmp_path / "fold0", [], 0, 0.8, "h"), 1.0, ["busi/a.png"], [0],
+                               np.log([[0.9, 0.05, 0.05]]))
+    b = _run(tmp_path / "fold1", [], 1, 0.9, "h")  # published before predictions were kept
+    assert "pooled_calibration" not in summarise_cv([a, b])

@@ -13,6 +13,7 @@ from training.metrics import (
     accuracy,
     bootstrap_ci,
     confusion_matrix,
+    ece_if_calibrated,
     expected_calibration_error,
     fit_temperature,
     macro_f1,
@@ -106,6 +107,41 @@ def test_ece_and_reliability_bins_by_hand():
     expected = 2 / 4 * abs(0.5 - 0.9) + 1 / 4 * abs(1 - 0.6) + 1 / 4 * abs(1 - 0.4)
     assert expected_calibration_error(y, probs, 10) == pytest.approx(expected)
     assert expected_calibration_error(y, probs) == pytest.approx(expected)  # 15 bins: same grouping here
+
+
+def test_ece_if_calibrated_by_hand():
+    # One image, confidence 0.8: a calibrated model is right 80 % of the time (ECE 0.2), wrong 20 % (ECE 0.8).
+    one = ece_if_calibrated(np.array([[0.2, 0.8, 0.0]]), draws=4000)
+    assert one["mean"] == pytest.approx(0.8 * 0.2 + 0.2 * 0.8, abs=0.015)  # MC sd 0.24 / sqrt(4000) = 0.004
+    assert one["p95"] == pytest.approx(0.8)
+    # Two images at 0.5 in one bin: ECE |right - 1| / 2 is 0.5 (both right or both wrong, 1/2) or 0.
+    same_bin = ece_if_calibrated(np.array([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]]), draws=4000)
+    assert same_bin["mean"] == pytest.approx(0.25, abs=0.02) and same_bin["p95"] == pytest.approx(0.5)
+    # 0.5 and 0.9 in separate bins: (E|r1 - 0.5| + E|r2 - 0.9|) / 2 = (0.5 + 0.9 * 0.1 + 0.1 * 0.9) / 2 = 0.34
+    # (one pooled bin would give 0.27).
+    two_bins = ece_if_calibrated(np.array([[0.5, 0.5, 0.0], [0.9, 0.05, 0.05]]), draws=4000)
+    assert two_bins["mean"] == pytest.approx(0.34, abs=0.015)
+    assert ece_if_calibrated(np.eye(3)) == {"mean": 0.0, "p95": 0.0}  # certain and calibrated: no error to draw
+    assert ece_if_calibrated(np.zeros((0, 3))) == {"mean": None, "p95": None}
+
+
+def test_ece_if_calibrated_matches_ece_of_labels_drawn_from_the_probabilities():
+    rng = np.random.default_rng(5)
+    probs = softmax(rng.normal(0.0, 1.5, size=(150, 3)))
+    band = ece_if_calibrated(probs)
+    cumulative = probs.cumsum(axis=1)
+    measured = np.array([expected_calibration_error((rng.random((150, 1)) > cumulative).sum(axis=1), probs)
+                         for _ in range(300)])
+    assert band["mean"] == pytest.approx(measured.mean(), abs=0.004)
+    assert 0.90 <= np.mean(measured <= band["p95"]) <= 0.99
+    assert band["mean"] > 0.03  # on 150 images even a calibrated model shows a clear ECE
+
+
+def test_summarise_reports_the_calibrated_band_of_its_probabilities_not_its_labels():
+    probs = np.eye(3)[[1, 2, 0]]  # certain and always wrong
+    result = summarise(np.array([0, 1, 2]), probs, n_boot=0)
+    assert result["ece"] == pytest.approx(1.0)
+    assert result["ece_if_calibrated"] == {"mean": 0.0, "p95": 0.0}
 
 
 def test_temperature_scaling_recovers_a_known_temperature():

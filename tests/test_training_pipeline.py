@@ -88,6 +88,8 @@ def test_calibration_and_threshold_never_see_the_test_split(trained_run, tmp_pat
 def test_report_and_figures_are_written(trained_run):
     report = (trained_run / "report.md").read_text()
     assert "For research use only" in report and "## Explanations" in report
+    band = json.loads((trained_run / "metrics.json").read_text())["test"]["ece_if_calibrated"]
+    assert f"| {band['mean']:.3f} (95 %: {band['p95']:.3f}) |" in report  # beside the measured ECE
     for figure in ("learning_curves.png", "confusion_matrix.png", "roc.png", "reliability.png", "gradcam_test.png"):
         assert (trained_run / figure).stat().st_size > 5000
 

@@ -16,6 +16,9 @@ import numpy as np
 from busi_viewer.core.atomic import atomic_write
 from busi_viewer.core.errors import BusiViewerError
 from training.config import config_hash, load_config
+from training.evaluate import files_sources
+from training.metrics import ECE_BINS, ece_if_calibrated, expected_calibration_error, softmax
+from training.pipeline import Predictions
 
 # (label, path into metrics.json); the operating point is the validation-chosen malignant threshold.
 CV_METRICS = (
@@ -98,7 +101,41 @@ def summarise_cv(run_dirs: list[Path]) -> dict:
         summary[label] = None if values.size == 0 else {
             "mean": float(values.mean()), "sd": float(values.std(ddof=1)) if values.size > 1 else None,
             "min": float(values.min()), "max": float(values.max()), "n_runs": int(values.size)}
-    return {"runs": runs, "summary": summary, "n_test_total": int(sum(r["n_test"] for r in runs))}
+    result = {"runs": runs, "summary": summary, "n_test_total": int(sum(r["n_test"] for r in runs))}
+    pooled = pooled_calibration(loaded)
+    if pooled:
+        result["pooled_calibration"] = pooled
+    return result
+
+
+def pooled_calibration(loaded: list[tuple[Path, dict]]) -> dict:
+    """Top-label ECE of every fold's held-out test predictions pooled, per source ("all" and, for a run on
+    several sources, each one), each fold's logits scaled by its own validation temperature; with the band a
+    perfectly calibrated model would show on as many images (:func:`training.metrics.ece_if_calibrated`).
+
+    One fold's test part (about 150 BUSI images) is too small to tell an ECE of 0.05 from perfect calibration;
+    the pooled out-of-fold predictions are five times as many. {} unless every run folder keeps
+    ``predictions_test.npz``.
+    """
+    paths = [Path(run_dir) / "predictions_test.npz" for run_dir, _ in loaded]
+    if not all(path.is_file() for path in paths):
+        return {}
+    labels, probs, sources = [], [], []
+    for path, (_, metrics) in zip(paths, loaded):
+        test = Predictions.load(path)
+        labels.append(test.labels)
+        probs.append(softmax(test.logits, metrics["operating_point"]["temperature"]))
+        sources.append(files_sources(test.files))
+    labels, probs, sources = np.concatenate(labels), np.concatenate(probs), np.concatenate(sources)
+    reliability = loaded[0][1]["test"].get("reliability")
+    n_bins = len(reliability["edges"]) - 1 if reliability else ECE_BINS  # as the folds' own ECE was binned
+    out = {}
+    for source in ["all", *sorted(set(sources) - {""})]:
+        keep = np.ones(labels.size, bool) if source == "all" else sources == source
+        out[source] = {"n": int(keep.sum()),
+                       "ece": float(expected_calibration_error(labels[keep], probs[keep], n_bins)),
+                       "ece_if_calibrated": ece_if_calibrated(probs[keep], n_bins)}
+    return out
 
 
 def cv_markdown(result: dict) -> str:
@@ -115,6 +152,14 @@ def cv_markdown(result: dict) -> str:
             continue
         sd = f" ± {stats['sd']:.3f}" if stats["sd"] is not None else ""
         lines.append(f"| {label} | {stats['mean']:.3f}{sd} | {stats['min']:.3f} – {stats['max']:.3f} |")
+    if result.get("pooled_calibration"):
+        lines += ["", "Calibration of all folds' test predictions pooled (each fold at its own validation temperature;"
+                  " top-label ECE), beside what a perfectly calibrated model would show on as many images "
+                  "(mean, 95th percentile of labels drawn from its own probabilities):", "",
+                  "| test images | n | ECE | ECE if calibrated: mean | 95th percentile |", "|---|---|---|---|---|"]
+        for source, block in result["pooled_calibration"].items():
+            band = block["ece_if_calibrated"]
+            lines.append(f"| {source} | {block['n']} | {block['ece']:.3f} | {band['mean']:.3f} | {band['p95']:.3f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -18,6 +18,7 @@ from busi_viewer.core.decision import apply_operating_point
 from busi_viewer.core.labels import CLASS_NAMES, MALIGNANT
 
 ECE_BINS = 15
+CALIBRATED_DRAWS = 400
 BOOTSTRAP_RESAMPLES = 2000
 
 
@@ -147,6 +148,12 @@ def roc_curve(scores: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.
 
 # --------------------------------------------------------------------------------------- calibration
 
+def _confidence_bin(confidence: np.ndarray, n_bins: int) -> np.ndarray:
+    """(N,) int64 bin of each confidence in [0, 1]: b for (b/n, (b+1)/n], 0 also for exactly 0."""
+    # The tolerance keeps a confidence on an edge (0.6 * 15 = 9.000000000000002) in the bin it closes.
+    return np.clip(np.ceil(confidence * n_bins - 1e-9).astype(np.int64) - 1, 0, n_bins - 1)
+
+
 def reliability_bins(y_true: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS) -> dict[str, np.ndarray]:
     """Top-label reliability diagram: ``n_bins`` equal-width confidence bins on [0, 1].
 
@@ -158,8 +165,7 @@ def reliability_bins(y_true: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BI
     confidence = probs.max(axis=1) if probs.size else np.zeros(0)
     correct = (probs.argmax(axis=1) == y_true).astype(np.float64) if probs.size else np.zeros(0)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    # The tolerance keeps a confidence on an edge (0.6 * 15 = 9.000000000000002) in the bin it closes.
-    index = np.clip(np.ceil(confidence * n_bins - 1e-9).astype(np.int64) - 1, 0, n_bins - 1)
+    index = _confidence_bin(confidence, n_bins)
     count = np.bincount(index, minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf = np.bincount(index, weights=confidence, minlength=n_bins) / count
@@ -176,6 +182,26 @@ def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: in
     used = bins["count"] > 0
     gaps = np.abs(bins["accuracy"][used] - bins["confidence"][used])
     return float((bins["count"][used] / total * gaps).sum())
+
+
+def ece_if_calibrated(probs: np.ndarray, n_bins: int = ECE_BINS, draws: int = CALIBRATED_DRAWS,
+                      seed: int = 0) -> dict[str, float | None]:
+    """The top-label ECE a perfectly calibrated model would show on these N predictions (consistency
+    resampling, Bröcker & Smith 2007): ``draws`` label sets drawn from the rows of ``probs`` (N, K), each
+    scored with :func:`expected_calibration_error`.
+
+    ECE on a finite sample is biased upward, by about ``mean``; a measured ECE below ``p95`` cannot be told
+    apart from perfect calibration on this sample. Under such draws an image's top label is right with
+    probability equal to its confidence, so only the confidences are drawn against. None for N = 0.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.shape[0] == 0:
+        return {"mean": None, "p95": None}
+    confidence = probs.max(axis=1)
+    correct = np.random.default_rng(seed).random((draws, confidence.size)) < confidence
+    in_bin = np.eye(n_bins)[_confidence_bin(confidence, n_bins)]  # (N, n_bins) one-hot
+    eces = np.abs((correct - confidence) @ in_bin).sum(axis=1) / confidence.size
+    return {"mean": float(eces.mean()), "p95": float(np.quantile(eces, 0.95))}
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -372,6 +398,7 @@ def summarise(y_true: np.ndarray, probs: np.ndarray, *, class_names: Sequence[st
         f"sensitivity_{positive_class}": _json_float(sensitivity),
         f"specificity_{positive_class}": _json_float(specificity),
         "ece": _json_float(expected_calibration_error(y_true, probs, ece_bins)),
+        "ece_if_calibrated": ece_if_calibrated(probs, ece_bins, seed=seed),
         "reliability": {"edges": bins["edges"].tolist(), "count": bins["count"].tolist(),
                         "confidence": [_json_float(v) for v in bins["confidence"]],
                         "accuracy": [_json_float(v) for v in bins["accuracy"]]},

@@ -20,16 +20,22 @@ def _with_ci(block: dict, key: str) -> str:
     return f"{point} [{_num(interval['low'])}, {_num(interval['high'])}]"
 
 
+def _calibrated_band(block: dict) -> str:
+    band = block.get("ece_if_calibrated") or {}
+    return "–" if band.get("mean") is None else f"{band['mean']:.3f} (95 %: {band['p95']:.3f})"
+
+
 def _metrics_table(sets: dict[str, dict], positive: str) -> list[str]:
     keys = ("accuracy", "macro_f1", "auc_macro", f"auc_{positive}", f"sensitivity_{positive}",
             f"specificity_{positive}")
-    lines = ["| evaluation set | n | " + " | ".join(keys) + " | ECE | MSE | RMSE | MAE |",
-             "|---|---|" + "---|" * (len(keys) + 4)]
+    lines = ["| evaluation set | n | " + " | ".join(keys) + " | ECE | ECE if calibrated | MSE | RMSE | MAE |",
+             "|---|---|" + "---|" * (len(keys) + 5)]
     for label, block in sets.items():
         if block.get(f"auc_{positive}") is None and block.get("per_class"):
             block = {**block, f"auc_{positive}": block["per_class"][positive]["auc"]}
         lines.append(f"| {label} | {block['n']} | " + " | ".join(_with_ci(block, k) for k in keys)
-                     + f" | {_num(block.get('ece'))} | {_num(block.get('mse'))} | {_num(block.get('rmse'))}"
+                     + f" | {_num(block.get('ece'))} | {_calibrated_band(block)} | {_num(block.get('mse'))}"
+                       f" | {_num(block.get('rmse'))}"
                        f" | {_num(block.get('mae'))} |")
     return lines
 
@@ -72,7 +78,10 @@ def write_report(run_dir: Path, results: dict, title: str, *, class_names: tuple
              f"({results['test']['bootstrap']['n_boot']} resamples"
              + (f", by {groups}" if results["test"]["bootstrap"]["by_group"] else "") + ").",
              "- MSE / RMSE / MAE are computed on the predicted probability vectors against one-hot labels "
-             "(mean over images and classes).", "",
+             "(mean over images and classes).",
+             f"- ECE is top-label, {len(results['test']['reliability']['edges']) - 1} bins. \"ECE if calibrated\" is "
+             "what a perfectly calibrated model would show on the same images (labels drawn from its own probabilities): its mean, and its 95th percentile, below "
+             "which a measured ECE cannot be told apart from perfect calibration on this many images.", "",
              "## Classification", ""]
     if point.get("calibrated_on"):
         sets = {"test (calibrated)": results["test"], "test (uncalibrated)": results["test_uncalibrated"]}
