@@ -130,7 +130,7 @@ def pooled_calibration(loaded: list[tuple[Path, dict]]) -> dict:
     reliability = loaded[0][1]["test"].get("reliability")
     n_bins = len(reliability["edges"]) - 1 if reliability else ECE_BINS  # as the folds' own ECE was binned
     out = {}
-    for source in ["all", *sorted(set(sources) - {""})]:
+    for source in ["all", *sorted(str(s) for s in set(sources) - {""})]:
         keep = np.ones(labels.size, bool) if source == "all" else sources == source
         out[source] = {"n": int(keep.sum()),
                        "ece": float(expected_calibration_error(labels[keep], probs[keep], n_bins)),
