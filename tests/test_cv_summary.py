@@ -40,36 +40,53 @@ def test_folds_of_different_recipes_are_refused(tmp_path):
         summarise_cv([a, b])
 
 
-def _with_test_predictions(run: Path, temperature: float, files: list[str], labels: list[int],
-                           logits: np.ndarray) -> Path:
+def _with_test_predictions(run: Path, temperature: float, threshold: float | None, files: list[str],
+                           labels: list[int], logits: np.ndarray) -> Path:
     metrics = json.loads((run / "metrics.json").read_text())
-    metrics["operating_point"] = {"temperature": temperature}
-    metrics["test"]["reliability"] = {"edges": np.linspace(0, 1, 11).tolist()}  # 10 bins
+    metrics["operating_point"] = {"temperature": temperature, "threshold": threshold, "threshold_class": "malignant"}
+    metrics["test"].update(class_names=["benign", "malignant", "normal"],
+                           reliability={"edges": np.linspace(0, 1, 11).tolist()})  # 10 bins
     (run / "metrics.json").write_text(json.dumps(metrics))
     Predictions(np.array(files), np.array(labels), logits, np.array([""] * len(files))).save(
         run / "predictions_test.npz")
     return run
 
 
-def test_pooled_calibration_by_hand_each_fold_at_its_own_temperature(tmp_path):
-    # fold 0 at temperature 1: BUSI confidence 0.9 right, BUS-BRA 0.7 wrong; fold 1 at temperature 2 (logits
-    # 2 log q give back q): BUSI 0.6 wrong, BUS-BRA 0.8 right. Ten bins, every confidence in a bin of its own.
-    a = _with_test_predictions(_run(tmp_path / "fold0", [], 0, 0.8, "h"), 1.0, ["busi/a.png", "bus-bra/b.png"],
+def _two_folds(tmp_path: Path) -> list[Path]:
+    # fold 0 at temperature 1, malignant threshold 0.5: BUSI benign (p 0.9 / 0.05 / 0.05), BUS-BRA benign
+    # called malignant (0.2 / 0.7 / 0.1). fold 1 at temperature 2 (logits 2 log q give back q), threshold 0.25:
+    # BUSI malignant (0.6 / 0.3 / 0.1: arg-max wrong, threshold right), BUS-BRA malignant (0.1 / 0.8 / 0.1).
+    a = _with_test_predictions(_run(tmp_path / "fold0", [], 0, 0.8, "h"), 1.0, 0.5, ["busi/a.png", "bus-bra/b.png"],
                                [0, 0], np.log([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1]]))
-    b = _with_test_predictions(_run(tmp_path / "fold1", [], 1, 0.9, "h"), 2.0, ["busi/c.png", "bus-bra/d.png"],
+    b = _with_test_predictions(_run(tmp_path / "fold1", [], 1, 0.9, "h"), 2.0, 0.25, ["busi/c.png", "bus-bra/d.png"],
                                [1, 1], 2 * np.log([[0.6, 0.3, 0.1], [0.1, 0.8, 0.1]]))
-    pooled = summarise_cv([a, b])["pooled_calibration"]
+    return [a, b]
+
+
+def test_pooled_test_calibration_by_hand_each_fold_at_its_own_temperature(tmp_path):
+    # Ten bins, every confidence (0.9 right, 0.7 wrong, 0.6 wrong, 0.8 right) in a bin of its own.
+    pooled = summarise_cv(_two_folds(tmp_path))["pooled_test"]
     assert {source: block["n"] for source, block in pooled.items()} == {"all": 4, "busi": 2, "bus-bra": 2}
     assert pooled["busi"]["ece"] == pytest.approx((abs(1 - 0.9) + abs(0 - 0.6)) / 2)
     assert pooled["bus-bra"]["ece"] == pytest.approx((abs(0 - 0.7) + abs(1 - 0.8)) / 2)
     assert pooled["all"]["ece"] == pytest.approx((0.1 + 0.6 + 0.7 + 0.2) / 4)
     # calibrated: E|r - 0.9| = 2 * 0.9 * 0.1, E|r - 0.6| = 2 * 0.6 * 0.4 (400 draws: MC sd 0.003)
     assert pooled["busi"]["ece_if_calibrated"]["mean"] == pytest.approx((0.18 + 0.48) / 2, abs=0.015)
-    assert "| busi | 2 | 0.350 |" in cv_markdown(summarise_cv([a, b]))
 
 
-def test_pooled_calibration_needs_every_folds_predictions(tmp_path):
-    a = _with_test_predictions(_run(tmp_path / "fold0", [], 0, 0.8, "h"), 1.0, ["busi/a.png"], [0],
+def test_pooled_test_decisions_by_hand_each_fold_at_its_own_threshold(tmp_path):
+    result = summarise_cv(_two_folds(tmp_path))
+    busi, bus_bra = result["pooled_test"]["busi"], result["pooled_test"]["bus-bra"]
+    assert busi["accuracy"] == 1.0 and busi["accuracy_argmax"] == 0.5  # fold 1's 0.3 clears its own 0.25
+    assert busi["macro_f1_argmax"] == pytest.approx((2 * 0.5 * 1.0 / 1.5 + 0.0) / 2)  # benign F1 2/3, malignant 0
+    assert (busi["sensitivity"], busi["specificity"]) == (1.0, 1.0)
+    assert (bus_bra["accuracy"], bus_bra["sensitivity"], bus_bra["specificity"]) == (0.5, 1.0, 0.0)
+    markdown = cv_markdown(result)
+    assert "| busi | 2 | 1.000 | 1.000 | 0.500 | 0.333 | 1.000 | 1.000 | 0.350 |" in markdown
+
+
+def test_pooled_test_needs_every_folds_predictions(tmp_path):
+    a = _with_test_predictions(_run(tmp_path / "fold0", [], 0, 0.8, "h"), 1.0, None, ["busi/a.png"], [0],
                                np.log([[0.9, 0.05, 0.05]]))
     b = _run(tmp_path / "fold1", [], 1, 0.9, "h")  # published before predictions were kept
-    assert "pooled_calibration" not in summarise_cv([a, b])
+    assert "pooled_test" not in summarise_cv([a, b])

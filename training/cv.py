@@ -17,7 +17,8 @@ from busi_viewer.core.atomic import atomic_write
 from busi_viewer.core.errors import BusiViewerError
 from training.config import config_hash, load_config
 from training.evaluate import files_sources
-from training.metrics import ECE_BINS, ece_if_calibrated, expected_calibration_error, softmax
+from training.metrics import (ECE_BINS, accuracy, ece_if_calibrated, expected_calibration_error, macro_f1,
+                              predict_with_threshold, softmax)
 from training.pipeline import Predictions
 
 # (label, path into metrics.json); the operating point is the validation-chosen malignant threshold.
@@ -102,40 +103,59 @@ def summarise_cv(run_dirs: list[Path]) -> dict:
             "mean": float(values.mean()), "sd": float(values.std(ddof=1)) if values.size > 1 else None,
             "min": float(values.min()), "max": float(values.max()), "n_runs": int(values.size)}
     result = {"runs": runs, "summary": summary, "n_test_total": int(sum(r["n_test"] for r in runs))}
-    pooled = pooled_calibration(loaded)
+    pooled = pooled_test(loaded)
     if pooled:
-        result["pooled_calibration"] = pooled
+        result["pooled_test"] = pooled
     return result
 
 
-def pooled_calibration(loaded: list[tuple[Path, dict]]) -> dict:
-    """Top-label ECE of every fold's held-out test predictions pooled, per source ("all" and, for a run on
-    several sources, each one), each fold's logits scaled by its own validation temperature; with the band a
-    perfectly calibrated model would show on as many images (:func:`training.metrics.ece_if_calibrated`).
+def pooled_test(loaded: list[tuple[Path, dict]]) -> dict:
+    """Every fold's held-out test predictions pooled (out-of-fold), per source ("all" and, for a run on several
+    sources, each one), each fold at its own validation temperature and threshold: accuracy and macro-F1 at
+    the operating point and arg-max, sensitivity and specificity of the threshold's class, and top-label ECE
+    with the band a perfectly calibrated model would show on as many images
+    (:func:`training.metrics.ece_if_calibrated`).
 
     One fold's test part (about 150 BUSI images) is too small to tell an ECE of 0.05 from perfect calibration;
-    the pooled out-of-fold predictions are five times as many. {} unless every run folder keeps
-    ``predictions_test.npz``.
+    the pooled predictions are five times as many. {} unless every run folder keeps ``predictions_test.npz``.
     """
     paths = [Path(run_dir) / "predictions_test.npz" for run_dir, _ in loaded]
     if not all(path.is_file() for path in paths):
         return {}
-    labels, probs, sources = [], [], []
+    first = loaded[0][1]
+    point = first["operating_point"]
+    positive = first["test"]["class_names"].index(point["threshold_class"]) if point.get("threshold_class") else None
+    reliability = first["test"].get("reliability")
+    n_bins = len(reliability["edges"]) - 1 if reliability else ECE_BINS  # as the folds' own ECE was binned
+    labels, probs, decided, sources = [], [], [], []
     for path, (_, metrics) in zip(paths, loaded):
         test = Predictions.load(path)
+        fold_probs = softmax(test.logits, metrics["operating_point"]["temperature"])
+        threshold = metrics["operating_point"].get("threshold")
         labels.append(test.labels)
-        probs.append(softmax(test.logits, metrics["operating_point"]["temperature"]))
+        probs.append(fold_probs)
+        decided.append(fold_probs.argmax(axis=1) if threshold is None
+                       else predict_with_threshold(fold_probs, positive, threshold))
         sources.append(files_sources(test.files))
-    labels, probs, sources = np.concatenate(labels), np.concatenate(probs), np.concatenate(sources)
-    reliability = loaded[0][1]["test"].get("reliability")
-    n_bins = len(reliability["edges"]) - 1 if reliability else ECE_BINS  # as the folds' own ECE was binned
+    labels, probs, decided, sources = (np.concatenate(a) for a in (labels, probs, decided, sources))
+    k = probs.shape[1]
     out = {}
     for source in ["all", *sorted(str(s) for s in set(sources) - {""})]:
         keep = np.ones(labels.size, bool) if source == "all" else sources == source
-        out[source] = {"n": int(keep.sum()),
-                       "ece": float(expected_calibration_error(labels[keep], probs[keep], n_bins)),
-                       "ece_if_calibrated": ece_if_calibrated(probs[keep], n_bins)}
+        y, p, d = labels[keep], probs[keep], decided[keep]
+        block = {"n": int(keep.sum()), "accuracy": accuracy(y, d), "macro_f1": macro_f1(y, d, k),
+                 "accuracy_argmax": accuracy(y, p.argmax(axis=1)),
+                 "macro_f1_argmax": macro_f1(y, p.argmax(axis=1), k),
+                 "ece": expected_calibration_error(y, p, n_bins), "ece_if_calibrated": ece_if_calibrated(p, n_bins)}
+        if positive is not None:
+            block["sensitivity"] = float(np.mean(d[y == positive] == positive)) if (y == positive).any() else None
+            block["specificity"] = float(np.mean(d[y != positive] != positive)) if (y != positive).any() else None
+        out[source] = block
     return out
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.3f}"
 
 
 def cv_markdown(result: dict) -> str:
@@ -152,14 +172,19 @@ def cv_markdown(result: dict) -> str:
             continue
         sd = f" ± {stats['sd']:.3f}" if stats["sd"] is not None else ""
         lines.append(f"| {label} | {stats['mean']:.3f}{sd} | {stats['min']:.3f} – {stats['max']:.3f} |")
-    if result.get("pooled_calibration"):
-        lines += ["", "Calibration of all folds' test predictions pooled (each fold at its own validation temperature;"
-                  " top-label ECE), beside what a perfectly calibrated model would show on as many images "
-                  "(mean, 95th percentile of labels drawn from its own probabilities):", "",
-                  "| test images | n | ECE | ECE if calibrated: mean | 95th percentile |", "|---|---|---|---|---|"]
-        for source, block in result["pooled_calibration"].items():
+    if result.get("pooled_test"):
+        lines += ["", "All folds' test predictions pooled (each fold at its own validation temperature and threshold); "
+                  "ECE top-label, beside what a perfectly calibrated model would show on as many images (mean and "
+                  "95th percentile over label sets drawn from its own probabilities):", "",
+                  "| test images | n | accuracy (operating point) | macro-F1 (operating point) | accuracy (arg-max) | "
+                  "macro-F1 (arg-max) | sensitivity | specificity | ECE | ECE if calibrated (95 %) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for source, block in result["pooled_test"].items():
             band = block["ece_if_calibrated"]
-            lines.append(f"| {source} | {block['n']} | {block['ece']:.3f} | {band['mean']:.3f} | {band['p95']:.3f} |")
+            lines.append(f"| {source} | {block['n']} | {_fmt(block['accuracy'])} | {_fmt(block['macro_f1'])} | "
+                         f"{_fmt(block['accuracy_argmax'])} | {_fmt(block['macro_f1_argmax'])} | "
+                         f"{_fmt(block.get('sensitivity'))} | {_fmt(block.get('specificity'))} | "
+                         f"{_fmt(block['ece'])} | {_fmt(band['mean'])} ({_fmt(band['p95'])}) |")
     return "\n".join(lines) + "\n"
 
 
