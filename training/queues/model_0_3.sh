@@ -20,10 +20,11 @@ reports="training/reports/model-0.3"
 published() { [ -f "$reports/$1/metrics.json" ]; }
 publish() { training/queues/publish_run.sh "runs/$1" "$reports/$1"; }
 
-trained() {  # trained CONFIG RUN_NAME [busi-train fit options...]: runs/RUN fitted and evaluated, unless it already is
+trained() {  # trained CONFIG RUN_NAME [busi-train fit options...]: runs/RUN fitted and evaluated, unless it already is;
+  # --data is BUSI's folder unless $fit_data names another (a single-source BUS-BRA run reads its images from --data)
   local config="$1" run="$2"; shift 2
-  [ -f "runs/$run/metrics.json" ] || "$train" fit --config "$config" --data "$BUSI_DATA" --busbra "$BUSBRA_DATA" \
-    --out "runs/$run" --evaluate --no-progress "$@"
+  [ -f "runs/$run/metrics.json" ] || "$train" fit --config "$config" --data "${fit_data:-$BUSI_DATA}" \
+    --busbra "$BUSBRA_DATA" --out "runs/$run" --evaluate --no-progress "$@"
 }
 fit_config() {  # fit_config CONFIG RUN_NAME [busi-train fit options...]: skipped once the run is published
   published "$2" && { echo "published already: $2"; return; }
@@ -88,7 +89,8 @@ cv_summary busi-busbra-evidence-s16-seed0-fold "" cv-evidence-s16
 cv_summary busi-busbra-evidence-s16-seed0-fold -one-pass cv-evidence-s16-one-pass
 # 1d. leave-one-source-out of that recipe, as shipped (one pass): trained on one source (evidence alignment on its
 #     own masks), scored on the other with its own temperature and threshold
-loso_one_pass loso-s16-busbra-only-seed0 busi "$BUSI_DATA" --set data.dataset=bus-bra --set data.task=benign-vs-malignant
+fit_data="$BUSBRA_DATA" loso_one_pass loso-s16-busbra-only-seed0 busi "$BUSI_DATA" --set data.dataset=bus-bra \
+  --set data.task=benign-vs-malignant
 loso_one_pass loso-s16-busi-only-seed0 bus-bra "$BUSBRA_DATA" --set data.dataset=busi
 # 2. the backbone question, on the shipped recipe and the same folds: EfficientNet-Lite2 at its native 260 px
 #    (bench/backbone_latency.py, 2026-12-04: 1.56x the shipped model's predict + Grad-CAM through ONNX Runtime)
@@ -104,7 +106,7 @@ done
 cv_summary busi-busbra-seed0-fold "" cv
 #    and leave-one-source-out of the 0.3.1 recipe (published ones predate the BUS-BRA patient join; kept as history
 #    under their names, so these re-runs have their own)
-loso busi_busbra loso-joined-busbra-only-seed0 busi "$BUSI_DATA" --set data.dataset=bus-bra \
+fit_data="$BUSBRA_DATA" loso busi_busbra loso-joined-busbra-only-seed0 busi "$BUSI_DATA" --set data.dataset=bus-bra \
   --set data.task=benign-vs-malignant
 loso busi_busbra loso-joined-busi-only-seed0 bus-bra "$BUSBRA_DATA" --set data.dataset=busi
 echo "queue finished"
