@@ -16,7 +16,7 @@ import numpy as np
 from busi_viewer.core.atomic import atomic_write
 from busi_viewer.core.errors import BusiViewerError
 from training.config import config_hash, load_config
-from training.evaluate import files_sources
+from training.data import files_sources
 from training.metrics import (ECE_BINS, accuracy, ece_if_calibrated, expected_calibration_error, macro_f1,
                               predict_with_threshold, softmax)
 from training.pipeline import Predictions

@@ -246,6 +246,14 @@ MULTI_SOURCE = {"busi+bus-bra": ("busi", "bus-bra")}
 """Data sets that combine several sources, and their sources in index order."""
 
 
+def files_sources(files: Sequence[str] | np.ndarray) -> np.ndarray:
+    """(N,) str: the source of each prediction of a multi-source run (its file's first folder, "busi/…"), or ""
+    for every file of a single-source run (whose files carry no source prefix)."""
+    known = {source for sources in MULTI_SOURCE.values() for source in sources}
+    heads = np.array([str(f).split("/", 1)[0] for f in files])
+    return heads if heads.size and np.isin(heads, list(known)).all() else np.full(len(files), "")
+
+
 def combine_indexes(indexes: Sequence[BusiIndex], name: str) -> BusiIndex:
     """One index over several sources' indexes of the same task: every sample's ``relpath`` is prefixed with its
     source ("busi/benign/benign (1).png"), so files of different sources never collide in manifests. ``root``

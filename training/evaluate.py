@@ -20,7 +20,7 @@ from busi_viewer.inference.model_card import ModelCard
 from busi_viewer.inference.predictor import Predictor
 from training import plots
 from training.config import TrainConfig, load_config
-from training.data import Sample, sample_image, sample_mask
+from training.data import Sample, files_sources, sample_image, sample_mask
 from training.engine import BEST_WEIGHTS
 from training.export import DATASET_CITATION, SPLIT_GROUPS
 from training.external import external_results
@@ -62,16 +62,6 @@ def operating_point(config: TrainConfig, val: Predictions) -> tuple[float, float
         if len(per_source) > 1:
             choice["per_source_thresholds"] = {str(source): picked.threshold for source, picked in per_source.items()}
     return temperature, threshold, choice
-
-
-def files_sources(files: np.ndarray) -> np.ndarray:
-    """(N,) str: the source of each prediction of a multi-source run (its file's first folder, "busi/…"), or ""
-    for every file of a single-source run (whose files carry no source prefix)."""
-    from training.data import MULTI_SOURCE
-
-    known = {source for sources in MULTI_SOURCE.values() for source in sources}
-    heads = np.array([str(f).split("/", 1)[0] for f in files])
-    return heads if heads.size and np.isin(heads, list(known)).all() else np.full(len(files), "")
 
 
 def duplicate_free_mask(run_dir: Path, config: TrainConfig, test: Predictions) -> tuple[np.ndarray | None, str]:
