@@ -11,6 +11,7 @@ Examples::
     busi-train explain-eval resources/models/busi-us --data /path/to/busi --busbra /path/to/BUSBRA
     busi-train export runs/busi-honest-seed0 --to resources/models/busi-us
     busi-train cv-summary runs/busi-honest-seed0-fold* --out training/reports/busi-honest-cv
+    busi-train cv-compare runs/lite2-fold? --against runs/lite0-fold? --out DIR  # two recipes, same folds, paired
     busi-train export-onnx resources/models/busi-us     # for ONNX Runtime (packaging/build.sh does this)
     busi-train write-checksums resources/models/busi-us  # list a checked bundle's files in its SHA256SUMS
     busi-train sweep-freezing --config mammo_lite0 --data /path/to/mini-mias --seeds 0,1,2 --out training/reports/freezing-mias
@@ -199,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     cv = commands.add_parser("cv-summary", help="mean ± sd over evaluated cross-validation runs of one recipe")
     cv.add_argument("runs", type=Path, nargs="+")
     cv.add_argument("--out", type=Path, required=True, help="folder for cv_summary.json and cv_summary.md")
+
+    compare = commands.add_parser("cv-compare", help="two recipes on the same folds: paired differences per source")
+    compare.add_argument("runs", type=Path, nargs="+", help="the candidate recipe's evaluated fold runs")
+    compare.add_argument("--against", type=Path, nargs="+", required=True,
+                         help="the reference recipe's evaluated runs of the same folds")
+    compare.add_argument("--out", type=Path, required=True, help="folder for cv_compare.json and cv_compare.md")
     return parser
 
 
@@ -373,6 +380,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from training.cv import cv_markdown, write_cv_summary
 
         print(cv_markdown(write_cv_summary(args.runs, args.out)))
+        return 0
+    if args.command == "cv-compare":
+        from training.cv_compare import compare_markdown, write_cv_compare
+
+        print(compare_markdown(write_cv_compare(args.runs, args.against, args.out)))
         return 0
     raise AssertionError(args.command)
 

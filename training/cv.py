@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -77,8 +78,8 @@ def _recipe_hash(run_dir: Path, metrics: dict) -> str | None:
     return config_hash(load_config(path)) if path.is_file() else metrics["run"].get("config_hash")
 
 
-def summarise_cv(run_dirs: list[Path]) -> dict:
-    """Per-run values and mean / sd / min / max of :data:`CV_METRICS` over evaluated run folders."""
+def load_runs(run_dirs: list[Path]) -> list[tuple[Path, dict]]:
+    """(run folder, its metrics.json) of each evaluated run; :class:`CvSummaryError` for none or one unevaluated."""
     if not run_dirs:
         raise CvSummaryError("no run folders given")
     loaded = []
@@ -86,7 +87,13 @@ def summarise_cv(run_dirs: list[Path]) -> dict:
         path = Path(run_dir) / "metrics.json"
         if not path.is_file():
             raise CvSummaryError(f"{run_dir} has no metrics.json: run `busi-train evaluate {run_dir}` first")
-        loaded.append((run_dir, json.loads(path.read_text(encoding="utf-8"))))
+        loaded.append((Path(run_dir), json.loads(path.read_text(encoding="utf-8"))))
+    return loaded
+
+
+def summarise_cv(run_dirs: list[Path]) -> dict:
+    """Per-run values and mean / sd / min / max of :data:`CV_METRICS` over evaluated run folders."""
+    loaded = load_runs(run_dirs)
     recipes = {_recipe_hash(run_dir, metrics) for run_dir, metrics in loaded}
     if len(recipes) > 1:
         raise CvSummaryError("the runs were trained with different configs; summarise one recipe at a time")
@@ -109,6 +116,37 @@ def summarise_cv(run_dirs: list[Path]) -> dict:
     return result
 
 
+@dataclass(frozen=True)
+class FoldTest:
+    """One fold's held-out test predictions as its run decided them: ``probs`` (N, K) float64 at the fold's own
+    validation temperature, ``decided`` (N,) int64 at its own malignant threshold (arg-max without one),
+    ``sources`` (N,) str ("" for a single-source run), ``groups`` (N,) str (the split's groups, "" if unknown)."""
+
+    fold: int | None
+    files: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray
+    decided: np.ndarray
+    sources: np.ndarray
+    groups: np.ndarray
+    positive: int | None  # index of the threshold's class (malignant), None for arg-max runs
+
+
+def load_fold_test(run_dir: Path, metrics: dict) -> FoldTest:
+    """The run's ``predictions_test.npz`` at the operating point recorded in its ``metrics``."""
+    path = Path(run_dir) / "predictions_test.npz"
+    if not path.is_file():
+        raise CvSummaryError(f"{run_dir} keeps no predictions_test.npz (runs published before 2026-12-04 lack it)")
+    test = Predictions.load(path)
+    point = metrics["operating_point"]
+    positive = metrics["test"]["class_names"].index(point["threshold_class"]) if point.get("threshold_class") else None
+    probs = softmax(test.logits, point["temperature"])
+    threshold = point.get("threshold")
+    decided = probs.argmax(axis=1) if threshold is None else predict_with_threshold(probs, positive, threshold)
+    return FoldTest(metrics["run"].get("fold"), test.files, np.asarray(test.labels, np.int64), probs, decided,
+                    files_sources(test.files), test.groups, positive)
+
+
 def pooled_test(loaded: list[tuple[Path, dict]]) -> dict:
     """Every fold's held-out test predictions pooled (out-of-fold), per source ("all" and, for a run on several
     sources, each one), each fold at its own validation temperature and threshold: accuracy and macro-F1 at
@@ -119,25 +157,14 @@ def pooled_test(loaded: list[tuple[Path, dict]]) -> dict:
     One fold's test part (about 150 BUSI images) is too small to tell an ECE of 0.05 from perfect calibration;
     the pooled predictions are five times as many. {} unless every run folder keeps ``predictions_test.npz``.
     """
-    paths = [Path(run_dir) / "predictions_test.npz" for run_dir, _ in loaded]
-    if not all(path.is_file() for path in paths):
+    if not all((Path(run_dir) / "predictions_test.npz").is_file() for run_dir, _ in loaded):
         return {}
-    first = loaded[0][1]
-    point = first["operating_point"]
-    positive = first["test"]["class_names"].index(point["threshold_class"]) if point.get("threshold_class") else None
-    reliability = first["test"].get("reliability")
+    folds = [load_fold_test(run_dir, metrics) for run_dir, metrics in loaded]
+    positive = folds[0].positive
+    reliability = loaded[0][1]["test"].get("reliability")
     n_bins = len(reliability["edges"]) - 1 if reliability else ECE_BINS  # as the folds' own ECE was binned
-    labels, probs, decided, sources = [], [], [], []
-    for path, (_, metrics) in zip(paths, loaded):
-        test = Predictions.load(path)
-        fold_probs = softmax(test.logits, metrics["operating_point"]["temperature"])
-        threshold = metrics["operating_point"].get("threshold")
-        labels.append(test.labels)
-        probs.append(fold_probs)
-        decided.append(fold_probs.argmax(axis=1) if threshold is None
-                       else predict_with_threshold(fold_probs, positive, threshold))
-        sources.append(files_sources(test.files))
-    labels, probs, decided, sources = (np.concatenate(a) for a in (labels, probs, decided, sources))
+    labels, probs, decided, sources = (np.concatenate([getattr(f, name) for f in folds])
+                                       for name in ("labels", "probs", "decided", "sources"))
     k = probs.shape[1]
     out = {}
     for source in ["all", *sorted(str(s) for s in set(sources) - {""})]:
