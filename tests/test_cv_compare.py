@@ -128,3 +128,16 @@ def test_the_same_predictions_listed_in_another_order_are_paired_image_by_image(
     result = compare_cv(candidate, [candidate[0], shuffled], n_boot=200)
     for entry in result["by_source"]["bus-bra"].values():  # an unaligned draw would score other images
         assert entry["low"] == 0.0 and entry["high"] == 0.0
+
+
+def test_the_command_writes_both_files_and_refuses_unpaired_sides_with_a_message(tmp_path, capsys):
+    from training.cli import main as train_main
+
+    candidate, reference = _sides(tmp_path)
+    out = tmp_path / "compare"
+    assert train_main(["cv-compare", *map(str, candidate), "--against", *map(str, reference), "--out", str(out)]) == 0
+    written = json.loads((out / "cv_compare.json").read_text())
+    assert written["by_source"]["bus-bra"]["malignant AUC"]["mean_difference"] == pytest.approx(0.125)
+    assert "| bus-bra | malignant AUC |" in (out / "cv_compare.md").read_text()
+    assert train_main(["cv-compare", str(candidate[0]), "--against", str(reference[1]), "--out", str(out)]) == 2
+    assert "different folds" in capsys.readouterr().err
