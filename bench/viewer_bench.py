@@ -1,8 +1,8 @@
 """Viewer benchmarks (issue #4): launch to window shown, next-image latency, event-loop stalls, memory.
 
-    QT_QPA_PLATFORM=offscreen python bench/viewer_bench.py [--images DIR] [--json OUT]
+    QT_QPA_PLATFORM=offscreen python bench/viewer_bench.py [--images DIR] [--model BUNDLE] [--json OUT]
 
-Uses the bundled model on the CPU (or ``--device``). Images: ``--images`` (e.g. the BUSI folder, read in place),
+Uses the bundled model (or ``--model``, e.g. a candidate backbone's bundle) on the CPU (or ``--device``). Images: ``--images`` (e.g. the BUSI folder, read in place),
 else generated phantoms of BUSI-like size. Prints one JSON object; nothing here is a pass/fail test.
 """
 
@@ -28,7 +28,8 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 app = QApplication([])
 from busi_viewer.gui.app import build_window
-window = build_window()
+from pathlib import Path
+window = build_window(Path(sys.argv[1]) if len(sys.argv) > 1 else None)
 window.show()
 def shown():
     print(json.dumps({"shown_at": time.time(), "torch_imported": "torch" in sys.modules}), flush=True)
@@ -53,13 +54,13 @@ def percentiles(values: list[float]) -> dict:
             "p95_ms": round(float(np.percentile(array, 95)), 1), "max_ms": round(float(array.max()), 1)}
 
 
-def bench_startup(runs: int, home: Path) -> dict:
+def bench_startup(runs: int, home: Path, model_dir: Path | None = None) -> dict:
     env = dict(os.environ, BUSI_VIEWER_HOME=str(home))
     times, torch_flags = [], []
     for _ in range(runs):
         start = time.time()
-        done = subprocess.run([sys.executable, "-c", STARTUP_CHILD], env=env, capture_output=True, text=True,
-                              timeout=120, check=True)
+        child = [sys.executable, "-c", STARTUP_CHILD, *([str(model_dir)] if model_dir else [])]
+        done = subprocess.run(child, env=env, capture_output=True, text=True, timeout=120, check=True)
         line = [ln for ln in done.stdout.splitlines() if ln.startswith("{")][-1]
         info = json.loads(line)
         times.append(info["shown_at"] - start)
@@ -69,9 +70,9 @@ def bench_startup(runs: int, home: Path) -> dict:
 
 
 class Session:
-    """One window with the bundled model, driven from code with its event loop spinning."""
+    """One window with the bundled model (or ``model_dir``), driven from code with its event loop spinning."""
 
-    def __init__(self, app, device: str):
+    def __init__(self, app, device: str, model_dir: Path | None = None):
         from busi_viewer.gui.app import build_window
 
         from PySide6.QtCore import QEventLoop, QTimer
@@ -80,7 +81,7 @@ class Session:
         self._wait_for_events = QEventLoop.ProcessEventsFlag.WaitForMoreEvents
         self._tick = QTimer()  # wakes the waiting loop now and then, so a deadline is seen without events
         self._tick.start(20)
-        self.window = build_window(device=device)
+        self.window = build_window(model_dir, device=device)
         self.window.resize(1400, 900)
         self.window.show()
         self.window.service.start()
@@ -212,6 +213,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, default=None, help="folder to review (default: generated phantoms)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", type=Path, default=None, help="model bundle (default: the bundled one)")
     parser.add_argument("--memory-images", type=int, default=1000)
     parser.add_argument("--startup-runs", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None)
@@ -221,14 +223,14 @@ def main() -> int:
         home = Path(tmp) / "home"
         os.environ["BUSI_VIEWER_HOME"] = str(home)
         results = {"machine": {"cpus": os.cpu_count(), "platform": sys.platform}}
-        results["startup"] = bench_startup(args.startup_runs, home)
+        results["startup"] = bench_startup(args.startup_runs, home, args.model)
 
         from PySide6.QtWidgets import QApplication
 
         from busi_viewer.gui import presenters
 
         app = QApplication.instance() or QApplication([])
-        session = Session(app, args.device)
+        session = Session(app, args.device, args.model)
         results["model"] = {"label": presenters.model_label(session.window.model), "device": session.window.model.device}
         folder = args.images or phantom_folder(Path(tmp) / "images", max(args.memory_images, 240))
         session.window.open_folder(folder)

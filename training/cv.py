@@ -215,12 +215,17 @@ def cv_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_result(out: Path, stem: str, result: dict, markdown: str) -> dict:
+    """``result`` as ``out/STEM.json`` and ``markdown`` as ``out/STEM.md``, each written whole; returns ``result``."""
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / f"{stem}.json", encoding="utf-8") as handle:
+        json.dump(result, handle, indent=2)
+    with atomic_write(out / f"{stem}.md", encoding="utf-8") as handle:
+        handle.write(markdown)
+    return result
+
+
 def write_cv_summary(run_dirs: list[Path], out: Path) -> dict:
     """Write ``cv_summary.json`` and ``cv_summary.md`` into ``out``; returns the summary."""
     result = summarise_cv(run_dirs)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / "cv_summary.json", encoding="utf-8") as handle:
-        json.dump(result, handle, indent=2)
-    with atomic_write(out / "cv_summary.md", encoding="utf-8") as handle:
-        handle.write(cv_markdown(result))
-    return result
+    return write_result(out, "cv_summary", result, cv_markdown(result))

@@ -12,16 +12,14 @@ on which the candidate is higher says how consistent a difference is across thos
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from busi_viewer.core.atomic import atomic_write
 from training.config import load_config
-from training.cv import CvSummaryError, FoldTest, load_fold_test, load_runs
+from training.cv import CvSummaryError, FoldTest, load_fold_test, load_runs, write_result
 from training.metrics import BOOTSTRAP_RESAMPLES, accuracy, roc_auc
 
 # name -> statistic(fold, indices) on one fold's test images; the threshold's class is malignant.
@@ -163,9 +161,4 @@ def compare_markdown(result: dict) -> str:
 def write_cv_compare(candidate_dirs: list[Path], reference_dirs: list[Path], out: Path) -> dict:
     """Write ``cv_compare.json`` and ``cv_compare.md`` into ``out``; returns the comparison."""
     result = compare_cv(candidate_dirs, reference_dirs)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / "cv_compare.json", encoding="utf-8") as handle:
-        json.dump(result, handle, indent=2)
-    with atomic_write(out / "cv_compare.md", encoding="utf-8") as handle:
-        handle.write(compare_markdown(result))
-    return result
+    return write_result(out, "cv_compare", result, compare_markdown(result))
