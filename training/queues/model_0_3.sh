@@ -99,6 +99,15 @@ for fold in 0 1 2 3 4; do
     --set model.arch=tf_efficientnet_lite2 --set data.input_size=260
 done
 cv_summary busi-busbra-evidence-s16-lite2-seed0-fold -one-pass cv-evidence-s16-lite2-one-pass
+cv_compare() {  # cv_compare CANDIDATE_PREFIX REFERENCE_PREFIX SUFFIX OUT: paired, once both sides' five folds are published
+  local candidate="$1" reference="$2" suffix="$3" out="$4" fold
+  for fold in 0 1 2 3 4; do published "$candidate$fold$suffix" && published "$reference$fold$suffix" || return 0; done
+  [ -f "$reports/$out/cv_compare.json" ] || "$train" cv-compare "$reports/$candidate"?"$suffix" \
+    --against "$reports/$reference"?"$suffix" --out "$reports/$out"
+}
+#    the backbone is chosen on the folds paired image by image (README, "How the backbone will be chosen")
+cv_compare busi-busbra-evidence-s16-lite2-seed0-fold busi-busbra-evidence-s16-seed0-fold -one-pass \
+  compare-lite2-vs-lite0-one-pass
 # 3. history: the 0.3.1 recipe's grouped 5-fold CV (folds 0-3 published), each source split into its own folds
 for fold in 0 1 2 3 4; do
   fit "busi-busbra-seed0-fold$fold" --fold "$fold"
