@@ -90,3 +90,21 @@ def test_pooled_test_needs_every_folds_predictions(tmp_path):
                                np.log([[0.9, 0.05, 0.05]]))
     b = _run(tmp_path / "fold1", [], 1, 0.9, "h")  # published before predictions were kept
     assert "pooled_test" not in summarise_cv([a, b])
+
+
+def test_pooled_reliability_bins_by_hand_and_the_figure_beside_the_summary(tmp_path):
+    # Ten bins: BUSI's pooled confidences are fold 0's 0.9 (right) in (0.8, 0.9] and fold 1's 0.6 at its own
+    # temperature (wrong) in (0.5, 0.6]; read at temperature 1, fold 1's logits 2 log q give q² / sum q², a top
+    # probability of 0.36 / 0.46 = 0.78, in (0.7, 0.8].
+    from training.cv import POOLED_RELIABILITY, write_cv_summary
+
+    out = tmp_path / "summary"
+    result = write_cv_summary(_two_folds(tmp_path), out)
+    busi = result["pooled_test"]["busi"]["reliability"]
+    assert busi["count"] == [0, 0, 0, 0, 0, 1, 0, 0, 1, 0]
+    assert busi["accuracy"][5] == 0.0 and busi["accuracy"][8] == 1.0 and busi["accuracy"][0] is None
+    assert busi["confidence"][5] == pytest.approx(0.6) and busi["confidence"][8] == pytest.approx(0.9)
+    figure = out / POOLED_RELIABILITY
+    assert figure.is_file() and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"]({POOLED_RELIABILITY})" in (out / "cv_summary.md").read_text()
+    assert json.loads((out / "cv_summary.json").read_text())["pooled_test"]["bus-bra"]["reliability"]["count"][7] == 1

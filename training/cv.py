@@ -19,7 +19,7 @@ from busi_viewer.core.errors import BusiViewerError
 from training.config import config_hash, load_config
 from training.data import files_sources
 from training.metrics import (ECE_BINS, accuracy, ece_if_calibrated, expected_calibration_error, macro_f1,
-                              predict_with_threshold, softmax)
+                              predict_with_threshold, reliability_bins, softmax)
 from training.pipeline import Predictions
 
 # (label, path into metrics.json); the operating point is the validation-chosen malignant threshold.
@@ -56,6 +56,9 @@ CV_SOURCE_METRICS = (
     ("BUS-BRA malignant specificity", ("test_by_source", "bus-bra", "specificity_malignant")),
     ("BUS-BRA ECE", ("test_by_source", "bus-bra", "ece")),
 )
+
+
+POOLED_RELIABILITY = "reliability_pooled.png"  # cv-summary's figure of the pooled test predictions
 
 
 class CvSummaryError(BusiViewerError):
@@ -152,7 +155,7 @@ def pooled_test(loaded: list[tuple[Path, dict]]) -> dict:
     sources, each one), each fold at its own validation temperature and threshold: accuracy and macro-F1 at
     the operating point and arg-max, sensitivity and specificity of the threshold's class, and top-label ECE
     with the band a perfectly calibrated model would show on as many images
-    (:func:`training.metrics.ece_if_calibrated`).
+    (:func:`training.metrics.ece_if_calibrated`) and the reliability bins behind it.
 
     One fold's test part (about 150 BUSI images) is too small to tell an ECE of 0.05 from perfect calibration;
     the pooled predictions are five times as many. {} unless every run folder keeps ``predictions_test.npz``.
@@ -173,12 +176,19 @@ def pooled_test(loaded: list[tuple[Path, dict]]) -> dict:
         block = {"n": int(keep.sum()), "accuracy": accuracy(y, d), "macro_f1": macro_f1(y, d, k),
                  "accuracy_argmax": accuracy(y, p.argmax(axis=1)),
                  "macro_f1_argmax": macro_f1(y, p.argmax(axis=1), k),
-                 "ece": expected_calibration_error(y, p, n_bins), "ece_if_calibrated": ece_if_calibrated(p, n_bins)}
+                 "ece": expected_calibration_error(y, p, n_bins), "ece_if_calibrated": ece_if_calibrated(p, n_bins),
+                 "reliability": _reliability_json(reliability_bins(y, p, n_bins))}
         if positive is not None:
             block["sensitivity"] = float(np.mean(d[y == positive] == positive)) if (y == positive).any() else None
             block["specificity"] = float(np.mean(d[y != positive] != positive)) if (y != positive).any() else None
         out[source] = block
     return out
+
+
+def _reliability_json(bins: dict[str, np.ndarray]) -> dict[str, list]:
+    """:func:`training.metrics.reliability_bins` as JSON lists (an empty bin's means as None)."""
+    means = {key: [None if np.isnan(v) else float(v) for v in bins[key]] for key in ("confidence", "accuracy")}
+    return {"edges": bins["edges"].tolist(), "count": bins["count"].tolist(), **means}
 
 
 def _fmt(value: float | None) -> str:
@@ -212,6 +222,7 @@ def cv_markdown(result: dict) -> str:
                          f"{_fmt(block['accuracy_argmax'])} | {_fmt(block['macro_f1_argmax'])} | "
                          f"{_fmt(block.get('sensitivity'))} | {_fmt(block.get('specificity'))} | "
                          f"{_fmt(block['ece'])} | {_fmt(band['mean'])} ({_fmt(band['p95'])}) |")
+        lines += ["", f"![Reliability of the pooled test predictions, per source]({POOLED_RELIABILITY})"]
     return "\n".join(lines) + "\n"
 
 
@@ -228,4 +239,21 @@ def write_result(out: Path, stem: str, result: dict, markdown: str) -> dict:
 def write_cv_summary(run_dirs: list[Path], out: Path) -> dict:
     """Write ``cv_summary.json`` and ``cv_summary.md`` into ``out``; returns the summary."""
     result = summarise_cv(run_dirs)
+    if result.get("pooled_test"):
+        pooled_reliability_plot(result["pooled_test"], out / POOLED_RELIABILITY)
     return write_result(out, "cv_summary", result, cv_markdown(result))
+
+
+def pooled_reliability_plot(pooled: dict, path: Path) -> Path:
+    """Reliability diagrams of the pooled test predictions: one panel per source (or "all" for one source)."""
+    from training import plots
+
+    shown = [source for source in pooled if source != "all"] or ["all"]
+    panels = {}
+    for source in shown:
+        bins = pooled[source]["reliability"]
+        panels[f"{source}, pooled folds (n = {pooled[source]['n']})"] = tuple(
+            np.array([np.nan if v is None else v for v in bins[key]], dtype=np.float64)
+            for key in ("confidence", "accuracy", "count")) + (pooled[source]["ece"],)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return plots.reliability_plot(panels, path)
