@@ -141,3 +141,14 @@ def test_the_command_writes_both_files_and_refuses_unpaired_sides_with_a_message
     assert "| bus-bra | malignant AUC |" in (out / "cv_compare.md").read_text()
     assert train_main(["cv-compare", str(candidate[0]), "--against", str(reference[1]), "--out", str(out)]) == 2
     assert "different folds" in capsys.readouterr().err
+
+
+def test_three_folds_average_their_differences(tmp_path):
+    # differences +0.5, −0.25 and 0 (fold 2 the same on both sides): mean 1/12, where a median would say 0
+    candidate, reference = _sides(tmp_path)
+    fold2 = ["bus-bra/d1.png", "bus-bra/d2.png", "bus-bra/d3.png", "bus-bra/d4.png"]
+    candidate.append(_fold_run(tmp_path / "cand2", 2, fold2, LABELS, [0.9, 0.8, 0.3, 0.1], 0.5))
+    reference.append(_fold_run(tmp_path / "ref2", 2, fold2, LABELS, [0.7, 0.6, 0.2, 0.1], 0.5))
+    auc = compare_cv(candidate, reference, n_boot=50)["by_source"]["bus-bra"]["malignant AUC"]
+    assert auc["mean_difference"] == pytest.approx(1 / 12)
+    assert (auc["folds_higher"], auc["folds_lower"]) == (1, 1)
