@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,6 +134,11 @@ class FoldTest:
     sources: np.ndarray
     groups: np.ndarray
     positive: int | None  # index of the threshold's class (malignant), None for arg-max runs
+
+    def reordered(self, order: np.ndarray) -> FoldTest:
+        """The same predictions, image ``order[i]`` at position i."""
+        return dataclasses.replace(self, **{name: getattr(self, name)[order] for name in
+                                            ("files", "labels", "probs", "decided", "sources", "groups")})
 
 
 def load_fold_test(run_dir: Path, metrics: dict) -> FoldTest:

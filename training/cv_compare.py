@@ -20,7 +20,7 @@ import numpy as np
 
 from training.config import load_config
 from training.cv import CvSummaryError, FoldTest, load_fold_test, load_runs, write_result
-from training.metrics import BOOTSTRAP_RESAMPLES, accuracy, roc_auc
+from training.metrics import BOOTSTRAP_RESAMPLES, accuracy, cluster_members, cluster_resample, roc_auc
 
 # name -> statistic(fold, indices) on one fold's test images; the threshold's class is malignant.
 Statistic = Callable[[FoldTest, np.ndarray], float]
@@ -84,19 +84,13 @@ def paired_folds(candidate_dirs: list[Path], reference_dirs: list[Path]) -> list
         order = np.array([where[str(f)] for f in ours.files], dtype=np.int64)
         if not np.array_equal(theirs.labels[order], ours.labels):
             raise CvSummaryError(f"fold {number}: the same images carry different labels on the two sides")
-        theirs = FoldTest(theirs.fold, theirs.files[order], theirs.labels[order], theirs.probs[order],
-                          theirs.decided[order], theirs.sources[order], theirs.groups[order], theirs.positive)
-        pairs.append((ours, theirs))
+        pairs.append((ours, theirs.reordered(order)))
     return pairs
 
 
-def _cluster_draw(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Indices of one cluster-bootstrap resample: whole groups with replacement ("" = an image of its own)."""
-    ids = np.where(groups == "", np.char.add("#", np.arange(groups.size).astype(str)), groups)
-    _, codes = np.unique(ids, return_inverse=True)
-    members = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)] if codes.size else []
-    picks = rng.integers(0, len(members), len(members))
-    return np.concatenate([members[c] for c in picks]) if members else np.zeros(0, np.int64)
+def _fold_members(groups: np.ndarray) -> list[np.ndarray]:
+    """:func:`training.metrics.cluster_members` of one fold's images; an image without a group ("") is its own."""
+    return cluster_members(np.where(groups == "", np.char.add("#", np.arange(groups.size).astype(str)), groups))
 
 
 def compare_cv(candidate_dirs: list[Path], reference_dirs: list[Path], *, n_boot: int = BOOTSTRAP_RESAMPLES,
@@ -113,7 +107,8 @@ def compare_cv(candidate_dirs: list[Path], reference_dirs: list[Path], *, n_boot
                     "by_source": {}}
     for source in sources:
         keep = [np.flatnonzero(ours.sources == source) for ours, _ in pairs]
-        draws = [[keep_f[_cluster_draw(ours.groups[keep_f], rng)] for keep_f, (ours, _) in zip(keep, pairs)]
+        members = [_fold_members(ours.groups[keep_f]) for keep_f, (ours, _) in zip(keep, pairs)]
+        draws = [[keep_f[cluster_resample(fold_members, rng)] for keep_f, fold_members in zip(keep, members)]
                  for _ in range(n_boot)]
         block = {}
         for name, statistic in COMPARED.items():

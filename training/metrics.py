@@ -294,6 +294,20 @@ class Interval(NamedTuple):
     n_valid: int
 
 
+def cluster_members(groups: Sequence[Any] | np.ndarray) -> list[np.ndarray]:
+    """Each group's sample indices (int64), groups in order of first appearance."""
+    codes: dict[Any, int] = {}
+    group_codes = np.array([codes.setdefault(g, len(codes)) for g in np.asarray(groups).tolist()])
+    return [np.flatnonzero(group_codes == c) for c in range(len(codes))]
+
+
+def cluster_resample(members: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """Indices of one cluster-bootstrap resample: as many whole groups as there are, drawn with replacement."""
+    if not members:
+        return np.zeros(0, np.int64)
+    return np.concatenate([members[c] for c in rng.integers(0, len(members), len(members))])
+
+
 def bootstrap_ci(statistic: Callable[[np.ndarray], float], n_samples: int, *, n_boot: int = BOOTSTRAP_RESAMPLES,
                  confidence: float = 0.95, seed: int = 0, groups: Sequence[Any] | np.ndarray | None = None
                  ) -> Interval:
@@ -311,11 +325,8 @@ def bootstrap_ci(statistic: Callable[[np.ndarray], float], n_samples: int, *, n_
     if groups is None:
         draws = (rng.integers(0, n_samples, n_samples) for _ in range(n_boot))
     else:
-        codes: dict[Any, int] = {}
-        group_codes = np.array([codes.setdefault(g, len(codes)) for g in np.asarray(groups).tolist()])
-        members = [np.flatnonzero(group_codes == c) for c in range(len(codes))]
-        draws = (np.concatenate([members[c] for c in rng.integers(0, len(members), len(members))])
-                 for _ in range(n_boot))
+        members = cluster_members(groups)
+        draws = (cluster_resample(members, rng) for _ in range(n_boot))
     values = np.array([statistic(indices) for indices in draws], dtype=np.float64)
     values = values[~np.isnan(values)]
     if values.size == 0:
