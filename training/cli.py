@@ -12,6 +12,7 @@ Examples::
     busi-train export runs/busi-honest-seed0 --to resources/models/busi-us
     busi-train cv-summary runs/busi-honest-seed0-fold* --out training/reports/busi-honest-cv
     busi-train cv-compare runs/lite2-fold? --against runs/lite0-fold? --out DIR  # two recipes, same folds, paired
+    busi-train replacement-rule DIR --viewer-p95-ms 83  # the pre-registered rule on that comparison
     busi-train export-onnx resources/models/busi-us     # for ONNX Runtime (packaging/build.sh does this)
     busi-train write-checksums resources/models/busi-us  # list a checked bundle's files in its SHA256SUMS
     busi-train sweep-freezing --config mammo_lite0 --data /path/to/mini-mias --seeds 0,1,2 --out training/reports/freezing-mias
@@ -206,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--against", type=Path, nargs="+", required=True,
                          help="the reference recipe's evaluated runs of the same folds")
     compare.add_argument("--out", type=Path, required=True, help="folder for cv_compare.json and cv_compare.md")
+
+    rule = commands.add_parser("replacement-rule",
+                               help="the pre-registered rule: does the compared candidate replace the reference?")
+    rule.add_argument("compare_dir", type=Path, help="a cv-compare --out folder; the verdict is written beside it")
+    rule.add_argument("--viewer-p95-ms", type=float, required=True,
+                      help="never-seen p95 of the viewer with a candidate bundle (bench/viewer_bench.py)")
     return parser
 
 
@@ -385,6 +392,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from training.cv_compare import compare_markdown, write_cv_compare
 
         print(compare_markdown(write_cv_compare(args.runs, args.against, args.out)))
+        return 0
+    if args.command == "replacement-rule":
+        from training.replacement_rule import rule_markdown, write_rule
+
+        print(rule_markdown(write_rule(args.compare_dir, args.viewer_p95_ms)))
         return 0
     raise AssertionError(args.command)
 

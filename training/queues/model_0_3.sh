@@ -108,6 +108,22 @@ cv_compare() {  # cv_compare CANDIDATE_PREFIX REFERENCE_PREFIX SUFFIX OUT: paire
 #    the backbone is chosen on the folds paired image by image (README, "How the backbone will be chosen")
 cv_compare busi-busbra-evidence-s16-lite2-seed0-fold busi-busbra-evidence-s16-seed0-fold -one-pass \
   compare-lite2-vs-lite0-one-pass
+#    and the pre-registered rule decides (training/replacement_rule.py). The viewer's p95 is the worse of two
+#    measurements with the Lite2 fold-0 bundle (bench/README.md, "Backbone candidates": 83 and 72 ms)
+lite2_vs_lite0="$reports/compare-lite2-vs-lite0-one-pass"
+if [ -f "$lite2_vs_lite0/cv_compare.json" ] && [ ! -f "$lite2_vs_lite0/replacement_rule.json" ]; then
+  "$train" replacement-rule "$lite2_vs_lite0" --viewer-p95-ms 83
+fi
+# 2b. only if Lite2 replaces Lite0: its run on the shipped split (the next bundle) and its leave-one-source-out pair
+#     (the scope guard's margin is chosen on the bundle's own recipe's pair)
+if [ -f "$lite2_vs_lite0/replacement_rule.json" ] && grep -q '"replace": true' "$lite2_vs_lite0/replacement_rule.json"
+then
+  lite2=(--set model.arch=tf_efficientnet_lite2 --set data.input_size=260)
+  one_pass busi_busbra_evidence_s16 busi-busbra-evidence-s16-lite2-seed0 "${lite2[@]}"
+  fit_data="$BUSBRA_DATA" loso_one_pass loso-s16-lite2-busbra-only-seed0 busi "$BUSI_DATA" --set data.dataset=bus-bra \
+    --set data.task=benign-vs-malignant "${lite2[@]}"
+  loso_one_pass loso-s16-lite2-busi-only-seed0 bus-bra "$BUSBRA_DATA" --set data.dataset=busi "${lite2[@]}"
+fi
 # 3. history: the 0.3.1 recipe's grouped 5-fold CV (folds 0-3 published), each source split into its own folds
 for fold in 0 1 2 3 4; do
   fit "busi-busbra-seed0-fold$fold" --fold "$fold"
