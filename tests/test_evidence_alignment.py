@@ -12,7 +12,7 @@ import torch
 from busi_viewer.core.phantoms import write_phantom_dataset
 from busi_viewer.inference.architectures import build_classifier
 from training.config import apply_overrides, config_hash, load_config
-from training.data import augment_image, augment_pair
+from training.augment import augment_image, augment_pair
 from training.evidence import EvidenceAlignedLoss, evidence_alignment, lesion_classes
 
 

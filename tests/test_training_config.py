@@ -6,8 +6,6 @@ import pytest
 
 from training.config import (
     CONFIGS_DIR,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     ConfigError,
     TrainConfig,
     apply_overrides,
@@ -18,6 +16,7 @@ from training.config import (
     to_dict,
     to_toml,
 )
+from training.config_schema import IMAGENET_MEAN, IMAGENET_STD
 
 
 def test_paper_config_holds_exactly_the_published_protocol():

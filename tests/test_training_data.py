@@ -16,21 +16,9 @@ from busi_viewer.inference.model_card import PreprocessSpec
 from busi_viewer.inference.preprocessing import normalise, resize_for_model
 from tests.helpers.datasets import write_busi
 from training.config import load_config
-from training.data import (
-    BusiDataset,
-    DataError,
-    apply_mask_overlay,
-    augment_image,
-    balanced_sample_weights,
-    class_weights,
-    color_jitter,
-    index_busi,
-    is_greyscale,
-    load_or_build_cache,
-    make_datasets,
-    oversample_minority,
-    resize_mask_for_model,
-)
+from training.augment import apply_mask_overlay, augment_image, color_jitter, is_greyscale
+from training.balancing import balanced_sample_weights, class_weights, oversample_minority
+from training.data import BusiDataset, DataError, index_busi, load_or_build_cache, make_datasets, resize_mask_for_model
 
 COUNTS = {"benign": 6, "malignant": 3, "normal": 2}
 SIZE = 64

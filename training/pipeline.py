@@ -22,7 +22,7 @@ from busi_viewer.core.atomic import atomic_write
 from busi_viewer.inference.device import configure_threads, describe_device, select_device
 from training.config import CONFIGS_DIR, TrainConfig, config_hash, to_toml
 from training.data import BusiDataset, BusiIndex, index_dataset, load_or_build_cache, make_datasets
-from training.data import balanced_sample_weights
+from training.balancing import balanced_sample_weights
 from training.engine import FitSettings, fit, init_distributed, seed_everything
 from training.evidence import EvidenceAlignedLoss, lesion_classes
 from training.partial_labels import encode_targets, label_sets

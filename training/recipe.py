@@ -10,9 +10,9 @@ from torch import nn
 
 from busi_viewer.inference.architectures import ImageClassifier, build_classifier
 from busi_viewer.inference.pretrained import LoadReport, load_imagenet_backbone
-from training.config import ConfigError, ModelConfig, TrainConfig
+from training.config_schema import ConfigError, ModelConfig, TrainConfig
 from training.freezing import FreezingPlan, freeze_backbone
-from training.data import class_weights
+from training.balancing import class_weights
 from training.partial_labels import PartialLabelCrossEntropy
 
 
