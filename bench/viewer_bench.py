@@ -3,7 +3,8 @@
     QT_QPA_PLATFORM=offscreen python bench/viewer_bench.py [--images DIR] [--model BUNDLE] [--json OUT]
 
 Uses the bundled model (or ``--model``, e.g. a candidate backbone's bundle) on the CPU (or ``--device``). Images:
-``--images`` (e.g. the BUSI folder, read in place), else generated phantoms of BUSI-like size. Prints one JSON object; nothing here is a pass/fail test.
+``--images`` (e.g. the BUSI folder, read in place), else generated phantoms of BUSI-like size. Prints one JSON
+object; nothing here is a pass/fail test.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ the sample standard deviation (ddof = 1); the per-fold bootstrap intervals stay 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,9 +136,9 @@ class FoldTest:
     positive: int | None  # index of the threshold's class (malignant), None for arg-max runs
 
     def reordered(self, order: np.ndarray) -> FoldTest:
-        """The same predictions, image ``order[i]`` at position i."""
-        return dataclasses.replace(self, **{name: getattr(self, name)[order] for name in
-                                            ("files", "labels", "probs", "decided", "sources", "groups")})
+        """The same predictions, image ``order[i]`` at position i (every per-image array reordered)."""
+        return dataclasses.replace(self, **{f.name: getattr(self, f.name)[order] for f in dataclasses.fields(self)
+                                            if isinstance(getattr(self, f.name), np.ndarray)})
 
 
 def load_fold_test(run_dir: Path, metrics: dict) -> FoldTest:
