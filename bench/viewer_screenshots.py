@@ -2,17 +2,21 @@
 
     QT_QPA_PLATFORM=offscreen python bench/viewer_screenshots.py OUT_DIR
 
-Writes one PNG per state; look at them after any change to the window. Demo images only (never BUSI).
+Writes one PNG per state; look at them after any change to the window. Demo images only (never BUSI); reviews,
+settings and caches go to a temporary BUSI_VIEWER_HOME unless one is set.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# the screenshots record a review: keep it (and settings, caches) out of the user's own review store
+os.environ.setdefault("BUSI_VIEWER_HOME", tempfile.mkdtemp(prefix="busi-screenshots-"))
 
 
 def _wait(app, condition, timeout_s: float = 120.0) -> None:
